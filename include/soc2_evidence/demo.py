@@ -1,0 +1,176 @@
+"""``make demo``: the nightly pipeline end to end on embedded defaults, then verified.
+
+Starts an S3 API with Object Lock on loopback (unless ``EVIDENCE_STORE`` names a store),
+runs the nightly DAG for yesterday with ``airflow dags test`` on SQLite metadata, verifies
+the archive with ``evidence verify``, and stops everything it started, even on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from soc2_evidence.config import PROJECT_ROOT, load_config
+from soc2_evidence.local_services import DUMMY_AWS_ENV, create_object_lock_bucket, moto_server, venv_tool
+
+DEMO_BUCKET = "soc2-evidence-demo"
+DAG_ID = "evidence_config_snapshot"
+AIRFLOW_HOME = PROJECT_ROOT / ".airflow"
+DEMO_DIR = PROJECT_ROOT / ".demo"
+
+
+class Steps:
+    """Prints each step as it starts and how long it took."""
+
+    def __init__(self) -> None:
+        self.number = 0
+
+    @contextlib.contextmanager
+    def __call__(self, title: str) -> Iterator[None]:
+        self.number += 1
+        print(f"==> [{self.number}] {title}", flush=True)
+        started = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            print(f"    FAILED after {time.monotonic() - started:.1f}s", flush=True)
+            raise
+        print(f"    done in {time.monotonic() - started:.1f}s", flush=True)
+
+
+def run_airflow(args: list[str], env: dict[str, str], log_path: Path) -> None:
+    """Run an Airflow command, output to ``log_path``; SIGINT (Airflow's clean stop) on interruption."""
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([venv_tool("airflow"), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            code = process.wait()
+        except BaseException:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            raise
+    if code != 0:
+        tail = log_path.read_text(errors="replace").splitlines()[-25:]
+        raise RuntimeError(f"airflow {' '.join(args)} exited with {code}; last lines of {log_path}:\n" + "\n".join(tail))
+
+
+def airflow_env(store_url: str, base: dict[str, str]) -> dict[str, str]:
+    env = dict(base)
+    AIRFLOW_HOME.mkdir(exist_ok=True)
+    secret_file = AIRFLOW_HOME / "demo-redaction-secret"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_hex(32))
+        secret_file.chmod(0o600)
+    env.update(
+        AIRFLOW_HOME=str(AIRFLOW_HOME),
+        AIRFLOW__CORE__DAGS_FOLDER=str(PROJECT_ROOT / "dags"),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(PROJECT_ROOT / "plugins"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
+        EVIDENCE_STORE=store_url,
+        EVIDENCE_STAGING=str(AIRFLOW_HOME / "evidence-staging"),
+        AIRFLOW_VAR_SOC2_EVIDENCE_REDACTION_SECRET=secret_file.read_text().strip(),
+    )
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--date", type=date.fromisoformat, default=datetime.now(UTC).date() - timedelta(days=1),
+                        help="night to run (default: yesterday, UTC)")
+    parser.add_argument("--keep-running", action="store_true",
+                        help="keep the embedded S3 server up after the demo, for browsing, until Ctrl-C")
+    args = parser.parse_args(argv)
+    steps = Steps()
+    DEMO_DIR.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    log_path = DEMO_DIR / f"airflow-{stamp}.log"
+
+    with contextlib.ExitStack() as stack:
+        env = dict(os.environ)
+        store_url = env.get("EVIDENCE_STORE")
+        endpoint = None
+        if store_url:
+            print(f"==> EVIDENCE_STORE is set: archiving to {store_url} (no embedded S3 server)")
+        else:
+            with steps("start an S3 API with Object Lock on loopback (moto server)"):
+                endpoint = stack.enter_context(moto_server(DEMO_DIR / "moto.log"))
+                env.update(DUMMY_AWS_ENV, AWS_ENDPOINT_URL_S3=endpoint)
+                os.environ.update(DUMMY_AWS_ENV, AWS_ENDPOINT_URL_S3=endpoint)
+                import boto3
+
+                create_object_lock_bucket(boto3.client("s3"), DEMO_BUCKET)
+                store_url = f"s3://{DEMO_BUCKET}/evidence"
+                print(f"    {endpoint}, bucket {DEMO_BUCKET} (Object Lock + versioning)")
+        env = airflow_env(store_url, env)
+        config = load_config(env.get("EVIDENCE_CONFIG"))
+        print(f"    config {config.path}; {len(config.sources)} source(s); retention {config.retention_days} days")
+
+        with steps(f"prepare Airflow metadata (SQLite in {AIRFLOW_HOME.relative_to(PROJECT_ROOT)})"):
+            run_airflow(["db", "migrate"], env, log_path)
+
+        with steps(f"run {DAG_ID} for {args.date} (airflow dags test; log: {log_path.relative_to(PROJECT_ROOT)})"):
+            try:
+                run_airflow(["dags", "test", DAG_ID, args.date.isoformat()], env, log_path)
+            except RuntimeError:
+                print("    the DAG run failed; the archive below shows what was stored and why", flush=True)
+
+        with steps("read the run's manifest"):
+            manifest_key, manifest = _latest_manifest(store_url, DAG_ID)
+            _print_manifest(store_url, manifest_key, manifest)
+
+        with steps(f"verify the archive (evidence verify --store {store_url})"):
+            result = subprocess.run([venv_tool("evidence"), "verify", "--store", store_url], env=env, check=False)
+
+        print()
+        print(f"Store:        {store_url}")
+        print(f"Manifest:     {store_url}/{manifest_key}")
+        print(f"Verification: {'OK' if result.returncode == 0 else 'FAILED'}")
+        if endpoint:
+            print(f"Browse:       aws --endpoint-url {endpoint} s3 ls --recursive {store_url}/")
+            print("              (the embedded server stops when the demo ends; `make demo ARGS=--keep-running` keeps it up)")
+        else:
+            print(f"Browse:       aws s3 ls --recursive {store_url}/")
+        if endpoint and args.keep_running:
+            print("Embedded S3 server running; press Ctrl-C to stop.", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+        return 0 if result.returncode == 0 and manifest.get("outcome") == "passed" else 1
+
+
+def _latest_manifest(store_url: str, dag_id: str) -> tuple[str, dict]:
+    from soc2_evidence.archive import latest_link
+    from soc2_evidence.stores import open_store
+
+    store = open_store(store_url)
+    link = latest_link(store, dag_id)
+    if link is None:
+        raise RuntimeError(f"no manifest of {dag_id} in {store_url}: the run did not commit")
+    return link["manifest_key"], json.loads(store.read_bytes(link["manifest_key"]))
+
+
+def _print_manifest(store_url: str, key: str, manifest: dict) -> None:
+    print(f"    {key}")
+    print(f"    outcome {manifest['outcome']}, attempt {manifest['attempt']}, chain sequence {manifest['sequence']}")
+    for source in manifest["sources"]:
+        items = [item for item in manifest["items"] if item["source"] == source["name"]]
+        redactions = ", ".join(f"{count} {name}" for name, count in sorted(source.get("redactions", {}).items())) or "none"
+        print(f"    source {source['name']}: {source['status']}, {len(items)} items, redactions: {redactions}")
+    for failure in manifest.get("validation", {}).get("failures", []):
+        print(f"    validation failure: {failure['source']}/{failure['item']}: {failure['check']}: {failure['detail']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

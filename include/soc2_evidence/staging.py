@@ -1,0 +1,183 @@
+"""Staged evidence: what a collector produced, on disk, before validation and archiving.
+
+A collector writes its items through a :class:`BundleWriter`, which redacts, canonicalises
+and hashes as it writes. The bundle is only readable once ``bundle.json`` exists, so a
+collector that dies half way leaves nothing that could be archived as complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from soc2_evidence.evidence import EvidenceItem, RunContext, canonical_json, code_revision, rfc3339, utc_now
+from soc2_evidence.hashing import digest_bytes, digest_file
+from soc2_evidence.redaction import Redactor
+
+BUNDLE_FILE = "bundle.json"
+
+
+def safe_segment(value: str) -> str:
+    """A run id as a path segment: Airflow run ids contain ':' and '+'."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", value)
+
+
+def bundle_dir(staging_root: Path, run: RunContext, source: str, try_number: int) -> Path:
+    return staging_root / safe_segment(run.dag_id) / safe_segment(run.run_id) / source / f"try-{try_number}"
+
+
+@dataclass(frozen=True)
+class StagedItem:
+    item: EvidenceItem
+    path: Path
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A finished, staged bundle of one source's evidence for one run."""
+
+    directory: Path
+    family: str
+    source: str
+    kind: str
+    run: RunContext
+    items: tuple[StagedItem, ...]
+    redactions: dict[str, int]
+    reported_totals: dict[str, int]
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Bundle:
+        directory = Path(directory)
+        try:
+            data = json.loads((directory / BUNDLE_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{directory}: no {BUNDLE_FILE}; the collector did not finish") from error
+        items = tuple(
+            StagedItem(EvidenceItem.from_dict(entry), directory / "items" / entry["name"]) for entry in data["items"]
+        )
+        return cls(
+            directory=directory,
+            family=data["family"],
+            source=data["source"],
+            kind=data["kind"],
+            run=RunContext.from_dict(data["run"]),
+            items=items,
+            redactions=data.get("redactions", {}),
+            reported_totals=data.get("reported_totals", {}),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What goes over XCom: paths, names and hashes, never content."""
+        return {
+            "bundle": str(self.directory),
+            "source": self.source,
+            "family": self.family,
+            "items": [{"name": staged.item.name, "sha256": staged.item.sha256, "size": staged.item.size} for staged in self.items],
+            "redactions": self.redactions,
+        }
+
+
+class BundleWriter:
+    """Writes one source's evidence items into a staging directory, redacted and hashed."""
+
+    def __init__(
+        self,
+        staging_root: Path,
+        *,
+        family: str,
+        source: str,
+        kind: str,
+        run: RunContext,
+        try_number: int,
+        collector: str,
+        collector_version: str,
+        redactor: Redactor,
+    ) -> None:
+        self.directory = bundle_dir(staging_root, run, source, try_number)
+        if self.directory.exists():
+            # A previous try of the same task died mid-write: its staging is scratch, never evidence.
+            shutil.rmtree(self.directory)
+        (self.directory / "items").mkdir(parents=True)
+        self.family, self.source, self.kind, self.run = family, source, kind, run
+        self.try_number = try_number
+        self.collector, self.collector_version = collector, collector_version
+        self.redactor = redactor
+        self.reported_totals: dict[str, int] = {}
+        self._items: list[StagedItem] = []
+
+    def add_json(self, name: str, value: Any, description: str = "") -> EvidenceItem:
+        data = canonical_json(self.redactor.redact_value(value))
+        return self._write(name, data, "application/json", description)
+
+    def add_text(self, name: str, text: str, media_type: str = "text/plain", description: str = "") -> EvidenceItem:
+        return self._write(name, self.redactor.redact_text(text).encode("utf-8"), media_type, description)
+
+    def add_jsonl(self, name: str, records: Iterable[Any], description: str = "") -> EvidenceItem:
+        """Stream records to JSON Lines: memory stays flat however many records there are."""
+        path = self._path(name)
+        with open(path, "wb") as stream:
+            for record in records:
+                stream.write(canonical_json(self.redactor.redact_value(record)))
+        return self._record(name, path, "application/x-ndjson", description)
+
+    def report_total(self, dataset: str, total: int) -> None:
+        """The count the source itself reported, for completeness checks."""
+        self.reported_totals[dataset] = total
+
+    def finish(self) -> Bundle:
+        manifest = {
+            "family": self.family,
+            "source": self.source,
+            "kind": self.kind,
+            "run": self.run.to_dict(),
+            "items": [staged.item.to_dict() for staged in self._items],
+            "redactions": dict(sorted(self.redactor.counts.items())),
+            "reported_totals": self.reported_totals,
+        }
+        temporary = self.directory / (BUNDLE_FILE + ".tmp")
+        temporary.write_bytes(canonical_json(manifest))
+        os.replace(temporary, self.directory / BUNDLE_FILE)
+        return Bundle.load(self.directory)
+
+    def _path(self, name: str) -> Path:
+        if any(staged.item.name == name for staged in self._items):
+            raise ValueError(f"source {self.source!r}: evidence name {name!r} written twice")
+        path = self.directory / "items" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _write(self, name: str, data: bytes, media_type: str, description: str) -> EvidenceItem:
+        path = self._path(name)
+        path.write_bytes(data)
+        return self._record(name, path, media_type, description, digest_bytes(data))
+
+    def _record(self, name: str, path: Path, media_type: str, description: str, digest=None) -> EvidenceItem:
+        digest = digest or digest_file(path)
+        item = EvidenceItem(
+            family=self.family,
+            source=self.source,
+            name=name,
+            media_type=media_type,
+            sha256=digest.sha256,
+            size=digest.size,
+            collected_at=rfc3339(utc_now()),
+            collector=self.collector,
+            collector_version=self.collector_version,
+            code_revision=code_revision(),
+            try_number=self.try_number,
+            run=self.run,
+            description=description,
+        )
+        self._items.append(StagedItem(item, path))
+        return item
+
+
+def iter_bundles(paths: Iterable[str | Path]) -> Iterator[Bundle]:
+    for path in paths:
+        yield Bundle.load(path)
