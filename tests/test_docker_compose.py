@@ -153,7 +153,9 @@ def test_compose_file_matches_compose_spec_schema(compose):
     schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
     validator = _validator_class(schema)(schema)
     errors = sorted(validator.iter_errors(compose), key=lambda error: list(map(str, error.absolute_path)))
-    assert not errors, "\n".join(f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}" for error in errors)
+    assert not errors, "\n".join(
+        f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}" for error in errors
+    )
 
 
 def test_stack_has_the_expected_services_and_images(services):
@@ -168,7 +170,8 @@ def test_every_long_running_service_has_a_healthcheck(services):
     missing = [
         name
         for name, service in services.items()
-        if name not in INIT_SERVICES and (not service.get("healthcheck", {}).get("test") or service["healthcheck"].get("disable"))
+        if name not in INIT_SERVICES
+        and (not service.get("healthcheck", {}).get("test") or service["healthcheck"].get("disable"))
     ]
     assert not missing, f"long-running services without a healthcheck: {missing}"
 

@@ -42,7 +42,11 @@ def on_task_failure(context: dict[str, Any]) -> None:
     alert = build_alert(context)
     log.error(
         "evidence task failed: dag=%s task=%s run=%s map_index=%s: %s",
-        alert["dag_id"], alert["task_id"], alert["run_id"], alert["map_index"], alert["error"],
+        alert["dag_id"],
+        alert["task_id"],
+        alert["run_id"],
+        alert["map_index"],
+        alert["error"],
     )
     for notifier in _notifiers:
         try:

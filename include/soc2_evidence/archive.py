@@ -15,7 +15,15 @@ from datetime import datetime
 from typing import Any
 
 from soc2_evidence import __version__
-from soc2_evidence.evidence import RunContext, canonical_json, code_revision, parse_rfc3339, retain_until, rfc3339, utc_now
+from soc2_evidence.evidence import (
+    RunContext,
+    canonical_json,
+    code_revision,
+    parse_rfc3339,
+    retain_until,
+    rfc3339,
+    utc_now,
+)
 from soc2_evidence.exceptions import ArchiveError, ObjectExistsError
 from soc2_evidence.hashing import digest_bytes
 from soc2_evidence.layout import MANIFEST_NAME, attempt_number, attempt_prefix, chain_key, chain_prefix, run_prefix
@@ -71,12 +79,12 @@ def archive_run(
     attempt = next_attempt(store, family, run)
     folder = attempt_prefix(family, run, attempt)
 
-    staged = [(bundle, staged) for bundle in bundles for staged in bundle.items]
+    staged = [staged for bundle in bundles for staged in bundle.items]
     with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
-        stored = list(pool.map(lambda pair: _store_item(store, folder, pair[1], retention_days), staged))
+        stored = list(pool.map(lambda staged_item: _store_item(store, folder, staged_item, retention_days), staged))
 
     entries = []
-    for (bundle, staged_item), stored_object in zip(staged, stored, strict=True):
+    for staged_item, stored_object in zip(staged, stored, strict=True):
         item = staged_item.item
         entry = item.to_dict()
         entry.update(
@@ -98,7 +106,10 @@ def archive_run(
         "store": {"url": store.url, "immutable": store.immutable, "retention_days": retention_days},
         "tool": {"name": "soc2-evidence", "version": __version__, "code_revision": code_revision()},
         "sources": [
-            {**source.__dict__, "redactions": _bundle_of(bundles, source.name).redactions if source.status == "archived" else {}}
+            {
+                **source.__dict__,
+                "redactions": _bundle_of(bundles, source.name).redactions if source.status == "archived" else {},
+            }
             for source in sources
         ],
         "items": entries,
@@ -134,7 +145,9 @@ def _bundle_of(bundles: list[Bundle], source: str) -> Bundle:
     return next(bundle for bundle in bundles if bundle.source == source)
 
 
-def _commit(store: EvidenceStore, run: RunContext, folder: str, attempt: int, body: dict[str, Any], retention_days: int) -> ArchivedRun:
+def _commit(
+    store: EvidenceStore, run: RunContext, folder: str, attempt: int, body: dict[str, Any], retention_days: int
+) -> ArchivedRun:
     """Claim the next place in the DAG's chain, then write the manifest it points to."""
     manifest_key = f"{folder}/{MANIFEST_NAME}"
     for _ in range(COMMIT_TRIES):

@@ -20,11 +20,19 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--store", "store_url", required=True, envvar="EVIDENCE_STORE", help="Store URL: s3://bucket/prefix or file:///path.")
+@click.option(
+    "--store",
+    "store_url",
+    required=True,
+    envvar="EVIDENCE_STORE",
+    help="Store URL: s3://bucket/prefix or file:///path.",
+)
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First night to check (YYYY-MM-DD).")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Last night to check (YYYY-MM-DD).")
 @click.option("--family", type=click.Choice(FAMILIES), help="Only this evidence family.")
-@click.option("--retention-days", type=click.IntRange(min=1), help="Policy to check locks against (default: each manifest's own).")
+@click.option(
+    "--retention-days", type=click.IntRange(min=1), help="Policy to check locks against (default: each manifest's own)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(store_url, since, until, family, retention_days, as_json) -> None:
     """Prove the archive is intact: re-hash every object, walk every manifest chain, check every lock.
@@ -57,8 +65,10 @@ def verify(store_url, since, until, family, retention_days, as_json) -> None:
 
 def _print_report(report) -> None:
     click.echo(f"store      {report.store}")
-    click.echo(f"manifests  {report.manifests} in {len(report.chains)} chain(s): "
-               + (", ".join(f"{dag} ({count})" for dag, count in sorted(report.chains.items())) or "none"))
+    click.echo(
+        f"manifests  {report.manifests} in {len(report.chains)} chain(s): "
+        + (", ".join(f"{dag} ({count})" for dag, count in sorted(report.chains.items())) or "none")
+    )
     click.echo(f"objects    {report.objects_checked} re-hashed, {report.bytes_checked:,} bytes")
     for family, days in sorted(report.calendar.items()):
         counts = {status: list(days.values()).count(status) for status in ("passed", "failed", "missing")}

@@ -70,7 +70,9 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    _reject_unknown(path, "top level", raw, {"store", "retention_days", "staging_dir", "redaction", "schedules", "sources"})
+    _reject_unknown(
+        path, "top level", raw, {"store", "retention_days", "staging_dir", "redaction", "schedules", "sources"}
+    )
 
     store = _mapping(path, "store", raw.get("store", {}))
     store_url = os.environ.get("EVIDENCE_STORE") or store.get("url")
@@ -150,6 +152,8 @@ def _source(path: Path, index: int, entry: Any) -> SourceConfig:
     except ValueError as error:
         raise ConfigError(f"{path}: {where}: {error}") from error
     if entry["family"] not in FAMILIES:
-        raise ConfigError(f"{path}: source {name!r}: family must be one of {', '.join(FAMILIES)}, got {entry['family']!r}")
+        raise ConfigError(
+            f"{path}: source {name!r}: family must be one of {', '.join(FAMILIES)}, got {entry['family']!r}"
+        )
     options = {key: value for key, value in entry.items() if key not in ("name", "kind", "family")}
     return SourceConfig(name=name, kind=entry["kind"], family=entry["family"], options=options)

@@ -16,7 +16,7 @@ EXTRACT_RETRIES = 3
 EXTRACT_RETRY_DELAY = timedelta(seconds=30)
 EXTRACT_BACKOFF = 2.0
 EXTRACT_MAX_RETRY_DELAY = timedelta(minutes=10)
-REDACTION_SECRET_ENV = "EVIDENCE_REDACTION_SECRET"
+REDACTION_SECRET_ENV = "EVIDENCE_REDACTION_SECRET"  # noqa: S105 - the variable's name, not a secret
 
 
 def evidence_asset(family: str) -> Asset:
@@ -107,7 +107,9 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
             return {
                 "status": report.status,
                 "failures": report.failures,
-                "item_status": [[source, name, status] for (source, name), status in sorted(report.item_status.items())],
+                "item_status": [
+                    [source, name, status] for (source, name), status in sorted(report.item_status.items())
+                ],
             }
 
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[evidence_asset(family)])
@@ -139,7 +141,8 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
                 failures = archived.manifest["failures"]
                 raise DataQualityError(
                     f"run archived as FAILED at {config.store_url}/{archived.manifest_key}: "
-                    f"sources not collected: {failures['sources'] or 'none'}; items failing validation: {len(failures['items'])}"
+                    f"sources not collected: {failures['sources'] or 'none'}; "
+                    f"items failing validation: {len(failures['items'])}"
                 )
             return result
 

@@ -63,7 +63,9 @@ def run_airflow(args: list[str], env: dict[str, str], log_path: Path) -> None:
             raise
     if code != 0:
         tail = log_path.read_text(errors="replace").splitlines()[-25:]
-        raise RuntimeError(f"airflow {' '.join(args)} exited with {code}; last lines of {log_path}:\n" + "\n".join(tail))
+        raise RuntimeError(
+            f"airflow {' '.join(args)} exited with {code}; last lines of {log_path}:\n" + "\n".join(tail)
+        )
 
 
 def airflow_env(store_url: str, base: dict[str, str]) -> dict[str, str]:
@@ -88,10 +90,17 @@ def airflow_env(store_url: str, base: dict[str, str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--date", type=date.fromisoformat, default=datetime.now(UTC).date() - timedelta(days=1),
-                        help="night to run (default: yesterday, UTC)")
-    parser.add_argument("--keep-running", action="store_true",
-                        help="keep the embedded S3 server up after the demo, for browsing, until Ctrl-C")
+    parser.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        default=datetime.now(UTC).date() - timedelta(days=1),
+        help="night to run (default: yesterday, UTC)",
+    )
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="keep the embedded S3 server up after the demo, for browsing, until Ctrl-C",
+    )
     args = parser.parse_args(argv)
     steps = Steps()
     DEMO_DIR.mkdir(exist_ok=True)
@@ -140,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Verification: {'OK' if result.returncode == 0 else 'FAILED'}")
         if endpoint:
             print(f"Browse:       aws --endpoint-url {endpoint} s3 ls --recursive {store_url}/")
-            print("              (the embedded server stops when the demo ends; `make demo ARGS=--keep-running` keeps it up)")
+            print("              (the embedded server stops with the demo; `make demo ARGS=--keep-running` keeps it)")
         else:
             print(f"Browse:       aws s3 ls --recursive {store_url}/")
         if endpoint and args.keep_running:
@@ -166,7 +175,9 @@ def _print_manifest(store_url: str, key: str, manifest: dict) -> None:
     print(f"    outcome {manifest['outcome']}, attempt {manifest['attempt']}, chain sequence {manifest['sequence']}")
     for source in manifest["sources"]:
         items = [item for item in manifest["items"] if item["source"] == source["name"]]
-        redactions = ", ".join(f"{count} {name}" for name, count in sorted(source.get("redactions", {}).items())) or "none"
+        redactions = (
+            ", ".join(f"{count} {name}" for name, count in sorted(source.get("redactions", {}).items())) or "none"
+        )
         print(f"    source {source['name']}: {source['status']}, {len(items)} items, redactions: {redactions}")
     for failure in manifest.get("validation", {}).get("failures", []):
         print(f"    validation failure: {failure['source']}/{failure['item']}: {failure['check']}: {failure['detail']}")

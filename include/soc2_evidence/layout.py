@@ -22,7 +22,9 @@ from soc2_evidence.staging import safe_segment
 MANIFEST_NAME = "manifest.json"
 CHAIN_PREFIX = "_chain"
 _ATTEMPT = re.compile(r"^attempt-(\d{3,})$")
-_RUN_FOLDER = re.compile(r"^(?P<family>[a-z]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<run>[^/]+)/attempt-(?P<attempt>\d{3,})/")
+_RUN_FOLDER = re.compile(
+    r"^(?P<family>[a-z]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<run>[^/]+)/attempt-(?P<attempt>\d{3,})/"
+)
 
 
 def run_prefix(family: str, run: RunContext) -> str:

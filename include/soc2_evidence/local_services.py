@@ -17,7 +17,11 @@ from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 # moto accepts any credentials; these only satisfy boto3's signer and name themselves as fake.
-DUMMY_AWS_ENV = {"AWS_ACCESS_KEY_ID": "embedded-test", "AWS_SECRET_ACCESS_KEY": "embedded-test", "AWS_DEFAULT_REGION": "us-east-1"}
+DUMMY_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "embedded-test",
+    "AWS_SECRET_ACCESS_KEY": "embedded-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def free_port() -> int:
@@ -49,7 +53,9 @@ def moto_server(log_path: Path | None = None, startup_timeout: float = 30.0) -> 
                 break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not answer on {endpoint} within {startup_timeout:.0f}s") from None
+                    raise RuntimeError(
+                        f"moto_server did not answer on {endpoint} within {startup_timeout:.0f}s"
+                    ) from None
                 time.sleep(0.1)
         yield endpoint
     finally:

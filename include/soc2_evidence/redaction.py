@@ -97,7 +97,11 @@ class Redactor:
             self.counts[detector] += 1
             start, end = match.span("secret")
             whole_start = match.start()
-            return match.group(0)[: start - whole_start] + self.marker(detector, secret) + match.group(0)[end - whole_start :]
+            return (
+                match.group(0)[: start - whole_start]
+                + self.marker(detector, secret)
+                + match.group(0)[end - whole_start :]
+            )
 
         return replace
 

@@ -78,7 +78,10 @@ class Bundle:
             "bundle": str(self.directory),
             "source": self.source,
             "family": self.family,
-            "items": [{"name": staged.item.name, "sha256": staged.item.sha256, "size": staged.item.size} for staged in self.items],
+            "items": [
+                {"name": staged.item.name, "sha256": staged.item.sha256, "size": staged.item.size}
+                for staged in self.items
+            ],
             "redactions": self.redactions,
         }
 

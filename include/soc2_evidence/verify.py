@@ -78,10 +78,12 @@ def verify_store(
     objects = {info.key: info for info in store.list_objects()}
     in_scope = _scope(since, until, family)
 
-    manifests = _verify_chains(store, objects, report)
+    manifests, link_of = _verify_chains(store, objects, report)
     for key in sorted(objects):
         if key.endswith("/" + MANIFEST_NAME) and key not in manifests and in_scope(key):
-            report.error("chain", key, "manifest is not referenced by any chain link (added or re-written outside the pipeline)")
+            report.error(
+                "chain", key, "manifest is not referenced by any chain link (added or re-written outside the pipeline)"
+            )
 
     referenced: set[str] = set()
     to_hash: list[tuple[str, str, int]] = []
@@ -95,7 +97,8 @@ def verify_store(
         assert folder is not None
         nights[manifest.get("family", folder.family)][folder.night].append(manifest.get("outcome", "unknown"))
         policy_days = retention_days or manifest.get("store", {}).get("retention_days")
-        _check_lock(store, report, key, manifest.get("committed_at"), policy_days)
+        for committed_key in (key, link_of[key]):
+            _check_object(store, report, committed_key, manifest.get("committed_at"), policy_days, None)
         for entry in manifest.get("items", []):
             item_key = entry.get("key", "")
             referenced.add(item_key)
@@ -105,9 +108,11 @@ def verify_store(
                 report.error("missing", item_key, f"listed in {key} but not in the store")
                 continue
             if objects[item_key].size != entry.get("size"):
-                report.error("size", item_key, f"store has {objects[item_key].size} bytes, manifest says {entry.get('size')}")
+                report.error(
+                    "size", item_key, f"store has {objects[item_key].size} bytes, manifest says {entry.get('size')}"
+                )
             to_hash.append((item_key, entry.get("sha256", ""), entry.get("size", 0)))
-            _check_lock(store, report, item_key, entry.get("collected_at"), policy_days)
+            _check_object(store, report, item_key, entry.get("collected_at"), policy_days, entry.get("version_id"))
 
     _rehash(store, to_hash, report)
     _check_unreferenced(objects, referenced, manifests, in_scope, report)
@@ -131,8 +136,10 @@ def _scope(since: date | None, until: date | None, family: str | None):
     return in_scope
 
 
-def _verify_chains(store: EvidenceStore, objects: dict[str, ObjectInfo], report: VerifyReport) -> dict[str, dict | None]:
-    """Walk each DAG's chain links in order; return every manifest they reach (None if unreadable)."""
+def _verify_chains(
+    store: EvidenceStore, objects: dict[str, ObjectInfo], report: VerifyReport
+) -> tuple[dict[str, dict | None], dict[str, str]]:
+    """Walk each DAG's chain links in order; return every manifest they reach (None if unreadable) and its link."""
     links: dict[str, list[str]] = defaultdict(list)
     for key in objects:
         if key.startswith(CHAIN_PREFIX + "/"):
@@ -142,6 +149,7 @@ def _verify_chains(store: EvidenceStore, objects: dict[str, ObjectInfo], report:
             else:
                 report.error("chain", key, "unexpected object in the chain folder")
     manifests: dict[str, dict | None] = {}
+    link_of: dict[str, str] = {}
     for dag, keys in sorted(links.items()):
         previous: dict[str, Any] | None = None
         report.chains[dag] = len(keys)
@@ -152,8 +160,11 @@ def _verify_chains(store: EvidenceStore, objects: dict[str, ObjectInfo], report:
                 continue
             sequence = link.get("sequence")
             if sequence != expected_sequence:
-                report.error("chain", link_key, f"chain of {dag} jumps to sequence {sequence}; expected {expected_sequence}")
+                report.error(
+                    "chain", link_key, f"chain of {dag} jumps to sequence {sequence}; expected {expected_sequence}"
+                )
             manifest_key = link.get("manifest_key", "")
+            link_of[manifest_key] = link_key
             if manifest_key not in objects:
                 report.error("chain", manifest_key, f"manifest {sequence} of {dag} is missing (removed from the chain)")
                 manifests[manifest_key] = None
@@ -162,7 +173,11 @@ def _verify_chains(store: EvidenceStore, objects: dict[str, ObjectInfo], report:
             data = store.read_bytes(manifest_key)
             digest = digest_bytes(data).sha256
             if digest != link.get("manifest_sha256"):
-                report.error("manifest_hash", manifest_key, f"manifest hashes to {digest}, its chain link says {link.get('manifest_sha256')}")
+                report.error(
+                    "manifest_hash",
+                    manifest_key,
+                    f"manifest hashes to {digest}, its chain link says {link.get('manifest_sha256')}",
+                )
             try:
                 manifest = json.loads(data)
             except ValueError as error:
@@ -174,14 +189,26 @@ def _verify_chains(store: EvidenceStore, objects: dict[str, ObjectInfo], report:
                 {"key": previous["manifest_key"], "sha256": previous["manifest_sha256"]} if previous else None
             )
             if expected_sequence > 1 and manifest.get("previous") != expected_previous:
-                report.error("chain", manifest_key, f"previous manifest recorded as {manifest.get('previous')}, chain says {expected_previous}")
+                report.error(
+                    "chain",
+                    manifest_key,
+                    f"previous manifest recorded as {manifest.get('previous')}, chain says {expected_previous}",
+                )
             if expected_sequence == 1 and manifest.get("previous") is not None:
-                report.error("chain", manifest_key, "first manifest of the chain names a previous one: the chain's start is missing")
+                report.error(
+                    "chain",
+                    manifest_key,
+                    "first manifest of the chain names a previous one: the chain's start is missing",
+                )
             if manifest.get("sequence") != sequence:
-                report.error("chain", manifest_key, f"manifest says sequence {manifest.get('sequence')}, its link says {sequence}")
+                report.error(
+                    "chain",
+                    manifest_key,
+                    f"manifest says sequence {manifest.get('sequence')}, its link says {sequence}",
+                )
             manifests[manifest_key] = manifest
             previous = link
-    return manifests
+    return manifests, link_of
 
 
 def _read_json(store: EvidenceStore, key: str, report: VerifyReport) -> dict[str, Any] | None:
@@ -193,17 +220,31 @@ def _read_json(store: EvidenceStore, key: str, report: VerifyReport) -> dict[str
     return value if isinstance(value, dict) else None
 
 
-def _check_lock(store: EvidenceStore, report: VerifyReport, key: str, since_text: str | None, days: int | None) -> None:
+def _check_object(
+    store: EvidenceStore,
+    report: VerifyReport,
+    key: str,
+    since_text: str | None,
+    days: int | None,
+    version_id: str | None,
+) -> None:
+    """The object is still the version that was archived, and locked for as long as the policy says."""
     if not store.immutable:
         return
-    retention = store.retention(key)
-    if retention.mode != LOCK_MODE:
-        report.error("retention", key, f"lock mode is {retention.mode or 'none'}, expected {LOCK_MODE}")
+    head = store.head(key)
+    if version_id and head.version_id != version_id:
+        report.error("version", key, f"current version is {head.version_id}, the manifest archived {version_id}")
+    if head.lock_mode != LOCK_MODE:
+        report.error("retention", key, f"lock mode is {head.lock_mode or 'none'}, expected {LOCK_MODE}")
         return
-    if days and since_text and retention.retain_until:
+    if days and since_text and head.retain_until:
         required = retain_until(parse_rfc3339(since_text), days)
-        if retention.retain_until < required:
-            report.error("retention", key, f"retained until {retention.retain_until:%Y-%m-%d}, policy needs {required:%Y-%m-%d}")
+        if head.retain_until < required:
+            report.error(
+                "retention",
+                key,
+                f"retained until {head.retain_until:%Y-%m-%d %H:%M:%S}, policy needs {required:%Y-%m-%d %H:%M:%S}",
+            )
 
 
 def _rehash(store: EvidenceStore, to_hash: list[tuple[str, str, int]], report: VerifyReport) -> None:
@@ -235,7 +276,9 @@ def _check_unreferenced(objects, referenced, manifests, in_scope, report: Verify
         elif not key.endswith("/" + MANIFEST_NAME):
             incomplete[folder.prefix] += 1
     for prefix, count in sorted(incomplete.items()):
-        report.warn("incomplete_attempt", prefix, f"{count} object(s) with no manifest: an attempt that never committed")
+        report.warn(
+            "incomplete_attempt", prefix, f"{count} object(s) with no manifest: an attempt that never committed"
+        )
 
 
 def _calendar(nights, since, until, family, report: VerifyReport) -> dict[str, dict[str, str]]:

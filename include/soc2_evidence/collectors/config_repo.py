@@ -82,8 +82,11 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
                     record["item"] = name
             listing.append(record)
         writer.report_total("files", len(entries))
-        writer.add_json("files.json", {"commit": commit, "globs": globs, "files": listing},
-                        description="Every file matched by the globs, archived or not, with its blob id")
+        writer.add_json(
+            "files.json",
+            {"commit": commit, "globs": globs, "files": listing},
+            description="Every file matched by the globs, archived or not, with its blob id",
+        )
 
 
 def glob_to_regex(glob: str) -> str:
@@ -145,7 +148,11 @@ def _repository(source: SourceConfig, repo: str, context: CollectContext) -> Ite
         connection = context.get_connection(conn_id)
         token = base64.b64encode(f"{connection.login or 'git'}:{connection.password or ''}".encode()).decode()
         # Passed through git's environment config, never on a command line where ps could show it.
-        env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader", GIT_CONFIG_VALUE_0=f"Authorization: Basic {token}")
+        env.update(
+            GIT_CONFIG_COUNT="1",
+            GIT_CONFIG_KEY_0="http.extraHeader",
+            GIT_CONFIG_VALUE_0=f"Authorization: Basic {token}",
+        )
     with tempfile.TemporaryDirectory(prefix="soc2-evidence-git-") as clone:
         _Git(source.name, clone, env).run("clone", "--bare", "--quiet", "--", repo, clone, in_repo=False)
         yield clone, env
@@ -158,7 +165,9 @@ class _Git:
     def run(self, *args: str, in_repo: bool = True) -> str:
         command = ["git", "-C", self.git_dir, *args] if in_repo else ["git", *args]
         try:
-            result = subprocess.run(command, capture_output=True, env=self.env, timeout=GIT_TIMEOUT_SECONDS, check=False)
+            result = subprocess.run(
+                command, capture_output=True, env=self.env, timeout=GIT_TIMEOUT_SECONDS, check=False
+            )
         except (OSError, subprocess.TimeoutExpired) as error:
             raise CollectorError(f"source {self.source}: git {args[0]} failed: {error}") from error
         if result.returncode != 0:
@@ -183,7 +192,10 @@ class _Git:
             return
         process = subprocess.Popen(
             ["git", "-C", self.git_dir, "cat-file", "--batch"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=self.env,
         )
         assert process.stdin and process.stdout
         try:

@@ -6,9 +6,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from soc2_evidence.exceptions import StoreConfigError
-from soc2_evidence.stores.base import EvidenceStore, ObjectInfo, Retention, StoredObject
+from soc2_evidence.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
 
-__all__ = ["EvidenceStore", "ObjectInfo", "Retention", "StoredObject", "open_store"]
+__all__ = ["EvidenceStore", "ObjectHead", "ObjectInfo", "StoredObject", "open_store"]
 
 SCHEMES = ("s3", "file")
 
@@ -28,7 +28,9 @@ def open_store(url: str, aws_conn_id: str | None = None) -> EvidenceStore:
         if parsed.netloc not in ("", "localhost"):
             raise StoreConfigError(f"store URL {url!r}: file URLs must be local (file:///path)")
         return _local(Path(unquote(parsed.path)))
-    raise StoreConfigError(f"store URL {url!r}: unknown scheme {parsed.scheme or '(none)'!r}; use one of {', '.join(SCHEMES)}")
+    raise StoreConfigError(
+        f"store URL {url!r}: unknown scheme {parsed.scheme or '(none)'!r}; use one of {', '.join(SCHEMES)}"
+    )
 
 
 def _local(root: Path) -> EvidenceStore:

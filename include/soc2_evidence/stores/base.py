@@ -28,10 +28,11 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True)
-class Retention:
-    """The lock an object carries, as the store reports it."""
+class ObjectHead:
+    """An object's current version and the lock it carries, as the store reports them."""
 
-    mode: str | None
+    version_id: str | None
+    lock_mode: str | None
     retain_until: datetime | None
 
 
@@ -62,8 +63,8 @@ class EvidenceStore(ABC):
         """A binary stream of the object's current content."""
 
     @abstractmethod
-    def retention(self, key: str) -> Retention:
-        """The object's lock mode and retain-until date."""
+    def head(self, key: str) -> ObjectHead:
+        """The object's current version id, lock mode and retain-until date."""
 
     def read_bytes(self, key: str) -> bytes:
         with self.open(key) as stream:

@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 from soc2_evidence.exceptions import ObjectExistsError, StoreConfigError
 from soc2_evidence.hashing import digest_bytes
-from soc2_evidence.stores.base import EvidenceStore, ObjectInfo, Retention, StoredObject
+from soc2_evidence.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
 
 
 class LocalStore(EvidenceStore):
@@ -62,8 +62,8 @@ class LocalStore(EvidenceStore):
     def open(self, key: str) -> BinaryIO:
         return open(self._path(key), "rb")
 
-    def retention(self, key: str) -> Retention:
-        return Retention(mode=None, retain_until=None)
+    def head(self, key: str) -> ObjectHead:
+        return ObjectHead(version_id=None, lock_mode=None, retain_until=None)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()

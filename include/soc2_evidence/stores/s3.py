@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from soc2_evidence.exceptions import ObjectExistsError, StoreConfigError
 from soc2_evidence.hashing import digest_bytes
-from soc2_evidence.stores.base import EvidenceStore, ObjectInfo, Retention, StoredObject
+from soc2_evidence.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
 
 LOCK_MODE = "COMPLIANCE"
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
@@ -36,7 +36,9 @@ def default_client_factory() -> Any:
 class S3ObjectLockStore(EvidenceStore):
     immutable = True
 
-    def __init__(self, bucket: str, prefix: str = "", client_factory: Callable[[], Any] = default_client_factory) -> None:
+    def __init__(
+        self, bucket: str, prefix: str = "", client_factory: Callable[[], Any] = default_client_factory
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -108,15 +110,23 @@ class S3ObjectLockStore(EvidenceStore):
                     part_checksum = base64.b64encode(hashlib.sha256(chunk).digest()).decode("ascii")
                     number = len(parts) + 1
                     response = self.client.upload_part(
-                        Bucket=self.bucket, Key=full_key, UploadId=upload_id, PartNumber=number,
-                        Body=chunk, ChecksumAlgorithm="SHA256", ChecksumSHA256=part_checksum,
+                        Bucket=self.bucket,
+                        Key=full_key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=chunk,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=part_checksum,
                     )
                     parts.append({"ETag": response["ETag"], "PartNumber": number, "ChecksumSHA256": part_checksum})
             if whole.hexdigest() != sha256:
                 raise ValueError(f"{self.url}/{key}: {path} hashes to {whole.hexdigest()}, expected {sha256}")
             response = self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=full_key, UploadId=upload_id,
-                MultipartUpload={"Parts": parts}, IfNoneMatch="*",
+                Bucket=self.bucket,
+                Key=full_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
             )
         except BaseException as error:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
@@ -127,7 +137,9 @@ class S3ObjectLockStore(EvidenceStore):
         # Some S3-compatible servers (moto among them) drop the lock headers of a multipart upload;
         # setting the same retention again is a no-op on AWS and closes that gap elsewhere.
         self.client.put_object_retention(
-            Bucket=self.bucket, Key=full_key, VersionId=version_id,
+            Bucket=self.bucket,
+            Key=full_key,
+            VersionId=version_id,
             Retention={"Mode": LOCK_MODE, "RetainUntilDate": retain_until},
         )
         return StoredObject(key=key, sha256=sha256, size=size, version_id=version_id)
@@ -145,10 +157,14 @@ class S3ObjectLockStore(EvidenceStore):
     def open(self, key: str) -> BinaryIO:
         return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
 
-    def retention(self, key: str) -> Retention:
+    def head(self, key: str) -> ObjectHead:
         # head_object, not get_object_retention: the latter is broken in moto's server mode.
         response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        return Retention(mode=response.get("ObjectLockMode"), retain_until=response.get("ObjectLockRetainUntilDate"))
+        return ObjectHead(
+            version_id=response.get("VersionId"),
+            lock_mode=response.get("ObjectLockMode"),
+            retain_until=response.get("ObjectLockRetainUntilDate"),
+        )
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

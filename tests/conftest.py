@@ -1,0 +1,120 @@
+"""Shared fixtures: real services on loopback (moto server for S3), git repositories, Airflow home.
+
+Airflow reads AIRFLOW_HOME when first imported, so it is set here, before any test imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="soc2-evidence-airflow-"))
+os.environ.update(
+    AIRFLOW_HOME=str(_AIRFLOW_HOME),
+    AIRFLOW__CORE__LOAD_EXAMPLES="False",
+    AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+    AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "plugins"),
+    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+)
+
+from soc2_evidence.evidence import RunContext  # noqa: E402
+from soc2_evidence.local_services import DUMMY_AWS_ENV, create_object_lock_bucket, moto_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> Iterator[str]:
+    """A moto server on a free loopback port, reached over HTTP like any S3 endpoint."""
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def aws_env(s3_endpoint, monkeypatch) -> str:
+    """boto3's standard configuration pointed at the moto server, as users point it at MinIO."""
+    for name, value in {**DUMMY_AWS_ENV, "AWS_ENDPOINT_URL_S3": s3_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    return s3_endpoint
+
+
+@pytest.fixture
+def s3_client(aws_env):
+    import boto3
+
+    return boto3.client("s3")
+
+
+@pytest.fixture
+def lock_bucket(s3_client) -> str:
+    """A fresh bucket with Object Lock (and so versioning) enabled."""
+    name = f"evidence-{uuid.uuid4().hex[:12]}"
+    create_object_lock_bucket(s3_client, name)
+    return name
+
+
+@pytest.fixture
+def s3_store(lock_bucket):
+    from soc2_evidence.stores import open_store
+
+    return open_store(f"s3://{lock_bucket}/evidence")
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-02T03:04:05Z", "GIT_COMMITTER_DATE": "2026-01-02T03:04:05Z"}
+    return subprocess.run(
+        [
+            "git",
+            "-C",
+            str(repo),
+            "-c",
+            "user.name=Test Author",
+            "-c",
+            "user.email=author@example.test",
+            "-c",
+            "commit.gpgsign=false",
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
+
+
+def make_repo(path: Path, files: dict[str, bytes | str]) -> Path:
+    """A real git repository with ``files`` committed on branch main."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    for name, content in files.items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "config snapshot fixture")
+    return path
+
+
+@pytest.fixture
+def run_context() -> RunContext:
+    return RunContext(
+        dag_id="evidence_config_snapshot",
+        run_id="scheduled__2026-11-25T02:00:00+00:00",
+        logical_date=datetime(2026, 11, 25, 2, tzinfo=UTC),
+        data_interval_start=datetime(2026, 11, 25, 2, tzinfo=UTC),
+        data_interval_end=datetime(2026, 11, 25, 2, tzinfo=UTC),
+    )
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Airflow metadata on SQLite, migrated once per session."""
+    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True, capture_output=True)
+    return _AIRFLOW_HOME
