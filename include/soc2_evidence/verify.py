@@ -116,7 +116,8 @@ def verify_store(
 
     _rehash(store, to_hash, report)
     _check_unreferenced(objects, referenced, manifests, in_scope, report)
-    report.calendar = _calendar(nights, since, until, family, report)
+    families = [family] if family else sorted({folder.family for key in objects if (folder := attempt_folder_of(key))})
+    report.calendar = _calendar(nights, since, until, families, report)
     if not store.immutable:
         report.warn("immutability", "", f"{store.url} is a development store: files are read-only but not WORM-locked")
     return report
@@ -281,9 +282,9 @@ def _check_unreferenced(objects, referenced, manifests, in_scope, report: Verify
         )
 
 
-def _calendar(nights, since, until, family, report: VerifyReport) -> dict[str, dict[str, str]]:
+def _calendar(nights, since, until, families: list[str], report: VerifyReport) -> dict[str, dict[str, str]]:
+    """Per family and night: passed, failed (archived, not valid) or missing (no committed run)."""
     calendar: dict[str, dict[str, str]] = {}
-    families = [family] if family else sorted(nights)
     for name in families:
         seen = nights.get(name, {})
         if not seen and not (since and until):

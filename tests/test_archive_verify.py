@@ -1,0 +1,309 @@
+"""Archive and verify end to end against a moto server over HTTP (and the local dev store).
+
+moto gaps named here: it allows shortening COMPLIANCE retention and does not verify checksums,
+so ``verify`` must re-hash every object and compare every lock by itself; both are tested.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from soc2_evidence import archive as archive_module
+from soc2_evidence.archive import SourceOutcome, archive_run, latest_link
+from soc2_evidence.exceptions import ObjectExistsError
+from soc2_evidence.redaction import Redactor
+from soc2_evidence.staging import BundleWriter
+from soc2_evidence.stores import open_store
+from soc2_evidence.verify import verify_store
+
+SOURCE = SourceOutcome("repo-a", "config_repo", "archived")
+
+
+def stage(tmp_path, run, source="repo-a", content=None):
+    writer = BundleWriter(
+        tmp_path / "staging",
+        family="config",
+        source=source,
+        kind="config_repo",
+        run=run,
+        try_number=1,
+        collector="tests",
+        collector_version="1",
+        redactor=Redactor(b"k"),
+    )
+    writer.add_json("commit.json", content or {"commit": "abc", "night": run.night.isoformat()})
+    writer.add_text("files/app.yaml", "service: payments\npassword: hunter2\n")
+    return writer.finish()
+
+
+def archive(store, tmp_path, run, **kwargs):
+    bundle = stage(tmp_path, run)
+    return archive_run(
+        store, family="config", run=run, bundles=[bundle], sources=[SOURCE], retention_days=400, **kwargs
+    )
+
+
+def night(run, day: int):
+    logical = datetime(2026, 11, day, 2, tzinfo=UTC)
+    return replace(run, run_id=f"scheduled__2026-11-{day:02d}T02:00:00+00:00", logical_date=logical)
+
+
+def errors(report, check=None):
+    return [problem for problem in report.errors if check is None or problem.check == check]
+
+
+def put_raw(s3_client, bucket, key, body):
+    """Write a new version the way someone with plain PutObject rights could (not through the store)."""
+    s3_client.put_object(
+        Bucket=bucket,
+        Key=f"evidence/{key}",
+        Body=body,
+        ChecksumAlgorithm="SHA256",
+        ChecksumSHA256=base64.b64encode(hashlib.sha256(body).digest()).decode(),
+    )
+
+
+def test_manifest_lists_every_item_with_hash_version_and_status(s3_store, tmp_path, run_context):
+    archived = archive(s3_store, tmp_path, run_context)
+
+    manifest = json.loads(s3_store.read_bytes(archived.manifest_key))
+    assert archived.manifest_key == ("config/2026/11/25/scheduled__2026-11-25T02_00_00_00_00/attempt-001/manifest.json")
+    assert manifest["sequence"] == 1 and manifest["previous"] is None
+    assert manifest["outcome"] == "passed"
+    assert manifest["store"] == {"url": s3_store.url, "immutable": True, "retention_days": 400}
+    assert manifest["run"]["dag_id"] == run_context.dag_id
+    keys = sorted(item["key"] for item in manifest["items"])
+    assert keys == [
+        "config/2026/11/25/scheduled__2026-11-25T02_00_00_00_00/attempt-001/repo-a/commit.json",
+        "config/2026/11/25/scheduled__2026-11-25T02_00_00_00_00/attempt-001/repo-a/files/app.yaml",
+    ]
+    for item in manifest["items"]:
+        data = s3_store.read_bytes(item["key"])
+        assert hashlib.sha256(data).hexdigest() == item["sha256"]
+        assert len(data) == item["size"]
+        assert item["version_id"] == s3_store.head(item["key"]).version_id
+        assert item["validation"] == "not_validated"
+        assert item["run"]["run_id"] == run_context.run_id
+        assert item["collector"] == "tests" and item["code_revision"]
+    assert b"hunter2" not in s3_store.read_bytes(keys[1])
+
+
+def test_rerun_writes_a_new_attempt_chained_to_the_first(s3_store, tmp_path, run_context):
+    first = archive(s3_store, tmp_path, run_context)
+    first_versions = {item["key"]: item["version_id"] for item in first.manifest["items"]}
+
+    second = archive(s3_store, tmp_path, run_context)
+
+    assert (first.attempt, second.attempt) == (1, 2)
+    assert second.manifest["previous"] == {"key": first.manifest_key, "sha256": first.manifest_sha256}
+    assert second.sequence == 2
+    for key, version in first_versions.items():
+        assert s3_store.head(key).version_id == version  # untouched
+    assert verify_store(s3_store).ok
+
+
+def test_clean_archive_verifies(s3_store, tmp_path, run_context):
+    for day in (23, 24, 25):
+        archive(s3_store, tmp_path, night(run_context, day))
+    report = verify_store(s3_store, since=date(2026, 11, 23), until=date(2026, 11, 25))
+    assert report.ok, report.errors
+    assert report.manifests == 3
+    assert report.objects_checked == 6
+    assert report.calendar == {"config": {"2026-11-23": "passed", "2026-11-24": "passed", "2026-11-25": "passed"}}
+    assert report.chains == {run_context.dag_id: 3}
+
+
+def test_verify_detects_a_flipped_byte(s3_store, s3_client, lock_bucket, tmp_path, run_context):
+    archived = archive(s3_store, tmp_path, run_context)
+    item = archived.manifest["items"][0]
+    data = bytearray(s3_store.read_bytes(item["key"]))
+    data[3] ^= 0x01
+    put_raw(s3_client, lock_bucket, item["key"], bytes(data))
+
+    report = verify_store(s3_store)
+
+    assert [problem.key for problem in errors(report, "hash")] == [item["key"]]
+    assert [problem.key for problem in errors(report, "version")] == [item["key"]]
+
+
+def test_verify_detects_a_missing_object(s3_store, s3_client, lock_bucket, tmp_path, run_context):
+    archived = archive(s3_store, tmp_path, run_context)
+    item = archived.manifest["items"][1]
+    # Object Lock allows a delete marker (no version id); the locked version survives underneath.
+    s3_client.delete_object(Bucket=lock_bucket, Key=f"evidence/{item['key']}")
+
+    report = verify_store(s3_store)
+
+    assert [(problem.check, problem.key) for problem in report.errors] == [("missing", item["key"])]
+
+
+def test_verify_detects_a_manifest_removed_from_the_middle_of_the_chain(
+    s3_store, s3_client, lock_bucket, tmp_path, run_context
+):
+    middle = [archive(s3_store, tmp_path, night(run_context, day)) for day in (23, 24, 25)][1]
+    s3_client.delete_object(Bucket=lock_bucket, Key=f"evidence/{middle.manifest_key}")
+
+    report = verify_store(s3_store, since=date(2026, 11, 23), until=date(2026, 11, 25))
+
+    assert any(p.key == middle.manifest_key and "removed from the chain" in p.detail for p in errors(report, "chain"))
+    assert [p.key for p in errors(report, "calendar")] == ["config/2026/11/24"]
+
+
+def test_verify_detects_an_edited_manifest(s3_store, s3_client, lock_bucket, tmp_path, run_context):
+    runs = [archive(s3_store, tmp_path, night(run_context, day)) for day in (24, 25)]
+    manifest = json.loads(s3_store.read_bytes(runs[0].manifest_key))
+    manifest["outcome"] = "passed"
+    manifest["items"] = manifest["items"][:1]  # hide an item
+    put_raw(s3_client, lock_bucket, runs[0].manifest_key, json.dumps(manifest).encode())
+
+    report = verify_store(s3_store)
+
+    assert [p.key for p in errors(report, "manifest_hash")] == [runs[0].manifest_key]
+    hidden = runs[0].manifest["items"][1]["key"]
+    assert any(p.key == hidden for p in errors(report, "unreferenced"))
+
+
+def test_verify_detects_a_missing_night(s3_store, tmp_path, run_context):
+    for day in (22, 23, 25):
+        archive(s3_store, tmp_path, night(run_context, day))
+
+    report = verify_store(s3_store, since=date(2026, 11, 21), until=date(2026, 11, 26))
+
+    assert [p.key for p in errors(report, "calendar")] == [
+        "config/2026/11/21",
+        "config/2026/11/24",
+        "config/2026/11/26",
+    ]
+    assert report.calendar["config"]["2026-11-24"] == "missing"
+    assert report.calendar["config"]["2026-11-25"] == "passed"
+
+
+def test_verify_detects_added_objects(s3_store, s3_client, lock_bucket, tmp_path, run_context):
+    archived = archive(s3_store, tmp_path, run_context)
+    folder = archived.manifest_key.rsplit("/", 1)[0]
+    put_raw(s3_client, lock_bucket, f"{folder}/repo-a/planted.json", b"{}\n")
+    put_raw(s3_client, lock_bucket, "stray.txt", b"stray\n")
+
+    report = verify_store(s3_store)
+
+    assert sorted(p.key for p in errors(report, "unreferenced")) == [f"{folder}/repo-a/planted.json", "stray.txt"]
+
+
+def test_verify_detects_shortened_retention(s3_store, s3_client, lock_bucket, tmp_path, run_context):
+    """moto lets retention be shortened (real S3 does not); verify compares every lock with the policy."""
+    archived = archive(s3_store, tmp_path, run_context)
+    item = archived.manifest["items"][0]
+    s3_client.put_object_retention(
+        Bucket=lock_bucket,
+        Key=f"evidence/{item['key']}",
+        VersionId=item["version_id"],
+        Retention={"Mode": "COMPLIANCE", "RetainUntilDate": datetime.now(UTC) + timedelta(days=30)},
+    )
+
+    report = verify_store(s3_store)
+
+    assert [p.key for p in errors(report, "retention")] == [item["key"]]
+    assert verify_store(s3_store, retention_days=400 * 3).errors  # a stricter policy than the archive's
+
+
+def test_every_object_is_locked_for_the_policy(s3_store, s3_client, lock_bucket, tmp_path, run_context):
+    archive(s3_store, tmp_path, run_context)
+    for entry in s3_client.list_objects_v2(Bucket=lock_bucket)["Contents"]:
+        head = s3_client.head_object(Bucket=lock_bucket, Key=entry["Key"])
+        assert head["ObjectLockMode"] == "COMPLIANCE", entry["Key"]
+        assert head["ObjectLockRetainUntilDate"] >= datetime.now(UTC) + timedelta(days=399), entry["Key"]
+
+
+def test_interrupted_archive_leaves_an_uncommitted_attempt_and_the_night_missing(
+    s3_store, tmp_path, run_context, monkeypatch
+):
+    real_put_file = type(s3_store).put_file
+    calls = []
+
+    def failing_put_file(self, key, path, sha256, retain_until):
+        calls.append(key)
+        if len(calls) == 2:
+            raise ConnectionError("network cut")
+        return real_put_file(self, key, path, sha256, retain_until)
+
+    monkeypatch.setattr(archive_module, "UPLOAD_THREADS", 1)
+    monkeypatch.setattr(type(s3_store), "put_file", failing_put_file)
+    with pytest.raises(ConnectionError):
+        archive(s3_store, tmp_path, run_context)
+    monkeypatch.undo()
+
+    assert latest_link(s3_store, run_context.dag_id) is None
+    report = verify_store(s3_store, since=run_context.night, until=run_context.night)
+    assert [p.check for p in report.warnings if p.check == "incomplete_attempt"] == ["incomplete_attempt"]
+    assert [p.check for p in report.errors] == ["calendar"]
+
+    retried = archive(s3_store, tmp_path, run_context)  # the retry is safe: a new attempt
+    assert retried.attempt == 2
+    assert verify_store(s3_store, since=run_context.night, until=run_context.night).ok
+
+
+def test_data_quality_failure_is_archived_and_marked_failed(s3_store, tmp_path, run_context):
+    bundle = stage(tmp_path, run_context)
+    archived = archive_run(
+        s3_store,
+        family="config",
+        run=run_context,
+        bundles=[bundle],
+        sources=[SOURCE, SourceOutcome("repo-b", "config_repo", "extraction_failed", "git clone failed")],
+        retention_days=400,
+        item_status={("repo-a", "commit.json"): "failed", ("repo-a", "files/app.yaml"): "passed"},
+        validation={"status": "failed", "failures": [{"source": "repo-a", "item": "commit.json", "check": "x"}]},
+    )
+    assert archived.outcome == "failed"
+    manifest = archived.manifest
+    assert manifest["failures"]["sources"] == ["repo-b"]
+    assert [item["validation"] for item in manifest["items"]] == ["failed", "passed"]
+    assert {source["name"]: source["status"] for source in manifest["sources"]} == {
+        "repo-a": "archived",
+        "repo-b": "extraction_failed",
+    }
+    report = verify_store(s3_store)
+    assert report.ok  # intact, but the night did not pass
+    assert report.calendar["config"] == {"2026-11-25": "failed"}
+    assert [p.check for p in report.warnings] == ["calendar"]
+
+
+def test_concurrent_commit_takes_the_next_chain_position(s3_store, tmp_path, run_context, monkeypatch):
+    first = archive(s3_store, tmp_path, run_context)
+    views = []
+
+    def stale_then_fresh(store, dag_id):
+        """The first look sees the chain as it was before ``first`` committed, as a racing run would."""
+        views.append(dag_id)
+        return None if len(views) == 1 else latest_link(store, dag_id)
+
+    monkeypatch.setattr(archive_module, "latest_link", stale_then_fresh)
+    second = archive(s3_store, tmp_path, night(run_context, 26))
+
+    assert len(views) == 2
+    assert second.sequence == 2
+    assert second.manifest["previous"]["key"] == first.manifest_key
+    assert verify_store(s3_store).ok
+
+
+def test_local_store_is_append_only_and_says_it_is_not_immutable(tmp_path, run_context):
+    store = open_store((tmp_path / "store").as_uri())
+    archived = archive(store, tmp_path, run_context)
+    assert archived.manifest["store"]["immutable"] is False
+    path = tmp_path / "store" / archived.manifest_key
+    assert not path.stat().st_mode & 0o222  # read-only
+    with pytest.raises(ObjectExistsError):
+        store.put_bytes(archived.manifest_key, b"x", hashlib.sha256(b"x").hexdigest(), datetime.now(UTC))
+
+    report = verify_store(store)
+    assert report.ok and [p.check for p in report.warnings] == ["immutability"]
+
+    item = tmp_path / "store" / archived.manifest["items"][0]["key"]
+    item.chmod(0o644)
+    item.write_bytes(item.read_bytes().replace(b"abc", b"abd"))
+    assert [p.check for p in verify_store(store).errors] == ["hash"]

@@ -1,0 +1,169 @@
+"""DAG integrity and policy, then the nightly DAG run for real with ``dag.test()`` on SQLite metadata."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import ROOT, make_repo
+from soc2_evidence import tags
+from soc2_evidence.archive import latest_link
+from soc2_evidence.stores import open_store
+from soc2_evidence.verify import verify_store
+
+CANARY_PASSWORD = "Canary-Passw0rd-7781"
+CANARY_AWS_SECRET = "Zq9vCanaryCanaryCanaryCanaryCanary0AWSk1"
+
+
+@pytest.fixture(scope="module")
+def dag_bag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    started = time.perf_counter()
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    print(f"DagBag parse of dags/: {(time.perf_counter() - started) * 1000:.0f} ms for {len(bag.dags)} DAG(s)")
+    return bag
+
+
+def test_every_dag_file_imports_without_error(dag_bag):
+    assert not dag_bag.import_errors, "\n".join(f"{path}: {error}" for path, error in dag_bag.import_errors.items())
+    assert dag_bag.dags, "no DAGs found in dags/"
+
+
+def test_dag_policy(dag_bag):
+    problems = []
+    for dag_id, dag in dag_bag.dags.items():
+        if tags.PROJECT not in dag.tags or not any(tag.startswith("family:") for tag in dag.tags):
+            problems.append(f"DAG: {dag_id}: tags {sorted(dag.tags)} lack `{tags.PROJECT}` or a `family:` tag")
+        if tags.TRIAGE_DATA_TEAM not in dag.tags:
+            problems.append(f"DAG: {dag_id}: no triage tag")
+        if not (dag.doc_md and "Runbook" in dag.doc_md):
+            problems.append(f"DAG: {dag_id}: doc_md has no runbook")
+        if dag.catchup:
+            problems.append(f"DAG: {dag_id}: catchup must be off")
+        for task in dag.tasks:
+            if task.owner in ("", "airflow"):
+                problems.append(f"DAG: {dag_id}: task {task.task_id} has no owner")
+            if not task.on_failure_callback:
+                problems.append(f"DAG: {dag_id}: task {task.task_id} has no failure callback")
+            is_extract = task.task_id.endswith("extract")
+            if is_extract and not (task.retries >= 1 and task.retry_exponential_backoff):
+                problems.append(f"DAG: {dag_id}: extraction task {task.task_id} must retry with backoff")
+            if not is_extract and task.retries:
+                problems.append(f"DAG: {dag_id}: only extraction retries; {task.task_id} has {task.retries}")
+    assert not problems, "\n".join(problems)
+
+
+def test_config_snapshot_dag_shape(dag_bag):
+    dag = dag_bag.dags["evidence_config_snapshot"]
+    assert set(dag.task_ids) == {
+        "list_sources",
+        "extract",
+        "validate_and_archive.validate",
+        "validate_and_archive.archive",
+    }
+    archive_task = dag.get_task("validate_and_archive.archive")
+    assert archive_task.trigger_rule == "all_done"
+    assert [outlet.name for outlet in archive_task.outlets] == ["soc2_evidence_config"]
+    assert "sources" in dag.params
+
+
+def write_config(tmp_path, store_url: str, sources: list[dict]) -> str:
+    config = {"store": {"url": store_url}, "staging_dir": str(tmp_path / "staging"), "sources": sources}
+    path = tmp_path / "evidence.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return str(path)
+
+
+@pytest.fixture
+def config_repo(tmp_path):
+    return make_repo(
+        tmp_path / "repo",
+        {
+            "app/settings.yaml": f"db:\n  password: {CANARY_PASSWORD}\naws_secret_access_key: {CANARY_AWS_SECRET}\n",
+            "app/feature.yaml": "require_mfa: true\n",
+        },
+    )
+
+
+def run_dag(dag_bag, monkeypatch, config_path: str, logical_date: datetime):
+    monkeypatch.setenv("EVIDENCE_CONFIG", config_path)
+    monkeypatch.setenv("AIRFLOW_VAR_SOC2_EVIDENCE_REDACTION_SECRET", "test-redaction-key")
+    dag = dag_bag.dags["evidence_config_snapshot"]
+    return dag.test(logical_date=logical_date)
+
+
+def xcom_values(run_id: str) -> list[str]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(XComModel).filter(XComModel.run_id == run_id).all()
+        return [json.dumps(row.value) for row in rows]
+
+
+def test_nightly_run_archives_and_verifies(
+    airflow_db, dag_bag, aws_env, lock_bucket, config_repo, tmp_path, monkeypatch, capfd
+):
+    store_url = f"s3://{lock_bucket}/evidence"
+    sources = [{"name": "app-config", "kind": "config_repo", "family": "config", "repo": str(config_repo)}]
+    dag_run = run_dag(
+        dag_bag, monkeypatch, write_config(tmp_path, store_url, sources), datetime(2026, 11, 25, tzinfo=UTC)
+    )
+
+    assert dag_run.state == "success"
+    store = open_store(store_url)
+    link = latest_link(store, "evidence_config_snapshot")
+    manifest = json.loads(store.read_bytes(link["manifest_key"]))
+    assert manifest["outcome"] == "passed"
+    assert manifest["run"]["run_id"] == dag_run.run_id
+    assert manifest["validation"]["status"] == "passed"
+    assert {item["name"] for item in manifest["items"]} == {
+        "commit.json",
+        "files.json",
+        "files/app/settings.yaml",
+        "files/app/feature.yaml",
+    }
+    assert all(item["validation"] == "passed" for item in manifest["items"])
+    assert verify_store(store).ok
+
+    everything = b"".join(store.read_bytes(info.key) for info in store.list_objects())
+    xcoms = "".join(xcom_values(dag_run.run_id))
+    task_logs = "".join(capfd.readouterr())
+    assert "validate_and_archive.archive" in task_logs  # the logs were captured
+    for canary in (CANARY_PASSWORD, CANARY_AWS_SECRET):
+        assert canary.encode() not in everything
+        assert canary not in xcoms
+        assert canary not in task_logs
+
+
+def test_a_failing_source_fails_alone_and_the_rest_is_archived(
+    airflow_db, dag_bag, aws_env, lock_bucket, config_repo, tmp_path, monkeypatch
+):
+    store_url = f"s3://{lock_bucket}/evidence"
+    sources = [
+        {"name": "app-config", "kind": "config_repo", "family": "config", "repo": str(config_repo)},
+        {"name": "gone", "kind": "config_repo", "family": "config", "repo": str(tmp_path / "no-such-repo")},
+    ]
+    extract_task = dag_bag.dags["evidence_config_snapshot"].get_task("extract")
+    monkeypatch.setattr(extract_task, "retries", 1)  # one retry proves retrying; backoff waits are not the test
+    monkeypatch.setattr(extract_task, "retry_delay", timedelta(0))
+    dag_run = run_dag(
+        dag_bag, monkeypatch, write_config(tmp_path, store_url, sources), datetime(2026, 11, 24, tzinfo=UTC)
+    )
+
+    assert dag_run.state == "failed"
+    extract_tries = {ti.map_index: ti.try_number for ti in dag_run.get_task_instances() if ti.task_id == "extract"}
+    assert sorted(extract_tries.values()) == [1, 2]  # the failing source was retried once, the other ran once
+    store = open_store(store_url)
+    manifest = json.loads(store.read_bytes(latest_link(store, "evidence_config_snapshot")["manifest_key"]))
+    assert manifest["outcome"] == "failed"
+    assert manifest["failures"]["sources"] == ["gone"]
+    assert {source["name"]: source["status"] for source in manifest["sources"]} == {
+        "app-config": "archived",
+        "gone": "extraction_failed",
+    }
+    assert {item["source"] for item in manifest["items"]} == {"app-config"}
+    assert verify_store(store).ok  # intact evidence of a failed night
