@@ -20,12 +20,17 @@ from typing import Any
 from soc2_evidence import __version__
 
 FAMILIES = ("config", "backup", "tickets")
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*$")
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*")
 
 
 def canonical_json(value: Any) -> bytes:
-    """Serialise ``value`` to the one byte form every JSON evidence item uses."""
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    """Serialise ``value`` to the one byte form every JSON evidence item uses.
+
+    NaN and Infinity raise ValueError: Python would write them as bare tokens, which are not JSON.
+    """
+    text = json.dumps(
+        value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
+    )
     return (text + "\n").encode("utf-8")
 
 
@@ -69,8 +74,11 @@ def utc_now() -> datetime:
 
 
 def check_name(kind: str, value: str) -> str:
-    """Names become key segments: refuse anything an auditor's file system would mangle."""
-    if not _NAME_PATTERN.match(value) or ".." in value:
+    """Names become key segments: refuse anything an auditor's file system would mangle.
+
+    A file system collapses a ``.`` segment (``a/./b`` is ``a/b``), so it is refused like ``..``.
+    """
+    if not _NAME_PATTERN.fullmatch(value) or ".." in value or "." in value.split("/"):
         raise ValueError(f"invalid {kind} {value!r}: use letters, digits, '.', '_', '-' (and '/' between parts)")
     return value
 

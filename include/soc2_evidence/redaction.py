@@ -7,6 +7,7 @@ the secret itself (even a short password) cannot be recovered without the key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -16,31 +17,48 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MARKER_PATTERN = re.compile(r"\[REDACTED:[a-z_]+(?::[0-9a-f]{16})?\]")
-SECRET_KEY_NAME = re.compile(r"(?i)pass(word|wd|phrase)?|pwd|secret|token|api[_-]?key|private[_-]?key|credentials?")
-# Settings *about* secrets (password_encryption, token_type, ...) are evidence, not secrets.
+# A key name containing one of these words names a secret (``db_password``, ``SECRET_KEY``) ...
+_SENSITIVE_WORDS = r"pass(?:word|wd|phrase|code)?s?(?![a-z])|pwd|secret|token|api[_-]?key|private[_-]?key|credential"
+SECRET_KEY_NAME = re.compile(rf"(?i){_SENSITIVE_WORDS}")
+# ... unless it names a setting *about* secrets (password_encryption, token_type, ...): that is evidence.
 NON_SECRET_KEY_NAME = re.compile(
-    r"(?i)(encryption|policy|type|expir\w*|length|enabled|age|last_used\w*|required|reuse\w*|rotation\w*|count|status|id)$"
+    r"(?i)(encryption|policy|type|expir\w*|length|enabled|age|last_used\w*|required|reuse\w*|rotation\w*|count|status|id"
+    r"|variable|file|path|url|uri|endpoint|arn|name)$"
 )
-_PLACEHOLDER = re.compile(r"^(\$\{[^}]*\}|\{\{.*\}\}|<[^>]*>|\*+|)$")
+# ${VAR:-default} and ${VAR=default} are not placeholders: the default is a literal, maybe a password.
+_PLACEHOLDER = re.compile(r"^(\$\{[^}=+-]*\}|\{\{.*\}\}|<[^>]*>|\*+|)$")
 
 
 @dataclass(frozen=True)
 class Detector:
-    """A pattern whose ``secret`` group is replaced by a marker."""
+    """A pattern whose matched ``secret*`` group is replaced by a marker.
+
+    Alternatives (quoted or not) each have their own ``secret*`` group, since a group name
+    cannot repeat. A ``name`` group, where present, must pass the same test as a key name in
+    structured values, so text and structured redaction agree on what is a secret.
+    """
 
     name: str
     pattern: re.Pattern[str]
 
+    @functools.cached_property
+    def secret_groups(self) -> tuple[str, ...]:
+        return tuple(group for group in self.pattern.groupindex if group.startswith("secret"))
+
 
 # Order matters: multi-line and structured secrets first, then generic assignments.
 DETECTORS: tuple[Detector, ...] = (
+    # The body stops at the next BEGIN: a BEGIN without an END is then not rescanned to the end of the text.
     Detector(
         "private_key",
         re.compile(
-            r"(?P<secret>-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----)"
+            r"(?P<secret>-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?:[^-]|-(?!----BEGIN ))*?"
+            r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----)"
         ),
     ),
-    Detector("url_password", re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^:/\s@]+:(?P<secret>[^@\s/]+)@")),
+    # Anchored on "://" (not on the scheme) so a long run of letters is not rescanned from each position;
+    # the user may be empty, as in redis://:password@host.
+    Detector("url_password", re.compile(r"(?<=[a-zA-Z0-9+.-])://[^:/\s@]*:(?P<secret>[^@\s/]+)@")),
     Detector("aws_access_key_id", re.compile(r"\b(?P<secret>(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16})\b")),
     Detector(
         "aws_secret_access_key",
@@ -48,11 +66,18 @@ DETECTORS: tuple[Detector, ...] = (
             r"(?i)aws[\w.-]{0,20}(?:secret|sk)[\w.-]{0,20}[\"']?\s*[:=]\s*[\"']?(?P<secret>[A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"
         ),
     ),
+    # The look-ahead finds a secret word anywhere in the name (SECRET_KEY, secret_key_base), then the
+    # possessive ``++`` takes the whole name without backtracking. A quoted value ends at its closing
+    # quote; an unquoted one runs over words to the end of the line (YAML allows spaces), but stops
+    # at ',', ';', a " #" comment and a word that starts another assignment ("a=1 password=x").
+    # Every repetition is over disjoint characters: matching stays linear.
     Detector(
         "secret_assignment",
         re.compile(
-            r"(?i)(?<![\w.:-])(?P<name>[\w.-]*(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[_-]?key|private[_-]?key|credentials?))"
-            r"[\"']?\s*(?:[:=]|=>)\s*(?P<quote>[\"']?)(?P<secret>[^\s\"'#,;]+)(?P=quote)"
+            rf"(?i)(?<![\w.:-])(?P<name>(?=[\w.-]*?(?:{_SENSITIVE_WORDS}))[\w.-]++)[\"']?\s*(?:=>|[:=])\s*"
+            r"(?:\"(?P<secret_double>(?:[^\"\\\n]|\\.)*)\""
+            r"|'(?P<secret_single>(?:[^'\n]|'')*)'"
+            r"|(?P<secret>[^\s#,;][^\s,;]*(?:[ \t]+(?![\w.-]++[ \t]*(?:=>|[:=]))[^\s#,;][^\s,;]*)*))"
         ),
     ),
 )
@@ -73,40 +98,62 @@ class Redactor:
 
     def redact_text(self, text: str) -> str:
         for detector in DETECTORS:
-            text = detector.pattern.sub(self._replacer(detector.name), text)
+            text = detector.pattern.sub(self._replacer(detector), text)
         return text
 
     def redact_value(self, value: Any, key_name: str = "") -> Any:
-        """Redact a JSON-like value: whole values under secret-looking keys, patterns everywhere."""
+        """Redact a JSON-like value: everything under secret-looking keys, patterns everywhere else."""
+        if _is_secret_key_name(key_name):
+            return self._redact_secret(value)
         if isinstance(value, dict):
             return {key: self.redact_value(item, str(key)) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
             return [self.redact_value(item, key_name) for item in value]
         if isinstance(value, str):
-            if _is_secret_key_name(key_name) and not _is_placeholder(value):
-                self.counts["secret_field"] += 1
-                return self.marker("secret_field", value)
             return self.redact_text(value)
         return value
 
-    def _replacer(self, detector: str) -> Callable[[re.Match[str]], str]:
+    def _redact_secret(self, value: Any) -> Any:
+        """Redact a value under a secret key, at any depth and of any scalar type.
+
+        YAML loads ``password: 123456`` as an int, and ``credentials: {prod: ...}`` puts its
+        secrets under harmless inner keys. Only bool and None (which reveal nothing), placeholders
+        and markers (so that redacting twice changes nothing) are kept.
+        """
+        if isinstance(value, dict):
+            return {key: self._redact_secret(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._redact_secret(item) for item in value]
+        if value is None or isinstance(value, bool):
+            return value
+        secret = value if isinstance(value, str) else str(value)
+        if _is_placeholder(secret) or MARKER_PATTERN.fullmatch(secret):
+            return value
+        self.counts["secret_field"] += 1
+        return self.marker("secret_field", secret)
+
+    def _replacer(self, detector: Detector) -> Callable[[re.Match[str]], str]:
         def replace(match: re.Match[str]) -> str:
-            secret = match.group("secret")
+            group = next(group for group in detector.secret_groups if match[group] is not None)
+            if "name" in detector.pattern.groupindex and not _is_secret_key_name(match["name"]):
+                # A setting about secrets is kept, but what the match took as its value may hold
+                # a secret assignment (the next line: "token_rotation:\n  secret: x"): search it.
+                value_start = match.start(group) - match.start()
+                return match[0][:value_start] + detector.pattern.sub(self._replacer(detector), match[0][value_start:])
+            secret = match[group]
             if _is_placeholder(secret) or MARKER_PATTERN.fullmatch(secret) or secret.startswith("[REDACTED"):
-                return match.group(0)
-            self.counts[detector] += 1
-            start, end = match.span("secret")
+                return match[0]
+            self.counts[detector.name] += 1
+            start, end = match.span(group)
             whole_start = match.start()
-            return (
-                match.group(0)[: start - whole_start]
-                + self.marker(detector, secret)
-                + match.group(0)[end - whole_start :]
-            )
+            return match[0][: start - whole_start] + self.marker(detector.name, secret) + match[0][end - whole_start :]
 
         return replace
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_secret_key_name(name: str) -> bool:
+    """Cached (bounded): structured evidence repeats the same few key names in every record."""
     return bool(name and SECRET_KEY_NAME.search(name) and not NON_SECRET_KEY_NAME.search(name))
 
 
