@@ -30,6 +30,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from airflow.sdk import Param, dag
+
 from soc2_evidence.alerts import on_task_failure
 from soc2_evidence.config import read_schedule
 from soc2_evidence.dag_tasks import extract, list_sources, validate_and_archive

@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+
 from soc2_evidence import archive as archive_module
 from soc2_evidence.archive import SourceOutcome, archive_run, latest_link
 from soc2_evidence.exceptions import ObjectExistsError
@@ -41,10 +42,13 @@ def stage(tmp_path, run, source="repo-a", content=None):
     return writer.finish()
 
 
-def archive(store, tmp_path, run, **kwargs):
+PASSED = {"status": "passed", "failures": [], "controls": ["CC8.1"]}
+
+
+def archive(store, tmp_path, run):
     bundle = stage(tmp_path, run)
     return archive_run(
-        store, family="config", run=run, bundles=[bundle], sources=[SOURCE], retention_days=400, **kwargs
+        store, family="config", run=run, bundles=[bundle], sources=[SOURCE], retention_days=400, validation=PASSED
     )
 
 
@@ -75,6 +79,7 @@ def test_manifest_lists_every_item_with_hash_version_and_status(s3_store, tmp_pa
     assert archived.manifest_key == ("config/2026/11/25/scheduled__2026-11-25T02_00_00_00_00/attempt-001/manifest.json")
     assert manifest["sequence"] == 1 and manifest["previous"] is None
     assert manifest["outcome"] == "passed"
+    assert manifest["controls"] == ["CC8.1"]
     assert manifest["store"] == {"url": s3_store.url, "immutable": True, "retention_days": 400}
     assert manifest["run"]["dag_id"] == run_context.dag_id
     keys = sorted(item["key"] for item in manifest["items"])
@@ -87,7 +92,7 @@ def test_manifest_lists_every_item_with_hash_version_and_status(s3_store, tmp_pa
         assert hashlib.sha256(data).hexdigest() == item["sha256"]
         assert len(data) == item["size"]
         assert item["version_id"] == s3_store.head(item["key"]).version_id
-        assert item["validation"] == "not_validated"
+        assert item["validation"] == "not_validated"  # this test validates nothing item by item
         assert item["run"]["run_id"] == run_context.run_id
         assert item["collector"] == "tests" and item["code_revision"]
     assert b"hunter2" not in s3_store.read_bytes(keys[1])
@@ -289,6 +294,20 @@ def test_concurrent_commit_takes_the_next_chain_position(s3_store, tmp_path, run
     assert second.sequence == 2
     assert second.manifest["previous"]["key"] == first.manifest_key
     assert verify_store(s3_store).ok
+
+
+def test_a_run_whose_validation_did_not_run_is_archived_as_failed(s3_store, tmp_path, run_context):
+    archived = archive_run(
+        s3_store,
+        family="config",
+        run=run_context,
+        bundles=[stage(tmp_path, run_context)],
+        sources=[SOURCE],
+        retention_days=400,
+    )
+    assert archived.outcome == "failed"
+    assert archived.manifest["validation"] == {"status": "not_run"}
+    assert len(archived.manifest["items"]) == 2  # nothing dropped
 
 
 def test_local_store_is_append_only_and_says_it_is_not_immutable(tmp_path, run_context):

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+
 from soc2_evidence.archive import SourceOutcome, archive_run
 from soc2_evidence.cli import main
 from soc2_evidence.evidence import RunContext
@@ -40,6 +41,7 @@ def archive_one(store, tmp_path):
         bundles=[writer.finish()],
         sources=[SourceOutcome("repo", "config_repo", "archived")],
         retention_days=400,
+        validation={"status": "passed", "failures": []},
     )
 
 

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from conftest import ROOT, make_repo
 from soc2_evidence import tags
 from soc2_evidence.archive import latest_link
@@ -71,7 +72,13 @@ def test_config_snapshot_dag_shape(dag_bag):
 
 
 def write_config(tmp_path, store_url: str, sources: list[dict]) -> str:
-    config = {"store": {"url": store_url}, "staging_dir": str(tmp_path / "staging"), "sources": sources}
+    config = {
+        "store": {"url": store_url},
+        "staging_dir": str(tmp_path / "staging"),
+        "validation": {"controls_file": str(ROOT / "include" / "config" / "controls.yaml"), "freshness_hours": 36},
+        "sources": sources,
+    }
+    (tmp_path / "exceptions.yaml").write_text("exceptions: []\n")
     path = tmp_path / "evidence.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
     return str(path)
@@ -86,6 +93,11 @@ def config_repo(tmp_path):
             "app/feature.yaml": "require_mfa: true\n",
         },
     )
+
+
+def today() -> datetime:
+    """A logical date the evidence collected now is fresh for."""
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def run_dag(dag_bag, monkeypatch, config_path: str, logical_date: datetime):
@@ -109,24 +121,36 @@ def test_nightly_run_archives_and_verifies(
 ):
     store_url = f"s3://{lock_bucket}/evidence"
     sources = [{"name": "app-config", "kind": "config_repo", "family": "config", "repo": str(config_repo)}]
-    dag_run = run_dag(
-        dag_bag, monkeypatch, write_config(tmp_path, store_url, sources), datetime(2026, 11, 25, tzinfo=UTC)
-    )
+    findings = []
+    monkeypatch.setattr("soc2_evidence.alerts._notifiers", [findings.append])
+    dag_run = run_dag(dag_bag, monkeypatch, write_config(tmp_path, store_url, sources), today())
 
-    assert dag_run.state == "success"
+    assert dag_run.state == "success"  # a control exception is a finding, not a failure
     store = open_store(store_url)
     link = latest_link(store, "evidence_config_snapshot")
     manifest = json.loads(store.read_bytes(link["manifest_key"]))
     assert manifest["outcome"] == "passed"
     assert manifest["run"]["run_id"] == dag_run.run_id
     assert manifest["validation"]["status"] == "passed"
-    assert {item["name"] for item in manifest["items"]} == {
+    assert manifest["validation"]["findings"] == {"open": 1, "accepted": 0}
+    assert manifest["controls"] == ["CC2.1", "CC4.1", "CC6.1", "CC7.2", "CC8.1"]
+    assert [alert["kind"] for alert in findings] == ["findings"]
+    folder = link["manifest_key"].rsplit("/", 1)[0]
+    [finding] = [json.loads(line) for line in store.read_bytes(f"{folder}/validation/findings.jsonl").splitlines()]
+    assert finding["check"] == "config_repo.files.nothing_to_redact"
+    assert finding["record_key"] == {"path": "app/settings.yaml"}
+    assert finding["controls"] == ["CC6.1"] and finding["status"] == "open"
+    assert any(item["key"] == f"{folder}/validation/data-docs/index.html" for item in manifest["items"])
+    assert {item["name"] for item in manifest["items"] if item["source"] == "app-config"} == {
         "commit.json",
         "files.json",
         "files/app/settings.yaml",
         "files/app/feature.yaml",
     }
-    assert all(item["validation"] == "passed" for item in manifest["items"])
+    statuses = {(item["source"], item["name"]): item["validation"] for item in manifest["items"]}
+    assert {status for (source, _), status in statuses.items() if source == "app-config"} == {"passed"}
+    assert statuses[("validation", "calendar.jsonl")] == "passed"
+    assert statuses[("validation", "summary.json")] == "not_validated"  # the proof itself is not re-checked
     assert verify_store(store).ok
 
     everything = b"".join(store.read_bytes(info.key) for info in store.list_objects())
@@ -150,9 +174,7 @@ def test_a_failing_source_fails_alone_and_the_rest_is_archived(
     extract_task = dag_bag.dags["evidence_config_snapshot"].get_task("extract")
     monkeypatch.setattr(extract_task, "retries", 1)  # one retry proves retrying; backoff waits are not the test
     monkeypatch.setattr(extract_task, "retry_delay", timedelta(0))
-    dag_run = run_dag(
-        dag_bag, monkeypatch, write_config(tmp_path, store_url, sources), datetime(2026, 11, 24, tzinfo=UTC)
-    )
+    dag_run = run_dag(dag_bag, monkeypatch, write_config(tmp_path, store_url, sources), today())
 
     assert dag_run.state == "failed"
     extract_tries = {ti.map_index: ti.try_number for ti in dag_run.get_task_instances() if ti.task_id == "extract"}
@@ -164,6 +186,33 @@ def test_a_failing_source_fails_alone_and_the_rest_is_archived(
     assert {source["name"]: source["status"] for source in manifest["sources"]} == {
         "app-config": "archived",
         "gone": "extraction_failed",
+        "validation": "archived",
     }
-    assert {item["source"] for item in manifest["items"]} == {"app-config"}
+    assert manifest["validation"]["failures"] == []  # what was collected is valid; the run failed on the gap
+    assert {item["source"] for item in manifest["items"]} == {"app-config", "validation"}
     assert verify_store(store).ok  # intact evidence of a failed night
+
+
+def test_a_data_quality_failure_archives_the_evidence_marked_failed_and_fails_the_task(
+    airflow_db, dag_bag, aws_env, lock_bucket, config_repo, tmp_path, monkeypatch
+):
+    """Evidence collected now cannot prove a night months ago: the freshness expectation fails."""
+    store_url = f"s3://{lock_bucket}/evidence"
+    sources = [{"name": "app-config", "kind": "config_repo", "family": "config", "repo": str(config_repo)}]
+    dag_run = run_dag(
+        dag_bag, monkeypatch, write_config(tmp_path, store_url, sources), datetime(2026, 1, 5, tzinfo=UTC)
+    )
+
+    assert dag_run.state == "failed"
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["validate_and_archive.validate"] == "success"
+    assert states["validate_and_archive.archive"] == "failed"
+    store = open_store(store_url)
+    manifest = json.loads(store.read_bytes(latest_link(store, "evidence_config_snapshot")["manifest_key"]))
+    assert manifest["outcome"] == "failed"
+    assert manifest["validation"]["status"] == "failed"
+    checks = {failure["check"] for failure in manifest["validation"]["failures"]}
+    assert checks == {"config_repo.commit.freshness", "config_repo.files.freshness"}
+    failed_items = {item["name"] for item in manifest["items"] if item["validation"] == "failed"}
+    assert failed_items == {"commit.json", "files.json"}
+    assert verify_store(store).ok  # archived intact, marked failed

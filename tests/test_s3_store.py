@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.exceptions import ClientError
+
 from soc2_evidence.exceptions import ObjectExistsError, StoreConfigError
 from soc2_evidence.hashing import digest_bytes
 from soc2_evidence.local_services import create_object_lock_bucket

@@ -1,7 +1,8 @@
-"""The failure-callback hook point: one alert per failed task that says what broke and where to look.
+"""Alerts: task failures for on-call, open findings for compliance.
 
-Notifiers (plugins, tests) register with :func:`register_notifier`; each receives the alert
-dict. The alert never carries evidence content or secrets, only names and the error line.
+Notifiers (plugins, tests) register with :func:`register_notifier`; each receives every alert
+dict, whose ``kind`` is ``task_failure`` or ``findings``. Alerts never carry evidence content
+or secrets, only names, counts and the error line.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def build_alert(context: dict[str, Any]) -> dict[str, Any]:
     error = context.get("exception")
     map_index = getattr(ti, "map_index", -1)
     return {
+        "kind": "task_failure",
         "dag_id": getattr(ti, "dag_id", None),
         "task_id": getattr(ti, "task_id", None),
         "run_id": getattr(dag_run, "run_id", None),
@@ -48,6 +50,23 @@ def on_task_failure(context: dict[str, Any]) -> None:
         alert["map_index"],
         alert["error"],
     )
+    _dispatch(alert)
+
+
+def notify_findings(summary: dict[str, Any]) -> None:
+    """Open control exceptions of a run: the run succeeded, but compliance needs to look."""
+    alert = {"kind": "findings", **summary}
+    log.warning(
+        "open findings: dag=%s open=%s accepted=%s manifest=%s",
+        alert.get("dag_id"),
+        alert.get("open"),
+        alert.get("accepted"),
+        alert.get("manifest"),
+    )
+    _dispatch(alert)
+
+
+def _dispatch(alert: dict[str, Any]) -> None:
     for notifier in _notifiers:
         try:
             notifier(alert)

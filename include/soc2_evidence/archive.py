@@ -71,8 +71,9 @@ def archive_run(
     """Store every bundle's items and commit the run; return where the manifest landed.
 
     ``item_status`` maps (source, name) to ``passed``/``failed``; items not in it are
-    ``not_validated``. Any failed item or source makes the run's outcome ``failed``, but
-    everything that was collected is still archived.
+    ``not_validated``. ``validation`` is the validation summary (None: validation did not run).
+    A failed source, a failed item or a validation that did not pass makes the run's outcome
+    ``failed``, but everything that was collected is still archived.
     """
     store.check_writable()
     item_status = item_status or {}
@@ -97,7 +98,8 @@ def archive_run(
 
     failed_sources = [source.name for source in sources if source.status != "archived"]
     failed_items = [entry["key"] for entry in entries if entry["validation"] == "failed"]
-    outcome = "failed" if failed_sources or failed_items else "passed"
+    validated = validation is not None and validation.get("status") == "passed"
+    outcome = "passed" if validated and not failed_sources and not failed_items else "failed"
     body = {
         "schema": MANIFEST_SCHEMA,
         "family": family,
@@ -114,6 +116,7 @@ def archive_run(
         ],
         "items": entries,
         "validation": validation or {"status": "not_run"},
+        "controls": (validation or {}).get("controls", []),
         "outcome": outcome,
         "failures": {"sources": failed_sources, "items": failed_items},
     }

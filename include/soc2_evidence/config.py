@@ -39,6 +39,10 @@ class PipelineConfig:
     retention_days: int
     staging_dir: Path
     redaction_secret_variable: str
+    controls_path: Path
+    exceptions_path: Path
+    freshness_hours: int
+    calendar_days: int
     schedules: dict[str, str]
     sources: tuple[SourceConfig, ...]
 
@@ -71,7 +75,10 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     _reject_unknown(
-        path, "top level", raw, {"store", "retention_days", "staging_dir", "redaction", "schedules", "sources"}
+        path,
+        "top level",
+        raw,
+        {"store", "retention_days", "staging_dir", "redaction", "validation", "schedules", "sources"},
     )
 
     store = _mapping(path, "store", raw.get("store", {}))
@@ -79,9 +86,7 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     if not store_url or not isinstance(store_url, str):
         raise ConfigError(f"{path}: store.url is missing (or set EVIDENCE_STORE)")
 
-    retention_days = raw.get("retention_days", DEFAULT_RETENTION_DAYS)
-    if not isinstance(retention_days, int) or isinstance(retention_days, bool) or retention_days < 1:
-        raise ConfigError(f"{path}: retention_days must be a whole number of days >= 1, got {retention_days!r}")
+    retention_days = _positive_int(path, "retention_days", raw.get("retention_days", DEFAULT_RETENTION_DAYS))
 
     staging = os.environ.get("EVIDENCE_STAGING") or raw.get("staging_dir")
     if staging:
@@ -90,6 +95,12 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         staging_dir = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "evidence-staging"
 
     redaction = _mapping(path, "redaction", raw.get("redaction", {}))
+    validation = _mapping(path, "validation", raw.get("validation", {}))
+    _reject_unknown(
+        path, "validation", validation, {"controls_file", "exceptions_file", "freshness_hours", "calendar_days"}
+    )
+    freshness_hours = _positive_int(path, "validation.freshness_hours", validation.get("freshness_hours", 48))
+    calendar_days = _positive_int(path, "validation.calendar_days", validation.get("calendar_days", 31))
     schedules = _mapping(path, "schedules", raw.get("schedules", {}))
 
     sources_raw = raw.get("sources", [])
@@ -108,6 +119,10 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         retention_days=retention_days,
         staging_dir=staging_dir,
         redaction_secret_variable=redaction.get("secret_variable", "soc2_evidence_redaction_secret"),
+        controls_path=(path.parent / validation.get("controls_file", "controls.yaml")).resolve(),
+        exceptions_path=(path.parent / validation.get("exceptions_file", "exceptions.yaml")).resolve(),
+        freshness_hours=freshness_hours,
+        calendar_days=calendar_days,
         schedules={str(key): str(value) for key, value in schedules.items()},
         sources=sources,
     )
@@ -118,6 +133,8 @@ def _read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read config file: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: config file is not UTF-8 text (byte {error.start})") from error
     try:
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
@@ -133,8 +150,14 @@ def _mapping(path: Path, name: str, value: Any) -> dict[str, Any]:
     return value
 
 
+def _positive_int(path: Path, name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{path}: {name} must be a whole number >= 1, got {value!r}")
+    return value
+
+
 def _reject_unknown(path: Path, where: str, value: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(value) - allowed)
+    unknown = sorted(set(value) - allowed, key=str)  # YAML keys need not be strings (1: x)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) in {where}: {', '.join(map(str, unknown))}")
 

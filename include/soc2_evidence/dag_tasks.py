@@ -92,59 +92,57 @@ def extract(source_name: str) -> dict[str, Any]:
 def validate_and_archive(family: str, staged) -> TaskGroup:
     """Validate what was staged, then archive it all, pass or fail: the one tail every family shares.
 
-    Both tasks run even when some extractions failed (``all_done``): what was collected is
-    archived, the missing sources are named in the manifest, and the archive task fails.
+    Both tasks run even when some extractions failed (``all_done``). What was collected is
+    archived, missing sources are named in the manifest, and a data-quality failure fails the
+    archive task after the evidence is stored. Control exceptions are findings: they are
+    archived and notified, and the run succeeds.
     """
     with TaskGroup(group_id="validate_and_archive") as group:
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def validate(staged_summaries) -> dict[str, Any]:
-            from soc2_evidence.pipeline import validate_bundles
-            from soc2_evidence.staging import Bundle
+            from soc2_evidence.config import load_config
+            from soc2_evidence.pipeline import validate_staged
 
-            bundles = [Bundle.load(summary["bundle"]) for summary in staged_summaries]
-            report = validate_bundles(bundles)
-            return {
-                "status": report.status,
-                "failures": report.failures,
-                "item_status": [
-                    [source, name, status] for (source, name), status in sorted(report.item_status.items())
-                ],
-            }
+            context = get_current_context()
+            return validate_staged(
+                load_config(),
+                family=family,
+                run=run_context(context),
+                bundle_dirs=[summary["bundle"] for summary in staged_summaries],
+                try_number=context["ti"].try_number,
+            )
 
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[evidence_asset(family)])
-        def archive(staged_summaries, validation: dict[str, Any]) -> dict[str, Any]:
+        def archive(staged_summaries) -> dict[str, Any]:
+            from soc2_evidence.alerts import notify_findings
             from soc2_evidence.config import load_config
             from soc2_evidence.exceptions import DataQualityError
-            from soc2_evidence.pipeline import ValidationReport, archive_bundles
+            from soc2_evidence.pipeline import archive_bundles
 
-            report = ValidationReport(
-                item_status={(source, name): status for source, name, status in validation["item_status"]},
-                failures=validation["failures"],
-            )
+            context = get_current_context()
+            # Pulled, not passed: if validation crashed, the evidence is still archived (marked not validated).
+            validation = context["ti"].xcom_pull(task_ids=f"{group.group_id}.validate")
             config = load_config()
             archived = archive_bundles(
                 config,
                 family=family,
-                run=run_context(get_current_context()),
+                run=run_context(context),
                 bundle_dirs=[summary["bundle"] for summary in staged_summaries],
-                report=report,
+                validation_dir=validation["bundle"] if validation else None,
             )
-            result = {
-                "store": config.store_url,
-                "manifest_key": archived.manifest_key,
-                "manifest_sha256": archived.manifest_sha256,
-                "attempt": archived.attempt,
-                "outcome": archived.outcome,
-            }
+            location = f"{config.store_url}/{archived.manifest_key}"
+            result = {"manifest": location, "manifest_sha256": archived.manifest_sha256, "outcome": archived.outcome}
+            summary = archived.manifest["validation"]
+            if summary.get("findings", {}).get("open"):
+                notify_findings({"dag_id": context["dag_run"].dag_id, "manifest": location, **summary["findings"]})
             if archived.outcome != "passed":
                 failures = archived.manifest["failures"]
                 raise DataQualityError(
-                    f"run archived as FAILED at {config.store_url}/{archived.manifest_key}: "
-                    f"sources not collected: {failures['sources'] or 'none'}; "
-                    f"items failing validation: {len(failures['items'])}"
+                    f"run archived as FAILED at {location}: sources not collected: {failures['sources'] or 'none'}; "
+                    f"validation {summary.get('status')}: {len(summary.get('failures', []))} data-quality failure(s)"
                 )
             return result
 
-        archive(staged, validate(staged))
+        validate(staged) >> archive(staged)
     return group

@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
         with steps(f"run {DAG_ID} for {args.date} (airflow dags test; log: {log_path.relative_to(PROJECT_ROOT)})"):
             try:
-                run_airflow(["dags", "test", DAG_ID, args.date.isoformat()], env, log_path)
+                # 02:00 UTC, the nightly schedule's time: evidence collected now is fresh for it.
+                run_airflow(["dags", "test", DAG_ID, f"{args.date.isoformat()}T02:00:00+00:00"], env, log_path)
             except RuntimeError:
                 print("    the DAG run failed; the archive below shows what was stored and why", flush=True)
 
@@ -179,8 +180,20 @@ def _print_manifest(store_url: str, key: str, manifest: dict) -> None:
             ", ".join(f"{count} {name}" for name, count in sorted(source.get("redactions", {}).items())) or "none"
         )
         print(f"    source {source['name']}: {source['status']}, {len(items)} items, redactions: {redactions}")
-    for failure in manifest.get("validation", {}).get("failures", []):
-        print(f"    validation failure: {failure['source']}/{failure['item']}: {failure['check']}: {failure['detail']}")
+    validation = manifest.get("validation", {})
+    findings = validation.get("findings", {})
+    print(
+        f"    validation {validation.get('status')}: {len(validation.get('failures', []))} data-quality failure(s), "
+        f"findings {findings.get('open', 0)} open, {findings.get('accepted', 0)} accepted; "
+        f"criteria {', '.join(manifest.get('controls', [])) or 'none'}"
+    )
+    for failure in validation.get("failures", []):
+        print(
+            f"    data-quality failure: {failure['source']}/{failure['item']}: {failure['check']}: {failure['detail']}"
+        )
+    folder = key.rsplit("/", 1)[0]
+    print(f"    findings:  {store_url}/{folder}/validation/findings.jsonl")
+    print(f"    Data Docs: {store_url}/{folder}/validation/data-docs/index.html")
 
 
 if __name__ == "__main__":

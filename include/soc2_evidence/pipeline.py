@@ -5,10 +5,8 @@ Airflow tasks are thin wrappers around these, and tests and the CLI call them di
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from soc2_evidence.archive import ArchivedRun, SourceOutcome, archive_run
@@ -19,6 +17,7 @@ from soc2_evidence.exceptions import ConfigError
 from soc2_evidence.redaction import Redactor
 from soc2_evidence.staging import Bundle, BundleWriter
 from soc2_evidence.stores import open_store
+from soc2_evidence.validation import VALIDATION_SOURCE, summary_of
 
 log = logging.getLogger(__name__)
 
@@ -60,39 +59,42 @@ def extract_source(
     return bundle.summary()
 
 
-@dataclass
-class ValidationReport:
-    """Per-item status plus the failures behind any ``failed``."""
+def validate_staged(
+    config: PipelineConfig,
+    *,
+    family: str,
+    run: RunContext,
+    bundle_dirs: list[str],
+    try_number: int = 1,
+    aws_conn_id: str | None = None,
+) -> dict[str, Any]:
+    """Validate what was staged; return the validation bundle's path and summary (secret-free, for XCom)."""
+    from soc2_evidence.controls import load_control_map, load_exceptions
+    from soc2_evidence.validation import ValidationSettings, today_utc, validate_run
 
-    item_status: dict[tuple[str, str], str] = field(default_factory=dict)
-    failures: list[dict[str, str]] = field(default_factory=list)
-
-    @property
-    def status(self) -> str:
-        return "failed" if self.failures else "passed"
-
-    def fail(self, source: str, name: str, check: str, detail: str) -> None:
-        self.item_status[(source, name)] = "failed"
-        self.failures.append({"source": source, "item": name, "check": check, "detail": detail})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "failures": self.failures}
-
-
-def validate_bundles(bundles: list[Bundle]) -> ValidationReport:
-    """Data-quality checks every evidence item must pass: well-formed and as complete as its source said."""
-    report = ValidationReport()
-    for bundle in bundles:
-        for staged in bundle.items:
-            item = staged.item
-            report.item_status[(item.source, item.name)] = "passed"
-            if item.media_type == "application/json":
-                _check_json(report, item.source, item.name, staged.path.read_bytes(), lines=False)
-            elif item.media_type == "application/x-ndjson":
-                _check_json(report, item.source, item.name, staged.path.read_bytes(), lines=True)
-        if not bundle.items:
-            report.fail(bundle.source, "", "not_empty", "the source produced no evidence items")
-    return report
+    settings = ValidationSettings(
+        control_map=load_control_map(config.controls_path),
+        register=load_exceptions(config.exceptions_path),
+        freshness_hours=config.freshness_hours,
+        calendar_days=config.calendar_days,
+        today=today_utc(),
+    )
+    bundle = validate_run(
+        [Bundle.load(path) for path in bundle_dirs],
+        run,
+        family=family,
+        sources=[source.name for source in config.sources_of(family)],
+        store=open_store(config.store_url, aws_conn_id=aws_conn_id or config.aws_conn_id),
+        settings=settings,
+        staging_root=config.staging_dir,
+        try_number=try_number,
+    )
+    summary = summary_of(bundle)
+    return {
+        "bundle": str(bundle.directory),
+        **{key: summary[key] for key in ("status", "findings", "controls")},
+        "failures": summary["failures"],
+    }
 
 
 def archive_bundles(
@@ -101,11 +103,20 @@ def archive_bundles(
     family: str,
     run: RunContext,
     bundle_dirs: list[str],
-    report: ValidationReport,
+    validation_dir: str | None,
     aws_conn_id: str | None = None,
 ) -> ArchivedRun:
-    """Archive what was staged; configured sources with no bundle are recorded as failed."""
+    """Archive what was staged, with its validation; sources with no bundle are recorded as failed.
+
+    With no validation bundle (the validate task failed) everything is still archived, marked
+    not validated, and the run's outcome is failed.
+    """
     bundles = [Bundle.load(path) for path in bundle_dirs]
+    summary = None
+    if validation_dir:
+        validation = Bundle.load(validation_dir)
+        summary = summary_of(validation)
+        bundles.append(validation)
     staged_sources = {bundle.source for bundle in bundles}
     outcomes = [
         SourceOutcome(source.name, source.kind, "archived")
@@ -113,6 +124,8 @@ def archive_bundles(
         else SourceOutcome(source.name, source.kind, "extraction_failed", "extraction did not finish; see its task log")
         for source in config.sources_of(family)
     ]
+    if summary is not None:
+        outcomes.append(SourceOutcome(VALIDATION_SOURCE, VALIDATION_SOURCE, "archived"))
     store = open_store(config.store_url, aws_conn_id=aws_conn_id or config.aws_conn_id)
     return archive_run(
         store,
@@ -121,23 +134,9 @@ def archive_bundles(
         bundles=bundles,
         sources=outcomes,
         retention_days=config.retention_days,
-        item_status=report.item_status,
-        validation=report.to_dict(),
+        item_status={(source, name): status for source, name, status in summary["item_status"]} if summary else {},
+        validation={key: value for key, value in summary.items() if key != "item_status"} if summary else None,
     )
-
-
-def _check_json(report: ValidationReport, source: str, name: str, data: bytes, *, lines: bool) -> None:
-    try:
-        if lines:
-            for number, line in enumerate(data.splitlines(), start=1):
-                try:
-                    json.loads(line)
-                except ValueError as error:
-                    raise ValueError(f"line {number}: {error}") from error
-        else:
-            json.loads(data)
-    except ValueError as error:
-        report.fail(source, name, "well_formed_json", str(error))
 
 
 def _no_connections(conn_id: str) -> Any:

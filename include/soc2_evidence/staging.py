@@ -121,6 +121,15 @@ class BundleWriter:
     def add_text(self, name: str, text: str, media_type: str = "text/plain", description: str = "") -> EvidenceItem:
         return self._write(name, self.redactor.redact_text(text).encode("utf-8"), media_type, description)
 
+    def add_file(
+        self, name: str, source: Path, media_type: str = "application/octet-stream", description: str = ""
+    ) -> EvidenceItem:
+        """Copy a generated file as is. Only for files the pipeline made itself (reports, Data Docs):
+        collected content always goes through a redacting ``add_*``."""
+        path = self._path(name)
+        shutil.copyfile(source, path)
+        return self._record(name, path, media_type, description)
+
     def add_jsonl(self, name: str, records: Iterable[Any], description: str = "") -> EvidenceItem:
         """Stream records to JSON Lines: memory stays flat however many records there are."""
         path = self._path(name)

@@ -8,6 +8,8 @@ password authenticate the clone), ``max_file_bytes`` (default 1 MiB).
 from __future__ import annotations
 
 import base64
+import hashlib
+import itertools
 import os
 import re
 import subprocess
@@ -19,6 +21,7 @@ from typing import Any
 
 from soc2_evidence.collectors import CollectContext
 from soc2_evidence.config import SourceConfig
+from soc2_evidence.datasets import Dataset
 from soc2_evidence.exceptions import CollectorError
 from soc2_evidence.redaction import Redactor
 from soc2_evidence.staging import BundleWriter, safe_segment
@@ -30,6 +33,44 @@ DEFAULT_MAX_FILE_BYTES = 1024 * 1024
 GIT_TIMEOUT_SECONDS = 300
 _FIELD_SEPARATOR = "\x1f"
 _COMMIT_FORMAT = _FIELD_SEPARATOR.join(["%H", "%T", "%an", "%ae", "%aI", "%cn", "%ce", "%cI", "%s"])
+
+COMMIT = Dataset(
+    name="config_repo.commit",
+    item="commit.json",
+    key=("commit",),
+    columns={
+        "repository": "string",
+        "ref": "string",
+        "commit": "string",
+        "tree": "string",
+        "author": "object",
+        "committer": "object",
+        "subject": "string",
+    },
+    required=("repository", "ref", "tree", "author", "committer"),
+    description="The commit the snapshot was taken from",
+)
+FILES = Dataset(
+    name="config_repo.files",
+    item="files.json",
+    records="files",
+    key=("path",),
+    columns={
+        "path": "string",
+        "blob": "string",
+        "mode": "string",
+        "size": "integer",
+        "archived": "boolean",
+        "item": "string",
+        "reason": "string",
+        "redactions": "integer",
+    },
+    required=("blob", "mode", "size", "archived"),
+    value_sets={"mode": ("100644", "100755", "120000")},
+    total="files",
+    description="Every file matched by the globs, archived or not",
+)
+DATASETS = (COMMIT, FILES)
 
 
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
@@ -64,22 +105,33 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
         )
         entries = [entry for entry in git.tree(commit_sha) if matcher.fullmatch(entry["path"])]
         listing = []
-        used_names: set[str] = set()
+        names = _ItemNames()
         for entry, content in zip(entries, git.blobs([entry["blob"] for entry in entries]), strict=True):
-            record = {"path": entry["path"], "blob": entry["blob"], "mode": entry["mode"], "size": len(content)}
+            record = {
+                "path": entry["path"],
+                "blob": entry["blob"],
+                "mode": entry["mode"],
+                "size": len(content),
+                "archived": False,
+                "item": None,
+                "reason": None,
+                "redactions": None,
+            }
+            text = _as_text(content) if len(content) <= max_bytes else None
             if len(content) > max_bytes:
-                record["archived"] = False
                 record["reason"] = f"larger than max_file_bytes ({max_bytes})"
+            elif text is None:
+                record["reason"] = "not UTF-8 text; binary content is not archived since it cannot be redacted"
             else:
-                text = _as_text(content)
-                if text is None:
-                    record["archived"] = False
-                    record["reason"] = "not UTF-8 text; binary content is not archived since it cannot be redacted"
-                else:
-                    name = _item_name(entry["path"], entry["blob"], used_names)
+                name = names.name(entry["path"], entry["blob"])
+                redacted_before = sum(writer.redactor.counts.values())
+                try:
                     writer.add_text(name, text, description=f"{entry['path']} at {commit[:12]}")
-                    record["archived"] = True
-                    record["item"] = name
+                except (OSError, ValueError) as error:
+                    raise CollectorError(f"source {source.name}: cannot stage {entry['path']!r}: {error}") from error
+                record.update(
+                    archived=True, item=name, redactions=sum(writer.redactor.counts.values()) - redacted_before
+                )
             listing.append(record)
         writer.report_total("files", len(entries))
         writer.add_json(
@@ -87,6 +139,32 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
             {"commit": commit, "globs": globs, "files": listing},
             description="Every file matched by the globs, archived or not, with its blob id",
         )
+
+
+def control_expectations(dataset: Dataset) -> list[Any]:
+    """Control checks on the snapshot: findings, not failures, when they do not hold."""
+    from soc2_evidence.gx_runner import expectations
+
+    if dataset is not FILES:
+        return []
+    return [
+        expectations.ExpectColumnValuesToBeInSet(
+            column="redactions",
+            value_set=[0],
+            meta={
+                "check": "config_repo.files.nothing_to_redact",
+                "description": "No credential is committed in plain text (each would have been redacted)",
+            },
+        ),
+        expectations.ExpectColumnValuesToBeInSet(
+            column="archived",
+            value_set=[True],
+            meta={
+                "check": "config_repo.files.every_file_archived",
+                "description": "Every matched configuration file is archived, none skipped as binary or too large",
+            },
+        ),
+    ]
 
 
 def glob_to_regex(glob: str) -> str:
@@ -117,12 +195,50 @@ def _as_text(content: bytes) -> str | None:
         return None
 
 
-def _item_name(path: str, blob: str, used: set[str]) -> str:
-    name = "files/" + "/".join(safe_segment(part).lstrip(".-_") or "_" for part in path.split("/"))
-    if name in used:
-        name = f"{name}.{blob[:12]}"
-    used.add(name)
-    return name
+class _ItemNames:
+    """Item names for repository paths: valid evidence names that never collide.
+
+    Making a path a valid name can make two paths alike (``.env`` and ``env``, ``a b`` and
+    ``a_b``), or give a file the name another item needs as a directory (``.env`` next to
+    ``env/prod.yaml``). Staging writes items as files, so a file's name must be free as a file
+    and as a directory, ignoring case as an auditor's file system may; directories may share.
+    A taken file name gets the blob id appended, a taken directory name a digest of its path.
+    """
+
+    def __init__(self) -> None:
+        self._directories: dict[str, str] = {}  # repository directory -> item directory
+        self._taken_files: set[str] = set()
+        self._taken_directories: set[str] = set()
+
+    def name(self, path: str, blob: str) -> str:
+        *directories, file = path.split("/")
+        parent = "files"
+        for depth, segment in enumerate(directories, 1):
+            directory = "/".join(directories[:depth])
+            if directory not in self._directories:
+                digest = hashlib.sha256(directory.encode("utf-8")).hexdigest()
+                item_directory = self._free(f"{parent}/{_segment(segment)}", digest, for_file=False)
+                self._directories[directory] = item_directory
+                self._taken_directories.add(item_directory.casefold())
+            parent = self._directories[directory]
+        name = self._free(f"{parent}/{_segment(file)}", blob, for_file=True)
+        self._taken_files.add(name.casefold())
+        return name
+
+    def _free(self, wanted: str, tag: str, *, for_file: bool) -> str:
+        """``wanted``, else ``wanted.<tag>``, else ``wanted.<tag>-2``, ...: the first one free."""
+
+        def free(name: str) -> bool:
+            key = name.casefold()
+            return key not in self._taken_files and not (for_file and key in self._taken_directories)
+
+        tagged = f"{wanted}.{tag[:12]}"
+        return next(filter(free, itertools.chain([wanted, tagged], (f"{tagged}-{n}" for n in itertools.count(2)))))
+
+
+def _segment(part: str) -> str:
+    """A path segment as a name segment: not hidden or option-like, no '..', no trailing '.' (Windows drops it)."""
+    return re.sub(r"\.\.+", ".", safe_segment(part)).lstrip(".-_").rstrip(".") or "_"
 
 
 def _is_url(repo: str) -> bool:
@@ -141,6 +257,7 @@ def _repository(source: SourceConfig, repo: str, context: CollectContext) -> Ite
         path = context.resolve_path(repo)
         if not path.is_dir():
             raise CollectorError(f"source {source.name}: repository {path} does not exist or is not a directory")
+        _require_top_level(_Git(source.name, str(path), env), path)
         yield str(path), env
         return
     conn_id = source.options.get("conn_id")
@@ -156,6 +273,17 @@ def _repository(source: SourceConfig, repo: str, context: CollectContext) -> Ite
     with tempfile.TemporaryDirectory(prefix="soc2-evidence-git-") as clone:
         _Git(source.name, clone, env).run("clone", "--bare", "--quiet", "--", repo, clone, in_repo=False)
         yield clone, env
+
+
+def _require_top_level(git: _Git, path: Path) -> None:
+    """Refuse a directory below a repository's top: git would find the enclosing repository and
+    the snapshot would silently be of all of it, not of the directory the config names."""
+    bare, git_dir = git.run("rev-parse", "--is-bare-repository", "--absolute-git-dir").splitlines()
+    top = git_dir if bare == "true" else git.run("rev-parse", "--show-toplevel").rstrip("\n")
+    if Path(top).resolve() != path.resolve():
+        raise CollectorError(
+            f"source {git.source}: repository {path} is inside the git repository {top}; name its top level"
+        )
 
 
 class _Git:

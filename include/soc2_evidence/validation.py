@@ -1,0 +1,277 @@
+"""Validate a run's staged evidence: data quality (the run fails) apart from control exceptions (findings).
+
+Checks only read staged evidence and the archive's own manifests, never a source. The proof,
+Great Expectations results, findings, applied exceptions, the calendar and a Data Docs site,
+is staged as one more bundle and archived beside the evidence it checks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from soc2_evidence import calendar
+from soc2_evidence.collectors import collector_for
+from soc2_evidence.controls import AcceptedException, ControlMap, apply_exceptions
+from soc2_evidence.datasets import Dataset, load_records, to_frame
+from soc2_evidence.evidence import RunContext, canonical_json
+from soc2_evidence.hashing import digest_bytes
+from soc2_evidence.redaction import Redactor
+from soc2_evidence.staging import Bundle, BundleWriter
+from soc2_evidence.stores.base import EvidenceStore
+
+log = logging.getLogger(__name__)
+
+VALIDATION_SOURCE = "validation"
+VALIDATOR_VERSION = "1.0.0"
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    control_map: ControlMap
+    register: list[AcceptedException]
+    freshness_hours: int
+    calendar_days: int
+    today: date
+
+
+def validate_run(
+    bundles: list[Bundle],
+    run: RunContext,
+    *,
+    family: str,
+    sources: list[str],
+    store: EvidenceStore,
+    settings: ValidationSettings,
+    staging_root: Path,
+    try_number: int = 1,
+) -> Bundle:
+    """Validate every dataset of every bundle and the calendar; return the staged validation bundle."""
+    from soc2_evidence.gx_runner import Target, Validator
+
+    writer = BundleWriter(
+        staging_root,
+        family=family,
+        source=VALIDATION_SOURCE,
+        kind=VALIDATION_SOURCE,
+        run=run,
+        try_number=try_number,
+        collector=__name__,
+        collector_version=VALIDATOR_VERSION,
+        redactor=Redactor(),
+    )
+    validator = Validator(writer.directory.parent / f"gx-try-{try_number}")
+    parameters = {
+        "fresh_after": run.logical_date - timedelta(hours=settings.freshness_hours),
+        "fresh_before": run.logical_date + timedelta(hours=settings.freshness_hours),
+    }
+    failures: list[dict[str, Any]] = []
+    findings: list[dict[str, Any]] = []
+    datasets: list[dict[str, Any]] = []
+    item_status: dict[tuple[str, str], str] = {}
+    results: list[dict[str, Any]] = []
+
+    def check(
+        source: str, dataset: Dataset, records: list[dict], collected_at: str, total: int | None, controls
+    ) -> None:
+        target = Target(
+            source=source,
+            dataset=dataset,
+            frame=to_frame(dataset, records, collected_at),
+            parameters={**parameters, "reported_total": total},
+            controls=controls,
+        )
+        checks, raw = validator.validate(target)
+        results.append({"source": source, "dataset": dataset.name, "checkpoint": raw})
+        quality_failed = [result for result in checks if result.kind == "quality" and not result.success]
+        for result in quality_failed:
+            failures.append(
+                {
+                    "source": source,
+                    "dataset": dataset.name,
+                    "item": dataset.item,
+                    "check": result.check,
+                    "detail": result.detail,
+                }
+            )
+        dataset_findings = [
+            _finding(source, dataset, result, records, row, settings.control_map)
+            for result in checks
+            if result.kind == "control" and not result.success
+            for row in result.unexpected_rows or [None]
+        ]
+        findings.extend(dataset_findings)
+        datasets.append(
+            {
+                "source": source,
+                "dataset": dataset.name,
+                "rows": len(records),
+                "quality": "failed" if quality_failed else "passed",
+                "findings": len(dataset_findings),
+            }
+        )
+        if quality_failed or (source, dataset.item) not in item_status:
+            item_status[(source, dataset.item)] = "failed" if quality_failed else "passed"
+
+    for bundle in bundles:
+        collector = collector_for(bundle.kind)
+        items = {staged.item.name: staged for staged in bundle.items}
+        for staged in bundle.items:
+            item_status[(bundle.source, staged.item.name)] = "passed"
+            problem = _malformed(staged.path, staged.item.media_type)
+            if problem:
+                item_status[(bundle.source, staged.item.name)] = "failed"
+                failures.append(
+                    {
+                        "source": bundle.source,
+                        "dataset": "",
+                        "item": staged.item.name,
+                        "check": "well_formed",
+                        "detail": problem,
+                    }
+                )
+        for dataset in collector.DATASETS:
+            staged = items.get(dataset.item)
+            if staged is None:
+                failures.append(
+                    {
+                        "source": bundle.source,
+                        "dataset": dataset.name,
+                        "item": dataset.item,
+                        "check": f"{dataset.name}.present",
+                        "detail": "the collector did not produce this item",
+                    }
+                )
+                continue
+            if item_status[(bundle.source, dataset.item)] == "failed":
+                continue
+            total = bundle.reported_totals.get(dataset.total) if dataset.total else None
+            if dataset.total and total is None:
+                item_status[(bundle.source, dataset.item)] = "failed"
+                failures.append(
+                    {
+                        "source": bundle.source,
+                        "dataset": dataset.name,
+                        "item": dataset.item,
+                        "check": f"{dataset.name}.completeness",
+                        "detail": "the source reported no total",
+                    }
+                )
+                continue
+            records = load_records(dataset, staged.path)
+            check(
+                bundle.source,
+                dataset,
+                records,
+                staged.item.collected_at,
+                total,
+                collector.control_expectations(dataset),
+            )
+
+    nights = calendar.evidence_calendar(store, family, sources, run.night, settings.calendar_days)
+    calendar_item = writer.add_jsonl(calendar.CALENDAR.item, nights, description=calendar.CALENDAR.description)
+    check(
+        VALIDATION_SOURCE,
+        calendar.CALENDAR,
+        nights,
+        calendar_item.collected_at,
+        len(nights),
+        calendar.control_expectations(calendar.CALENDAR),
+    )
+
+    apply_exceptions(findings, settings.register, settings.today)
+    by_status = Counter(finding["status"] for finding in findings)
+    controls = sorted(
+        {criterion for entry in datasets for criterion in settings.control_map.for_dataset(entry["dataset"])}
+        | set(settings.control_map.quality)
+    )
+    summary = {
+        "status": "failed" if failures else "passed",
+        "failures": failures,
+        "findings": {"open": by_status["open"], "accepted": by_status["accepted"]},
+        "datasets": datasets,
+        "controls": controls,
+        "exceptions": {
+            "applied": sorted({f["exception"]["id"] for f in findings if f["status"] == "accepted"}),
+            "expired": sorted(
+                {f["exception"]["id"] for f in findings if f["exception"] and f["exception"]["state"] == "expired"}
+            ),
+        },
+        "item_status": [[source, name, status] for (source, name), status in sorted(item_status.items())],
+    }
+    writer.add_jsonl(
+        "findings.jsonl", findings, description="Control exceptions: failing records and the check that caught them"
+    )
+    writer.add_json(
+        "exceptions.json",
+        {"today": settings.today.isoformat(), "register": [exception.to_dict() for exception in settings.register]},
+        description="The accepted-exceptions register as applied to this run",
+    )
+    writer.add_json("results.json", results, description="Great Expectations checkpoint results")
+    writer.add_json("summary.json", summary, description="Validation outcome, findings and criteria of this run")
+    docs_dir = validator.finish_docs()
+    for path in sorted(docs_dir.rglob("*")):
+        if path.is_file():
+            media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            writer.add_file(f"data-docs/{path.relative_to(docs_dir).as_posix()}", path, media_type)
+    writer.report_total(calendar.CALENDAR.total, len(nights))
+    log.info(
+        "validation %s: %d data-quality failure(s), %d open and %d accepted finding(s)",
+        summary["status"],
+        len(failures),
+        by_status["open"],
+        by_status["accepted"],
+    )
+    return writer.finish()
+
+
+def _finding(
+    source: str, dataset: Dataset, result, records: list[dict], row: int | None, control_map: ControlMap
+) -> dict[str, Any]:
+    """One failing record (or, for a table-level check, the table) and the check that caught it."""
+    record = records[row] if row is not None and row < len(records) else {}
+    record_key = {column: record.get(column) for column in dataset.key} if record else {}
+    finding = {
+        "source": source,
+        "dataset": dataset.name,
+        "check": result.check,
+        "description": result.description,
+        "controls": list(control_map.for_check(result.check)),
+        "record_key": record_key,
+        "record": record,
+        "detail": result.detail,
+    }
+    finding["id"] = digest_bytes(canonical_json([source, result.check, record_key])).sha256[:16]
+    return finding
+
+
+def _malformed(path: Path, media_type: str) -> str | None:
+    """Why a JSON or JSON Lines item does not parse, or None."""
+    try:
+        if media_type == "application/json":
+            json.loads(path.read_bytes())
+        elif media_type == "application/x-ndjson":
+            with open(path, "rb") as stream:
+                for number, line in enumerate(stream, start=1):
+                    try:
+                        json.loads(line)
+                    except ValueError as error:
+                        return f"line {number}: {error}"
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def summary_of(bundle: Bundle) -> dict[str, Any]:
+    staged = next(staged for staged in bundle.items if staged.item.name == "summary.json")
+    return json.loads(staged.path.read_bytes())
+
+
+def today_utc() -> date:
+    return datetime.now(UTC).date()
