@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-BENCHMARKS = ("archive", "hashing", "dag_parse")
+BENCHMARKS = ("archive", "hashing", "dag_parse", "validation")
 TEMP_ROOT = "/tmp"
 
 
