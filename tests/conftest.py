@@ -118,3 +118,23 @@ def airflow_db() -> Path:
     """Airflow metadata on SQLite, migrated once per session."""
     subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True, capture_output=True)
     return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint(tmp_path_factory) -> Iterator[str]:
+    """gcp-storage-emulator on a free loopback port, reached by google-cloud-storage over HTTP."""
+    from soc2_evidence.local_services import gcs_emulator
+
+    with gcs_emulator(tmp_path_factory.mktemp("gcs") / "gcs.log") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def gcs_bucket(gcs_endpoint, monkeypatch) -> str:
+    """A fresh emulator bucket; STORAGE_EMULATOR_HOST points google-cloud-storage at the emulator."""
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint)
+    name = f"evidence-{uuid.uuid4().hex[:12]}"
+    storage.Client(project="test").create_bucket(name)
+    return name

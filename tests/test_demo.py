@@ -14,10 +14,10 @@ import pytest
 from conftest import ROOT
 
 
-def run_demo() -> subprocess.CompletedProcess:
+def run_demo(*args: str) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "EVIDENCE_", "AIRFLOW"))}
     return subprocess.run(
-        [sys.executable, "-m", "soc2_evidence.demo"],
+        [sys.executable, "-m", "soc2_evidence.demo", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -41,3 +41,13 @@ def test_demo_runs_end_to_end_and_again():
         # It stopped what it started: the embedded S3 server no longer answers.
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(endpoint, timeout=2)  # noqa: S310 - loopback http URL
+
+
+def test_demo_with_a_dual_s3_and_gcs_copy_verifies_both():
+    result = run_demo("--dual")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "start a GCS API on loopback for the second copy" in out
+    assert "Store:        s3://soc2-evidence-demo/evidence + gs://soc2-evidence-demo/evidence" in out
+    assert "result     OK: archive verified" in out
+    assert "WARNING    immutability: gs://soc2-evidence-demo/evidence" in out  # the emulator holds no lock

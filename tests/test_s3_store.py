@@ -108,11 +108,11 @@ def test_fails_closed_before_the_first_write(s3_client, setup, message):
         s3_client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     store = open_store(f"s3://{bucket}/evidence")
     with pytest.raises(StoreConfigError, match=message.format(bucket=bucket)):
-        store.check_writable()
+        store.check_writable(400)
 
 
 def test_lock_bucket_passes_the_check(s3_store):
-    s3_store.check_writable()
+    s3_store.check_writable(400)
 
 
 def test_endpoint_comes_from_boto3_standard_configuration(aws_env, s3_store):

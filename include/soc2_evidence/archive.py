@@ -75,7 +75,7 @@ def archive_run(
     A failed source, a failed item or a validation that did not pass makes the run's outcome
     ``failed``, but everything that was collected is still archived.
     """
-    store.check_writable()
+    store.check_writable(retention_days)
     item_status = item_status or {}
     attempt = next_attempt(store, family, run)
     folder = attempt_prefix(family, run, attempt)
@@ -91,6 +91,7 @@ def archive_run(
         entry.update(
             key=stored_object.key,
             version_id=stored_object.version_id,
+            copies=list(stored_object.copies) or [{"store": store.url, "version_id": stored_object.version_id}],
             retain_until=rfc3339(retain_until(parse_rfc3339(item.collected_at), retention_days)),
             validation=item_status.get((item.source, item.name), "not_validated"),
         )

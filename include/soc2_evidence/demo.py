@@ -21,7 +21,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from soc2_evidence.config import PROJECT_ROOT, load_config
-from soc2_evidence.local_services import DUMMY_AWS_ENV, create_object_lock_bucket, moto_server, venv_tool
+from soc2_evidence.local_services import (
+    DUMMY_AWS_ENV,
+    create_object_lock_bucket,
+    gcs_emulator,
+    moto_server,
+    venv_tool,
+)
 
 DEMO_BUCKET = "soc2-evidence-demo"
 DAG_ID = "evidence_config_snapshot"
@@ -97,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         help="night to run (default: yesterday, UTC)",
     )
     parser.add_argument(
+        "--dual",
+        action="store_true",
+        help="archive every object to two stores: S3 Object Lock and a GCS bucket (emulated)",
+    )
+    parser.add_argument(
         "--keep-running",
         action="store_true",
         help="keep the embedded S3 server up after the demo, for browsing, until Ctrl-C",
@@ -123,6 +134,15 @@ def main(argv: list[str] | None = None) -> int:
                 create_object_lock_bucket(boto3.client("s3"), DEMO_BUCKET)
                 store_url = f"s3://{DEMO_BUCKET}/evidence"
                 print(f"    {endpoint}, bucket {DEMO_BUCKET} (Object Lock + versioning)")
+            if args.dual:
+                with steps("start a GCS API on loopback for the second copy (gcp-storage-emulator)"):
+                    gcs_endpoint = stack.enter_context(gcs_emulator(DEMO_DIR / "gcs.log"))
+                    env["STORAGE_EMULATOR_HOST"] = os.environ["STORAGE_EMULATOR_HOST"] = gcs_endpoint
+                    from google.cloud import storage
+
+                    storage.Client(project="soc2-evidence-demo").create_bucket(DEMO_BUCKET)
+                    store_url = f"{store_url},gs://{DEMO_BUCKET}/evidence"
+                    print(f"    {gcs_endpoint}, bucket {DEMO_BUCKET} (the emulator holds no lock: verify says so)")
         env = airflow_env(store_url, env)
         config = load_config(env.get("EVIDENCE_CONFIG"))
         print(f"    config {config.path}; {len(config.sources)} source(s); retention {config.retention_days} days")
@@ -139,20 +159,21 @@ def main(argv: list[str] | None = None) -> int:
 
         with steps("read the run's manifest"):
             manifest_key, manifest = _latest_manifest(store_url, DAG_ID)
-            _print_manifest(store_url, manifest_key, manifest)
+            _print_manifest(store_url.split(",")[0], manifest_key, manifest)
 
         with steps(f"verify the archive (evidence verify --store {store_url})"):
             result = subprocess.run([venv_tool("evidence"), "verify", "--store", store_url], env=env, check=False)
 
+        primary_url = store_url.split(",")[0]
         print()
-        print(f"Store:        {store_url}")
-        print(f"Manifest:     {store_url}/{manifest_key}")
+        print(f"Store:        {store_url.replace(',', ' + ')}")
+        print(f"Manifest:     {primary_url}/{manifest_key}")
         print(f"Verification: {'OK' if result.returncode == 0 else 'FAILED'}")
         if endpoint:
-            print(f"Browse:       aws --endpoint-url {endpoint} s3 ls --recursive {store_url}/")
+            print(f"Browse:       aws --endpoint-url {endpoint} s3 ls --recursive {primary_url}/")
             print("              (the embedded server stops with the demo; `make demo ARGS=--keep-running` keeps it)")
         else:
-            print(f"Browse:       aws s3 ls --recursive {store_url}/")
+            print(f"Browse:       aws s3 ls --recursive {primary_url}/")
         if endpoint and args.keep_running:
             print("Embedded S3 server running; press Ctrl-C to stop.", flush=True)
             with contextlib.suppress(KeyboardInterrupt):

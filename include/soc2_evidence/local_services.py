@@ -41,23 +41,41 @@ def moto_server(log_path: Path | None = None, startup_timeout: float = 30.0) -> 
     """Run ``moto_server`` on a free loopback port; yield its endpoint URL; stop it on exit."""
     port = free_port()
     endpoint = f"http://{LOOPBACK}:{port}"
+    argv = [venv_tool("moto_server"), "-H", LOOPBACK, "-p", str(port)]
+    with _serve("moto_server", argv, f"{endpoint}/moto-api/", log_path, startup_timeout):
+        yield endpoint
+
+
+@contextlib.contextmanager
+def gcs_emulator(log_path: Path | None = None, startup_timeout: float = 30.0) -> Iterator[str]:
+    """Run ``gcp-storage-emulator`` (in memory) on a free loopback port; yield its URL for STORAGE_EMULATOR_HOST."""
+    port = free_port()
+    endpoint = f"http://{LOOPBACK}:{port}"
+    argv = [venv_tool("gcp-storage-emulator"), "start", "--host", LOOPBACK, "--port", str(port), "--in-memory"]
+    with _serve("gcp-storage-emulator", argv, f"{endpoint}/storage/v1/b", log_path, startup_timeout):
+        yield endpoint
+
+
+@contextlib.contextmanager
+def _serve(name: str, argv: list[str], probe_url: str, log_path: Path | None, startup_timeout: float) -> Iterator[None]:
+    """Start a server process, wait until ``probe_url`` answers, and stop the process however the block ends."""
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    process = subprocess.Popen([venv_tool("moto_server"), "-H", LOOPBACK, "-p", str(port)], stdout=log, stderr=log)
+    process = subprocess.Popen(argv, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"moto_server exited with code {process.returncode} before serving {endpoint}")
+                raise RuntimeError(f"{name} exited with code {process.returncode} before answering {probe_url}")
             try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()  # noqa: S310 - loopback URL we built
+                urllib.request.urlopen(probe_url, timeout=1).close()  # noqa: S310 - loopback URL we built
                 break
+            except urllib.error.HTTPError:
+                break  # it answers, if not with 200
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"moto_server did not answer on {endpoint} within {startup_timeout:.0f}s"
-                    ) from None
+                    raise RuntimeError(f"{name} did not answer {probe_url} within {startup_timeout:.0f}s") from None
                 time.sleep(0.1)
-        yield endpoint
+        yield
     finally:
         process.terminate()
         try:

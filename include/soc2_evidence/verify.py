@@ -73,7 +73,15 @@ def verify_store(
     family: str | None = None,
     retention_days: int | None = None,
 ) -> VerifyReport:
-    """Verify everything in ``store`` (nights between ``since`` and ``until``, one ``family`` if given)."""
+    """Verify everything in ``store`` (nights between ``since`` and ``until``, one ``family`` if given).
+
+    A dual store is verified copy by copy, each against its own manifests, and then the copies
+    are compared: both must hold the same objects and byte-identical manifests.
+    """
+    from soc2_evidence.stores.dual import DualStore
+
+    if isinstance(store, DualStore):
+        return _verify_copies(store, since=since, until=until, family=family, retention_days=retention_days)
     report = VerifyReport(store=store.url)
     objects = {info.key: info for info in store.list_objects()}
     in_scope = _scope(since, until, family)
@@ -112,14 +120,51 @@ def verify_store(
                     "size", item_key, f"store has {objects[item_key].size} bytes, manifest says {entry.get('size')}"
                 )
             to_hash.append((item_key, entry.get("sha256", ""), entry.get("size", 0)))
-            _check_object(store, report, item_key, entry.get("collected_at"), policy_days, entry.get("version_id"))
+            _check_object(store, report, item_key, entry.get("collected_at"), policy_days, _version_in(store, entry))
 
     _rehash(store, to_hash, report)
     _check_unreferenced(objects, referenced, manifests, in_scope, report)
     families = [family] if family else sorted({folder.family for key in objects if (folder := attempt_folder_of(key))})
     report.calendar = _calendar(nights, since, until, families, report)
     if not store.immutable:
-        report.warn("immutability", "", f"{store.url} is a development store: files are read-only but not WORM-locked")
+        report.warn("immutability", store.url, "this store does not lock objects (development store or emulator)")
+    return report
+
+
+def _version_in(store: EvidenceStore, entry: dict[str, Any]) -> str | None:
+    """The version the manifest archived in this store (each copy of a dual store has its own)."""
+    for copy in entry.get("copies") or []:
+        if copy.get("store") == store.url:
+            return copy.get("version_id")
+    return entry.get("version_id")
+
+
+def _verify_copies(store, **scope) -> VerifyReport:
+    report = VerifyReport(store=store.url)
+    listings = []
+    for copy in store.copies:
+        part = verify_store(copy, **scope)
+        report.objects_checked += part.objects_checked
+        report.bytes_checked += part.bytes_checked
+        report.manifests = max(report.manifests, part.manifests)
+        report.chains = part.chains
+        report.calendar = report.calendar or part.calendar
+        report.errors += [Problem(p.check, f"{copy.url}: {p.key}", p.detail) for p in part.errors]
+        report.warnings += [Problem(p.check, f"{copy.url}: {p.key}", p.detail) for p in part.warnings]
+        listings.append({info.key: info.size for info in copy.list_objects()})
+    primary, secondary = store.copies
+    for key in sorted(set(listings[0]) ^ set(listings[1])):
+        holder, missing = (primary, secondary) if key in listings[0] else (secondary, primary)
+        report.error("copies", key, f"in {holder.url} but not in {missing.url}")
+    for key in sorted(set(listings[0]) & set(listings[1])):
+        if key.endswith("/" + MANIFEST_NAME) or key.startswith(CHAIN_PREFIX + "/"):
+            digests = [digest_bytes(copy.read_bytes(key)).sha256 for copy in store.copies]
+            if digests[0] != digests[1]:
+                report.error("copies", key, f"differs between {primary.url} and {secondary.url}")
+        elif listings[0][key] != listings[1][key]:
+            report.error(
+                "copies", key, f"{listings[0][key]} bytes in {primary.url}, {listings[1][key]} in {secondary.url}"
+            )
     return report
 
 

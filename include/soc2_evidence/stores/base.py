@@ -13,12 +13,13 @@ from typing import BinaryIO
 
 @dataclass(frozen=True)
 class StoredObject:
-    """Where one object landed: its key and the store's version id for it."""
+    """Where one object landed: its key and the store's version id for it (each copy's, for a dual store)."""
 
     key: str
     sha256: str
     size: int
     version_id: str | None
+    copies: tuple[dict[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ class EvidenceStore(ABC):
     immutable: bool
 
     @abstractmethod
-    def check_writable(self) -> None:
-        """Fail closed: raise StoreConfigError unless the store can hold evidence safely."""
+    def check_writable(self, retention_days: int) -> None:
+        """Fail closed: raise StoreConfigError unless the store can hold evidence for ``retention_days``."""
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes, sha256: str, retain_until: datetime) -> StoredObject:

@@ -20,7 +20,7 @@ class LocalStore(EvidenceStore):
         self.root = root
         self.url = root.as_uri()
 
-    def check_writable(self) -> None:
+    def check_writable(self, retention_days: int) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:

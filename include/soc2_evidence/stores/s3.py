@@ -51,7 +51,7 @@ class S3ObjectLockStore(EvidenceStore):
             self._client = self._client_factory()
         return self._client
 
-    def check_writable(self) -> None:
+    def check_writable(self, retention_days: int) -> None:
         """Refuse to write unless versioning is Enabled and Object Lock is enabled on the bucket."""
         try:
             versioning = self.client.get_bucket_versioning(Bucket=self.bucket)
