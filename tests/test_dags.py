@@ -163,8 +163,33 @@ def test_nightly_run_archives_and_verifies(
         assert canary not in task_logs
 
 
+@pytest.fixture
+def webhook(monkeypatch):
+    """A chat-style webhook on loopback, wired up as the soc2_evidence_alerts connection."""
+    import http.server
+    import threading
+
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    monkeypatch.setenv("AIRFLOW_CONN_SOC2_EVIDENCE_ALERTS", json.dumps({"conn_type": "http", "host": url}))
+    yield received
+    server.shutdown()
+
+
 def test_a_failing_source_fails_alone_and_the_rest_is_archived(
-    airflow_db, dag_bag, aws_env, lock_bucket, config_repo, tmp_path, monkeypatch
+    airflow_db, dag_bag, aws_env, lock_bucket, config_repo, tmp_path, monkeypatch, webhook
 ):
     store_url = f"s3://{lock_bucket}/evidence"
     sources = [
@@ -191,6 +216,11 @@ def test_a_failing_source_fails_alone_and_the_rest_is_archived(
     assert manifest["validation"]["failures"] == []  # what was collected is valid; the run failed on the gap
     assert {item["source"] for item in manifest["items"]} == {"app-config", "validation"}
     assert verify_store(store).ok  # intact evidence of a failed night
+    failures = [alert for alert in webhook if alert["kind"] == "task_failure"]
+    extract_alert = next(alert for alert in failures if alert["task_id"] == "extract")
+    assert extract_alert["source"] == "gone"
+    assert "[gone]" in extract_alert["text"] and "does not exist" in extract_alert["text"]
+    assert any(alert["task_id"] == "validate_and_archive.archive" for alert in failures)
 
 
 def test_a_data_quality_failure_archives_the_evidence_marked_failed_and_fails_the_task(
