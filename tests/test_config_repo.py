@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import re
+import subprocess
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,7 +146,50 @@ def test_commit_json(tmp_path, extract):
         assert commit[role]["name"] == "Test Author"
         assert commit[role]["email"] == "author@example.test"
         assert parse_rfc3339(commit[role]["time"]) == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    assert set(commit) == {"repository", "ref", "commit", "tree", "author", "committer", "subject"}
+    assert commit["signature"] == {"status": "none", "key": None, "signer": None}
+    assert set(commit) == {"repository", "ref", "commit", "tree", "author", "committer", "subject", "signature"}
+
+
+def test_commit_signature_as_git_verifies_it(tmp_path, extract, monkeypatch):
+    """A gpg-signed commit is "good" with the signer's key in the keyring, "cannot-check" without it."""
+    signing_home, empty_home = tmp_path / "gnupg", tmp_path / "gnupg-empty"
+    for home in (signing_home, empty_home):
+        home.mkdir(mode=0o700)
+    monkeypatch.setenv("GNUPGHOME", str(signing_home))
+    try:
+        subprocess.run(
+            [
+                "gpg",
+                "--batch",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                "--quick-gen-key",
+                "Test Author <author@example.test>",
+                "ed25519",
+                "sign",
+                "never",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        git(repo, "init", "-q", "-b", "main")
+        (repo / "app.yaml").write_text("a: 1\n")
+        git(repo, "add", "-A")
+        git(repo, "-c", "commit.gpgsign=true", "commit", "-q", "-m", "signed")
+        signed = read_json_item(extract(repo=str(repo), try_number=1), "commit.json")["signature"]
+        monkeypatch.setenv("GNUPGHOME", str(empty_home))
+        unverifiable = read_json_item(extract(repo=str(repo), try_number=2), "commit.json")["signature"]
+    finally:
+        for home in (signing_home, empty_home):
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, capture_output=True)
+    assert signed["status"] == "good"
+    assert signed["signer"] == "Test Author <author@example.test>"
+    assert re.fullmatch(r"[0-9A-F]{16}", signed["key"])
+    assert unverifiable == {"status": "cannot-check", "key": signed["key"], "signer": None}
 
 
 def test_relative_repo_path_resolves_against_the_config_file(tmp_path, extract, monkeypatch):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from soc2_evidence import calendar
+from soc2_evidence import calendar, drift
 from soc2_evidence.collectors import collector_for
 from soc2_evidence.controls import AcceptedException, ControlMap, apply_exceptions
 from soc2_evidence.datasets import Dataset, load_records, to_frame
@@ -66,7 +67,9 @@ def validate_run(
         collector_version=VALIDATOR_VERSION,
         redactor=Redactor(),
     )
-    validator = Validator(writer.directory.parent / f"gx-try-{try_number}")
+    project = writer.directory.parent / f"gx-try-{try_number}"
+    shutil.rmtree(project, ignore_errors=True)  # scratch from an interrupted try: suites would clash
+    validator = Validator(project)
     parameters = {
         "fresh_after": run.logical_date - timedelta(hours=settings.freshness_hours),
         "fresh_before": run.logical_date + timedelta(hours=settings.freshness_hours),
@@ -119,6 +122,7 @@ def validate_run(
         if quality_failed or (source, dataset.item) not in item_status:
             item_status[(source, dataset.item)] = "failed" if quality_failed else "passed"
 
+    history = drift.History(store, run.dag_id)
     for bundle in bundles:
         collector = collector_for(bundle.kind)
         items = {staged.item.name: staged for staged in bundle.items}
@@ -173,6 +177,11 @@ def validate_run(
                 total,
                 collector.control_expectations(dataset),
             )
+        writer.add_json(
+            f"drift/{bundle.source}.json",
+            history.source_drift(bundle, collector.DATASETS),
+            description="What changed since the source's previous committed snapshot",
+        )
 
     nights = calendar.evidence_calendar(store, family, sources, run.night, settings.calendar_days)
     calendar_item = writer.add_jsonl(calendar.CALENDAR.item, nights, description=calendar.CALENDAR.description)

@@ -32,7 +32,20 @@ VERSION = "1.0.0"
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
 GIT_TIMEOUT_SECONDS = 300
 _FIELD_SEPARATOR = "\x1f"
-_COMMIT_FORMAT = _FIELD_SEPARATOR.join(["%H", "%T", "%an", "%ae", "%aI", "%cn", "%ce", "%cI", "%s"])
+_COMMIT_FORMAT = _FIELD_SEPARATOR.join(
+    ["%H", "%T", "%an", "%ae", "%aI", "%cn", "%ce", "%cI", "%G?", "%GK", "%GS", "%s"]
+)
+# git's signature letters (%G?) in words. Without gpg, or without the signer's key, git says E or N.
+SIGNATURE_STATUSES = {
+    "G": "good",
+    "B": "bad",
+    "U": "unknown-validity",
+    "X": "expired",
+    "Y": "expired-key",
+    "R": "revoked-key",
+    "E": "cannot-check",
+    "N": "none",
+}
 
 COMMIT = Dataset(
     name="config_repo.commit",
@@ -46,8 +59,9 @@ COMMIT = Dataset(
         "author": "object",
         "committer": "object",
         "subject": "string",
+        "signature": "object",
     },
-    required=("repository", "ref", "tree", "author", "committer"),
+    required=("repository", "ref", "tree", "author", "committer", "signature"),
     description="The commit the snapshot was taken from",
 )
 FILES = Dataset(
@@ -89,7 +103,9 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
         git = _Git(source.name, git_dir, env)
         commit_sha = git.run("rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}").strip()
         fields = git.run("show", "-s", f"--format={_COMMIT_FORMAT}", commit_sha).rstrip("\n").split(_FIELD_SEPARATOR)
-        commit, tree, author, author_email, authored, committer, committer_email, committed, subject = fields
+        commit, tree, author, author_email, authored, committer, committer_email, committed, *signature, subject = (
+            fields
+        )
         writer.add_json(
             "commit.json",
             {
@@ -100,6 +116,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
                 "author": {"name": author, "email": author_email, "time": authored},
                 "committer": {"name": committer, "email": committer_email, "time": committed},
                 "subject": subject,
+                "signature": _signature(*signature),
             },
             description="The commit the snapshot was taken from",
         )
@@ -165,6 +182,11 @@ def control_expectations(dataset: Dataset) -> list[Any]:
             },
         ),
     ]
+
+
+def _signature(letter: str, key: str, signer: str) -> dict[str, str | None]:
+    """The commit signature as git verified it with the local keyring: status, key id and signer."""
+    return {"status": SIGNATURE_STATUSES.get(letter, "cannot-check"), "key": key or None, "signer": signer or None}
 
 
 def glob_to_regex(glob: str) -> str:

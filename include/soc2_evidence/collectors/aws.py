@@ -1,0 +1,1125 @@
+"""AWS configuration snapshot: IAM, S3, CloudTrail, KMS, security groups, RDS and AWS Config, per account and region.
+
+Options: ``accounts`` (a list of ``{id, role_arn, external_id, regions}``: ``id`` is the 12-digit
+account id as a string; ``role_arn`` is assumed once per account with STS, or omitted to read
+the account the base credentials belong to; ``regions`` lists the regions to read, the first
+one known to botocore serving the account's global calls), ``conn_id`` (an Airflow AWS
+connection: login is the access key id, password the secret, extra may hold ``region_name``,
+``endpoint_url`` and ``aws_session_token``; without it boto3's standard chain applies, with
+``AWS_ENDPOINT_URL*``), ``max_access_key_age_days`` (default 90) and ``admin_allow_list``
+(IAM user ARNs allowed administrator access, default none).
+
+Every dataset is a JSON Lines item streamed record by record from paginators, so memory stays
+flat however large the accounts are. Any failed call (access denied, throttling past the
+retries, a role that cannot be assumed, a region the account does not have) raises a
+CollectorError naming the account, region and call: a partial snapshot is never finished.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import json
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from soc2_evidence.collectors import CollectContext
+from soc2_evidence.config import SourceConfig
+from soc2_evidence.datasets import Dataset
+from soc2_evidence.evidence import rfc3339
+from soc2_evidence.exceptions import CollectorError
+from soc2_evidence.redaction import Redactor
+from soc2_evidence.staging import BundleWriter
+
+KIND = "aws"
+FAMILY = "config"
+VERSION = "1.0.0"
+CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=32)
+# Calls per listed resource (a user's MFA devices, a bucket's settings) run this many at a time:
+# AWS answers in tens of milliseconds, and one at a time would take hours for large accounts.
+WORKERS = 8
+ROLE_SESSION_NAME = "soc2-evidence"
+DEFAULT_MAX_ACCESS_KEY_AGE_DAYS = 90
+ADMIN_PORTS = (22, 3389)
+WORLD_CIDRS = ("0.0.0.0/0", "::/0")
+ADMINISTRATOR_ACCESS = re.compile(r"^arn:aws[\w-]*:iam::aws:policy/AdministratorAccess$")
+AWS_MANAGED_POLICY = re.compile(r"^arn:aws[\w-]*:iam::aws:policy/")
+PUBLIC_GRANTEES = (
+    "http://acs.amazonaws.com/groups/global/AllUsers",
+    "http://acs.amazonaws.com/groups/global/AuthenticatedUsers",
+)
+MIN_PASSWORD_LENGTH = 14  # CIS AWS Foundations 1.8
+MIN_BACKUP_RETENTION_DAYS = 7
+_ACCOUNT_ID = re.compile(r"^\d{12}$")
+_ROLE_ARN = re.compile(r"^arn:aws[\w-]*:iam::(\d{12}):role/[\w+=,.@/-]+$")
+_OPTIONS = {"accounts", "conn_id", "max_access_key_age_days", "admin_allow_list"}
+_ACCOUNT_OPTIONS = {"id", "role_arn", "external_id", "regions"}
+
+ACCOUNTS = Dataset(
+    name="aws.accounts",
+    item="accounts.jsonl",
+    key=("account_id",),
+    columns={
+        "account_id": "string",
+        "role_arn": "string",
+        "identity_arn": "string",
+        "home_region": "string",
+        "regions": "array",
+    },
+    required=("identity_arn", "home_region", "regions"),
+    description="The accounts and regions read, and the identity that read them",
+)
+IAM_USERS = Dataset(
+    name="aws.iam_users",
+    item="iam_users.jsonl",
+    key=("account_id", "user_name"),
+    columns={
+        "account_id": "string",
+        "user_name": "string",
+        "arn": "string",
+        "created": "string",
+        "console_access": "boolean",
+        "password_last_used": "string",
+        "mfa_devices": "integer",
+        "mfa_enabled": "boolean",
+        "access_keys": "integer",
+        "groups": "array",
+        "admin": "boolean",
+        "admin_grants": "array",
+        "admin_allow_listed": "boolean",
+    },
+    required=("arn", "created", "console_access", "mfa_devices", "mfa_enabled", "access_keys", "groups", "admin"),
+    total="iam_users",
+    description="IAM users: console access, MFA, groups and administrator access (direct, inline or by group)",
+)
+IAM_ACCESS_KEYS = Dataset(
+    name="aws.iam_access_keys",
+    item="iam_access_keys.jsonl",
+    key=("account_id", "key_fingerprint"),
+    columns={
+        "account_id": "string",
+        "user_name": "string",
+        "key_fingerprint": "string",
+        "key_id_suffix": "string",
+        "status": "string",
+        "created": "string",
+        "age_days": "integer",
+        "max_age_days": "integer",
+        "last_used_date": "string",
+        "last_used_service": "string",
+    },
+    required=("user_name", "status", "created", "age_days", "max_age_days"),
+    value_sets={"status": ("Active", "Inactive")},
+    total="iam_access_keys",
+    description="IAM access keys by fingerprint (SHA-256 of the key id): status, age and last use",
+)
+PASSWORD_POLICIES = Dataset(
+    name="aws.iam_password_policies",
+    item="iam_password_policies.jsonl",
+    key=("account_id",),
+    columns={
+        "account_id": "string",
+        "present": "boolean",
+        "minimum_length": "integer",
+        "require_symbols": "boolean",
+        "require_numbers": "boolean",
+        "require_uppercase": "boolean",
+        "require_lowercase": "boolean",
+        "allow_users_to_change": "boolean",
+        "expire_passwords": "boolean",
+        "max_age_days": "integer",
+        "reuse_prevention": "integer",
+        "hard_expiry": "boolean",
+    },
+    required=("present",),
+    description="The IAM account password policy of each account (present=false when none is set)",
+)
+S3_BUCKETS = Dataset(
+    name="aws.s3_buckets",
+    item="s3_buckets.jsonl",
+    key=("account_id", "bucket"),
+    columns={
+        "account_id": "string",
+        "bucket": "string",
+        "region": "string",
+        "created": "string",
+        "block_public_acls": "boolean",
+        "ignore_public_acls": "boolean",
+        "block_public_policy": "boolean",
+        "restrict_public_buckets": "boolean",
+        "public_access_block_all": "boolean",
+        "policy_is_public": "boolean",
+        "acl_is_public": "boolean",
+        "default_encryption": "string",
+        "versioning": "string",
+        "object_lock": "boolean",
+    },
+    required=(
+        "region",
+        "public_access_block_all",
+        "policy_is_public",
+        "acl_is_public",
+        "versioning",
+        "object_lock",
+    ),
+    value_sets={
+        "versioning": ("Enabled", "Suspended", "Disabled"),
+        "default_encryption": ("AES256", "aws:kms", "aws:kms:dsse"),
+    },
+    total="s3_buckets",
+    description="S3 buckets: bucket-level public access block, policy and ACL exposure, encryption, versioning",
+)
+CLOUDTRAIL_TRAILS = Dataset(
+    name="aws.cloudtrail_trails",
+    item="cloudtrail_trails.jsonl",
+    key=("arn",),
+    columns={
+        "account_id": "string",
+        "region": "string",
+        "name": "string",
+        "arn": "string",
+        "multi_region": "boolean",
+        "organization_trail": "boolean",
+        "log_file_validation": "boolean",
+        "is_logging": "boolean",
+        "s3_bucket": "string",
+        "kms_key_id": "string",
+    },
+    required=("account_id", "region", "name", "multi_region", "log_file_validation", "is_logging"),
+    total="cloudtrail_trails",
+    description="CloudTrail trails, once each from their home region, with their logging status",
+)
+KMS_KEYS = Dataset(
+    name="aws.kms_keys",
+    item="kms_keys.jsonl",
+    key=("arn",),
+    columns={
+        "account_id": "string",
+        "region": "string",
+        "key_id": "string",
+        "arn": "string",
+        "created": "string",
+        "key_state": "string",
+        "key_spec": "string",
+        "key_usage": "string",
+        "origin": "string",
+        "rotation_enabled": "boolean",
+    },
+    required=("account_id", "region", "key_id", "key_state", "key_spec"),
+    total="kms_keys",
+    description="Customer-managed KMS keys; rotation_enabled is null where AWS cannot rotate the key",
+)
+SECURITY_GROUPS = Dataset(
+    name="aws.ec2_security_groups",
+    item="ec2_security_groups.jsonl",
+    key=("account_id", "region", "group_id"),
+    columns={
+        "account_id": "string",
+        "region": "string",
+        "group_id": "string",
+        "group_name": "string",
+        "vpc_id": "string",
+        "tags": "object",
+        "world_open_rules": "array",
+        "open_admin_ports": "array",
+        "admin_ports_open_to_world": "boolean",
+    },
+    required=("group_name", "tags", "world_open_rules", "open_admin_ports", "admin_ports_open_to_world"),
+    total="ec2_security_groups",
+    description="EC2 security groups: inbound rules open to 0.0.0.0/0 or ::/0, and the admin ports they open",
+)
+RDS_INSTANCES = Dataset(
+    name="aws.rds_instances",
+    item="rds_instances.jsonl",
+    key=("arn",),
+    columns={
+        "account_id": "string",
+        "region": "string",
+        "db_instance_id": "string",
+        "arn": "string",
+        "engine": "string",
+        "engine_version": "string",
+        "instance_class": "string",
+        "status": "string",
+        "storage_encrypted": "boolean",
+        "publicly_accessible": "boolean",
+        "backup_retention_days": "integer",
+        "deletion_protection": "boolean",
+        "multi_az": "boolean",
+        "tags": "object",
+    },
+    required=(
+        "account_id",
+        "region",
+        "db_instance_id",
+        "engine",
+        "storage_encrypted",
+        "publicly_accessible",
+        "backup_retention_days",
+        "deletion_protection",
+    ),
+    total="rds_instances",
+    description="RDS DB instances: encryption, public accessibility, backups and deletion protection",
+)
+CONFIG_RECORDERS = Dataset(
+    name="aws.config_recorders",
+    item="config_recorders.jsonl",
+    key=("account_id", "region"),
+    columns={
+        "account_id": "string",
+        "region": "string",
+        "present": "boolean",
+        "name": "string",
+        "recording": "boolean",
+        "last_status": "string",
+        "all_supported": "boolean",
+        "include_global_resource_types": "boolean",
+    },
+    required=("present", "recording"),
+    description="The AWS Config recorder of each account and region (present=false when none exists)",
+)
+DATASETS = (
+    ACCOUNTS,
+    IAM_USERS,
+    IAM_ACCESS_KEYS,
+    PASSWORD_POLICIES,
+    S3_BUCKETS,
+    CLOUDTRAIL_TRAILS,
+    KMS_KEYS,
+    SECURITY_GROUPS,
+    RDS_INSTANCES,
+    CONFIG_RECORDERS,
+)
+
+
+def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
+    options = _parse_options(source)
+    base_session, endpoint_url = _base_session(source, options, context)
+    # Every account is opened (role assumed, identity and regions checked) before anything is
+    # written, so a misconfigured account fails the snapshot at once.
+    accounts = [_Account.open(source.name, spec, base_session, endpoint_url) for spec in options.accounts]
+    now = context.now()  # access-key ages are measured from it
+    totals: collections.Counter[str] = collections.Counter()
+
+    writer.add_jsonl(ACCOUNTS.item, (account.record() for account in accounts), description=ACCOUNTS.description)
+    with tempfile.TemporaryFile() as key_spool:
+        writer.add_jsonl(
+            IAM_USERS.item, _iam_users(accounts, options, now, key_spool, totals), description=IAM_USERS.description
+        )
+        key_spool.seek(0)
+        writer.add_jsonl(
+            IAM_ACCESS_KEYS.item, (json.loads(line) for line in key_spool), description=IAM_ACCESS_KEYS.description
+        )
+    writer.add_jsonl(PASSWORD_POLICIES.item, map(_password_policy, accounts), description=PASSWORD_POLICIES.description)
+    writer.add_jsonl(S3_BUCKETS.item, _s3_buckets(accounts, totals), description=S3_BUCKETS.description)
+    writer.add_jsonl(CLOUDTRAIL_TRAILS.item, _trails(accounts, totals), description=CLOUDTRAIL_TRAILS.description)
+    writer.add_jsonl(KMS_KEYS.item, _kms_keys(accounts, totals), description=KMS_KEYS.description)
+    writer.add_jsonl(SECURITY_GROUPS.item, _security_groups(accounts, totals), description=SECURITY_GROUPS.description)
+    writer.add_jsonl(RDS_INSTANCES.item, _rds_instances(accounts, totals), description=RDS_INSTANCES.description)
+    writer.add_jsonl(CONFIG_RECORDERS.item, _config_recorders(accounts), description=CONFIG_RECORDERS.description)
+    for dataset in DATASETS:
+        if dataset.total:
+            writer.report_total(dataset.total, totals[dataset.total])
+
+
+def control_expectations(dataset: Dataset) -> list[Any]:
+    """The controls each dataset evidences; a failing record is a finding, not a failed run."""
+    from great_expectations.expectations.row_conditions import Column
+
+    from soc2_evidence.gx_runner import expectations
+
+    def check(name: str, description: str) -> dict[str, str]:
+        return {"check": f"{dataset.name}.{name}", "description": description}
+
+    def equals(column: str, value: Any, name: str, description: str, **condition: Any) -> Any:
+        return expectations.ExpectColumnValuesToBeInSet(
+            column=column, value_set=[value], meta=check(name, description), **condition
+        )
+
+    def at_least(column: str, minimum: int, name: str, description: str) -> Any:
+        return expectations.ExpectColumnValuesToBeBetween(
+            column=column, min_value=minimum, meta=check(name, description)
+        )
+
+    def unless_blocked(column: str, name: str, description: str) -> Any:
+        """``column`` may be true only where all four public access block settings are on."""
+        return expectations.ExpectColumnPairValuesToBeInSet(
+            column_A="public_access_block_all",
+            column_B=column,
+            value_pairs_set=[(True, True), (True, False), (False, False)],
+            meta=check(name, description),
+        )
+
+    if dataset is IAM_USERS:
+        return [
+            equals(
+                "mfa_enabled",
+                True,
+                "console_users_have_mfa",
+                "Every IAM user who can sign in to the console has an MFA device",
+                row_condition=Column("console_access") == True,  # noqa: E712 - builds a GX condition
+            ),
+            expectations.ExpectColumnPairValuesToBeInSet(
+                column_A="admin",
+                column_B="admin_allow_listed",
+                value_pairs_set=[(False, False), (False, True), (True, True)],
+                meta=check(
+                    "admin_access_allow_listed",
+                    "Only allow-listed IAM users have administrator access (AdministratorAccess or Action * on *)",
+                ),
+            ),
+        ]
+    if dataset is IAM_ACCESS_KEYS:
+        return [
+            expectations.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="max_age_days",
+                column_B="age_days",
+                or_equal=True,
+                row_condition=Column("status") == "Active",
+                meta=check("rotated", "No active access key is older than max_access_key_age_days"),
+            )
+        ]
+    if dataset is PASSWORD_POLICIES:
+        return [
+            equals("present", True, "present", "Every account sets an IAM password policy"),
+            at_least(
+                "minimum_length",
+                MIN_PASSWORD_LENGTH,
+                "minimum_length",
+                f"The password policy requires at least {MIN_PASSWORD_LENGTH} characters",
+            ),
+        ]
+    if dataset is S3_BUCKETS:
+        return [
+            unless_blocked("policy_is_public", "not_public_by_policy", "No bucket policy makes a bucket public"),
+            unless_blocked("acl_is_public", "not_public_by_acl", "No bucket ACL grants access to everyone"),
+            expectations.ExpectColumnValuesToNotBeNull(
+                column="default_encryption",
+                meta=check("default_encryption", "Every bucket encrypts new objects by default"),
+            ),
+        ]
+    if dataset is CLOUDTRAIL_TRAILS:
+        return [
+            equals("multi_region", True, "multi_region", "Trails record every region"),
+            equals("log_file_validation", True, "log_file_validation", "Trails sign their log files (digest files)"),
+            equals("is_logging", True, "logging", "Trails are logging"),
+        ]
+    if dataset is KMS_KEYS:
+        return [equals("rotation_enabled", True, "rotation_enabled", "Customer-managed keys rotate yearly")]
+    if dataset is SECURITY_GROUPS:
+        return [
+            equals(
+                "admin_ports_open_to_world",
+                False,
+                "no_admin_ports_open_to_world",
+                f"No security group opens ports {', '.join(map(str, ADMIN_PORTS))} (or all traffic) to the internet",
+            )
+        ]
+    if dataset is RDS_INSTANCES:
+        return [
+            equals("storage_encrypted", True, "encrypted", "DB instances encrypt their storage"),
+            equals("publicly_accessible", False, "not_public", "DB instances are not publicly accessible"),
+            at_least(
+                "backup_retention_days",
+                MIN_BACKUP_RETENTION_DAYS,
+                "backup_retention",
+                f"DB instances keep automated backups at least {MIN_BACKUP_RETENTION_DAYS} days",
+            ),
+            equals("deletion_protection", True, "deletion_protection", "DB instances have deletion protection"),
+        ]
+    if dataset is CONFIG_RECORDERS:
+        return [equals("recording", True, "recording", "AWS Config records configuration changes in every region")]
+    return []
+
+
+# --- options and sessions -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _AccountSpec:
+    account_id: str
+    role_arn: str | None
+    external_id: str | None
+    regions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Options:
+    accounts: tuple[_AccountSpec, ...]
+    conn_id: str | None
+    max_access_key_age_days: int
+    admin_allow_list: frozenset[str]
+
+
+def _parse_options(source: SourceConfig) -> _Options:
+    options = source.options
+
+    def fail(problem: str) -> CollectorError:
+        return CollectorError(f"source {source.name}: {problem}")
+
+    unknown = sorted(set(options) - _OPTIONS, key=str)
+    if unknown:
+        raise fail(f"unknown option(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(_OPTIONS))}")
+    raw_accounts = options.get("accounts")
+    if not isinstance(raw_accounts, list) or not raw_accounts:
+        raise fail("option 'accounts' must be a non-empty list of {id, role_arn, regions}")
+    accounts = []
+    for index, entry in enumerate(raw_accounts):
+        where = f"accounts[{index}]"
+        if not isinstance(entry, dict):
+            raise fail(f"{where} must be a mapping with id, role_arn and regions")
+        unknown = sorted(set(entry) - _ACCOUNT_OPTIONS, key=str)
+        if unknown:
+            raise fail(f"{where}: unknown key(s) {', '.join(map(str, unknown))}")
+        account_id = entry.get("id")
+        if not isinstance(account_id, str) or not _ACCOUNT_ID.match(account_id):
+            raise fail(f"{where}: id must be a 12-digit account id as a quoted string, got {account_id!r}")
+        role_arn = entry.get("role_arn")
+        if role_arn is not None:
+            match = _ROLE_ARN.match(role_arn) if isinstance(role_arn, str) else None
+            if not match:
+                raise fail(f"{where}: role_arn {role_arn!r} is not an IAM role ARN")
+            if match[1] != account_id:
+                raise fail(f"{where}: role_arn {role_arn} is in account {match[1]}, not {account_id}")
+        external_id = entry.get("external_id")
+        if external_id is not None and not isinstance(external_id, str):
+            raise fail(f"{where}: external_id must be a string")
+        regions = entry.get("regions")
+        if not isinstance(regions, list) or not regions or not all(isinstance(r, str) and r for r in regions):
+            raise fail(f"{where}: regions must be a non-empty list of region names")
+        if len(set(regions)) != len(regions):
+            raise fail(f"{where}: regions lists a region twice")
+        accounts.append(_AccountSpec(account_id, role_arn, external_id, tuple(regions)))
+    ids = [account.account_id for account in accounts]
+    if len(set(ids)) != len(ids):
+        raise fail("option 'accounts' lists an account twice")
+    max_age = options.get("max_access_key_age_days", DEFAULT_MAX_ACCESS_KEY_AGE_DAYS)
+    if not isinstance(max_age, int) or isinstance(max_age, bool) or max_age < 1:
+        raise fail(f"option 'max_access_key_age_days' must be a whole number >= 1, got {max_age!r}")
+    allow_list = options.get("admin_allow_list", [])
+    if not isinstance(allow_list, list) or not all(isinstance(arn, str) for arn in allow_list):
+        raise fail("option 'admin_allow_list' must be a list of IAM user ARNs")
+    conn_id = options.get("conn_id")
+    if conn_id is not None and (not isinstance(conn_id, str) or not conn_id):
+        raise fail("option 'conn_id' must be an Airflow connection id")
+    return _Options(tuple(accounts), conn_id, max_age, frozenset(allow_list))
+
+
+def _base_session(source: SourceConfig, options: _Options, context: CollectContext) -> tuple[Any, str | None]:
+    """The session roles are assumed from: an Airflow connection's keys, else boto3's standard chain."""
+    import boto3
+
+    if not options.conn_id:
+        return boto3.session.Session(), None
+    connection = context.get_connection(options.conn_id)
+    extra = connection.extra_dejson or {}
+    session = boto3.session.Session(
+        aws_access_key_id=connection.login or None,
+        aws_secret_access_key=connection.password or None,
+        aws_session_token=extra.get("aws_session_token"),
+        region_name=extra.get("region_name"),
+    )
+    return session, extra.get("endpoint_url")
+
+
+class _Api:
+    """One client of one account and region; every call's failure names the source, account, region and call."""
+
+    def __init__(self, source: str, account_id: str, region: str, client: Any) -> None:
+        self.source, self.account_id, self.region, self.client = source, account_id, region, client
+
+    def call(self, operation: str, *, absent: tuple[str, ...] = (), **params: Any) -> dict[str, Any] | None:
+        """The response, or None when the error code says the thing is absent (no policy, no login profile)."""
+        try:
+            return getattr(self.client, operation)(**params)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in absent:
+                return None
+            raise self._error(operation, error) from error
+        except BotoCoreError as error:
+            raise self._error(operation, error) from error
+
+    def pages(self, operation: str, **params: Any) -> Iterator[dict[str, Any]]:
+        pages = iter(self.client.get_paginator(operation).paginate(**params))
+        while True:
+            try:
+                page = next(pages, None)
+            except (ClientError, BotoCoreError) as error:
+                raise self._error(operation, error) from error
+            if page is None:
+                return
+            yield page
+
+    def items(self, operation: str, key: str, **params: Any) -> Iterator[dict[str, Any]]:
+        for page in self.pages(operation, **params):
+            yield from page.get(key, [])
+
+    def _error(self, operation: str, error: ClientError | BotoCoreError) -> CollectorError:
+        """Denied, throttled past the retries, unreachable: one line an operator can act on."""
+        if isinstance(error, ClientError):
+            detail = error.response.get("Error", {})
+            text = f"{detail.get('Code', 'error')}: {detail.get('Message', '')}".strip()
+        else:
+            text = str(error).strip()
+        api = self.client.meta.method_to_api_mapping.get(operation, operation)
+        service = self.client.meta.service_model.service_name
+        message = Redactor().redact_text(text.splitlines()[0] if text else type(error).__name__)
+        return CollectorError(
+            f"source {self.source}: account {self.account_id} region {self.region}: {service} {api} failed: {message}"
+        )
+
+
+@dataclass
+class _Account:
+    source: str
+    spec: _AccountSpec
+    session: Any
+    endpoint_url: str | None
+    home_region: str
+    identity_arn: str = ""
+    _clients: dict[tuple[str, str], _Api] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def account_id(self) -> str:
+        return self.spec.account_id
+
+    @classmethod
+    def open(cls, source: str, spec: _AccountSpec, base_session: Any, endpoint_url: str | None) -> _Account:
+        """Assume the account's role, then check who we are and that every region exists and is enabled."""
+        home = _home_region(source, spec, base_session)
+        session = base_session
+        if spec.role_arn:
+            base = cls(source, spec, base_session, endpoint_url, home)
+            session = _assumed_role_session(base.api("sts"), spec, home)
+        account = cls(source, spec, session, endpoint_url, home)
+        identity = account.api("sts").call("get_caller_identity")
+        if identity["Account"] != spec.account_id:
+            raise CollectorError(
+                f"source {source}: account {spec.account_id}: the credentials are for account {identity['Account']} "
+                f"({identity['Arn']}), not {spec.account_id}"
+            )
+        account.identity_arn = identity["Arn"]
+        available = {
+            region["RegionName"]: region.get("OptInStatus", "opt-in-not-required")
+            for region in account.api("ec2").call("describe_regions", AllRegions=True)["Regions"]
+        }
+        for region in spec.regions:
+            if region not in available:
+                raise CollectorError(
+                    f"source {source}: account {spec.account_id} region {region}: ec2 DescribeRegions does not "
+                    f"list {region!r}: no such region"
+                )
+            if available[region] == "not-opted-in":
+                raise CollectorError(
+                    f"source {source}: account {spec.account_id} region {region}: ec2 DescribeRegions says the "
+                    "account has not opted in to this region"
+                )
+        return account
+
+    def api(self, service: str, region: str | None = None) -> _Api:
+        """A client for ``service`` in ``region`` (default: the home region), made once; clients are thread-safe."""
+        region = region or self.home_region
+        with self._lock:
+            if (service, region) not in self._clients:
+                client = self.session.client(
+                    service, region_name=region, endpoint_url=self.endpoint_url, config=CLIENT_CONFIG
+                )
+                self._clients[(service, region)] = _Api(self.source, self.account_id, region, client)
+            return self._clients[(service, region)]
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "role_arn": self.spec.role_arn,
+            "identity_arn": self.identity_arn,
+            "home_region": self.home_region,
+            "regions": list(self.spec.regions),
+        }
+
+
+def _home_region(source: str, spec: _AccountSpec, session: Any) -> str:
+    """The first configured region botocore knows: it serves STS, IAM, S3 listing and the region check."""
+    known = {
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions("ec2", partition_name=partition)
+    }
+    for region in spec.regions:
+        if region in known:
+            return region
+    raise CollectorError(
+        f"source {source}: account {spec.account_id}: none of the regions {', '.join(spec.regions)} is an AWS region"
+    )
+
+
+def _assumed_role_session(sts: _Api, spec: _AccountSpec, region: str) -> Any:
+    """A session on the account's role, assumed once and refreshed by botocore before the credentials expire."""
+    import boto3
+    import botocore.session
+    from botocore.credentials import RefreshableCredentials
+
+    params = {"RoleArn": spec.role_arn, "RoleSessionName": ROLE_SESSION_NAME}
+    if spec.external_id:
+        params["ExternalId"] = spec.external_id
+
+    def fetch() -> dict[str, str]:
+        credentials = sts.call("assume_role", **params)["Credentials"]
+        return {
+            "access_key": credentials["AccessKeyId"],
+            "secret_key": credentials["SecretAccessKey"],
+            "token": credentials["SessionToken"],
+            "expiry_time": credentials["Expiration"].isoformat(),
+        }
+
+    credentials = RefreshableCredentials.create_from_metadata(
+        metadata=fetch(), refresh_using=fetch, method="sts-assume-role"
+    )
+    core = botocore.session.get_session()
+    core._credentials = credentials  # botocore has no public setter; Airflow's AWS hook does the same
+    return boto3.session.Session(botocore_session=core, region_name=region)
+
+
+def _ordered_map(function: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+    """``map`` over a thread pool, in order, with a bounded window: memory stays flat, latency overlaps."""
+    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="soc2-evidence-aws")
+    window: collections.deque[Future[Any]] = collections.deque()
+    try:
+        for item in items:
+            window.append(pool.submit(function, item))
+            if len(window) >= 2 * WORKERS:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _time(value: datetime | None) -> str | None:
+    return rfc3339(value) if value is not None else None
+
+
+# --- IAM ------------------------------------------------------------------------------------------------
+
+
+def _iam_users(
+    accounts: list[_Account], options: _Options, now: datetime, key_spool: Any, totals: collections.Counter[str]
+) -> Iterator[dict[str, Any]]:
+    """Users, with their access keys written to ``key_spool`` (JSON Lines) on the way: one pass, flat memory.
+
+    GetAccountAuthorizationDetails pages users with their groups and attached and inline
+    policies, so each user costs four more calls (password last used, login profile, MFA, keys).
+    """
+    for account in accounts:
+        iam = account.api("iam")
+        describe = functools.partial(_user_record, account, iam, _AdminPolicies.load(iam), options, now)
+        users = iam.items("get_account_authorization_details", "UserDetailList", Filter=["User"])
+        for record, keys in _ordered_map(describe, _counted(users, totals, "iam_users")):
+            totals["iam_access_keys"] += len(keys)
+            for key in keys:
+                key_spool.write(json.dumps(key, sort_keys=True).encode("utf-8") + b"\n")
+            yield record
+
+
+def _counted(items: Iterable[Any], totals: collections.Counter[str], total: str) -> Iterator[Any]:
+    """``items``, counted into ``totals[total]`` as the paginator delivers them."""
+    for item in items:
+        totals[total] += 1
+        yield item
+
+
+def _user_record(
+    account: _Account, iam: _Api, admin: _AdminPolicies, options: _Options, now: datetime, user: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    name = user["UserName"]
+    details = iam.call("get_user", UserName=name)["User"]
+    console = iam.call("get_login_profile", absent=("NoSuchEntity",), UserName=name) is not None
+    mfa_devices = sum(1 for _ in iam.items("list_mfa_devices", "MFADevices", UserName=name))
+    groups = list(user.get("GroupList", []))
+    grants = [
+        f"policy:{policy['PolicyArn']}"
+        for policy in user.get("AttachedManagedPolicies", [])
+        if admin.managed(policy["PolicyArn"])
+    ]
+    grants += [
+        f"inline:{policy['PolicyName']}"
+        for policy in user.get("UserPolicyList", [])
+        if _grants_everything(policy["PolicyDocument"])
+    ]
+    grants += [f"group:{group}" for group in groups if admin.group(group)]
+    keys = [
+        _access_key_record(account, iam, options, now, key)
+        for key in iam.items("list_access_keys", "AccessKeyMetadata", UserName=name)
+    ]
+    record = {
+        "account_id": account.account_id,
+        "user_name": name,
+        "arn": user["Arn"],
+        "created": _time(user["CreateDate"]),
+        "console_access": console,
+        "password_last_used": _time(details.get("PasswordLastUsed")),
+        "mfa_devices": mfa_devices,
+        "mfa_enabled": mfa_devices > 0,
+        "access_keys": len(keys),
+        "groups": groups,
+        "admin": bool(grants),
+        "admin_grants": grants,
+        "admin_allow_listed": user["Arn"] in options.admin_allow_list,
+    }
+    return record, keys
+
+
+def _access_key_record(
+    account: _Account, iam: _Api, options: _Options, now: datetime, key: dict[str, Any]
+) -> dict[str, Any]:
+    """A key by fingerprint: key ids are identifiers, not secrets, but they look like one to every scanner."""
+    key_id = key["AccessKeyId"]
+    last_used = iam.call("get_access_key_last_used", AccessKeyId=key_id).get("AccessKeyLastUsed", {})
+    service = last_used.get("ServiceName")
+    return {
+        "account_id": account.account_id,
+        "user_name": key["UserName"],
+        "key_fingerprint": hashlib.sha256(key_id.encode("ascii")).hexdigest()[:16],
+        "key_id_suffix": key_id[-4:],
+        "status": key["Status"],
+        "created": _time(key["CreateDate"]),
+        "age_days": (now - key["CreateDate"]).days,
+        "max_age_days": options.max_access_key_age_days,
+        "last_used_date": _time(last_used.get("LastUsedDate")),
+        "last_used_service": service if service and service != "N/A" else None,
+    }
+
+
+class _AdminPolicies:
+    """Which managed policies and groups of an account grant administrator access.
+
+    Read once per account from GetAccountAuthorizationDetails (groups and customer-managed
+    policies; an account has few of either, however many users it has). AWS-managed policies
+    are fixed and known by ARN; a policy or group created after the listing is looked up on its own.
+    """
+
+    def __init__(self, iam: _Api, policies: dict[str, bool], groups: dict[str, bool]) -> None:
+        self.iam, self._policies, self._groups = iam, policies, groups
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, iam: _Api) -> _AdminPolicies:
+        policies: dict[str, bool] = {}
+        group_policies: dict[str, list[str]] = {}
+        groups: dict[str, bool] = {}
+        for page in iam.pages("get_account_authorization_details", Filter=["Group", "LocalManagedPolicy"]):
+            for policy in page.get("Policies", []):
+                default = next((v for v in policy.get("PolicyVersionList", []) if v.get("IsDefaultVersion")), None)
+                policies[policy["Arn"]] = bool(default and _grants_everything(default["Document"]))
+            for group in page.get("GroupDetailList", []):
+                name = group["GroupName"]
+                group_policies[name] = [policy["PolicyArn"] for policy in group.get("AttachedManagedPolicies", [])]
+                groups[name] = any(_grants_everything(p["PolicyDocument"]) for p in group.get("GroupPolicyList", []))
+        admin = cls(iam, policies, {})
+        # Groups are resolved after the listing: a page may name a policy that a later page describes.
+        admin._groups = {
+            name: inline or any(admin.managed(arn) for arn in group_policies[name]) for name, inline in groups.items()
+        }
+        return admin
+
+    def managed(self, arn: str) -> bool:
+        if AWS_MANAGED_POLICY.match(arn):
+            # Of the AWS-managed policies only AdministratorAccess allows * on *.
+            return bool(ADMINISTRATOR_ACCESS.match(arn))
+        with self._lock:
+            known = self._policies.get(arn)
+        if known is None:
+            version = self.iam.call("get_policy", PolicyArn=arn)["Policy"]["DefaultVersionId"]
+            document = self.iam.call("get_policy_version", PolicyArn=arn, VersionId=version)
+            known = _grants_everything(document["PolicyVersion"]["Document"])
+            with self._lock:
+                self._policies[arn] = known
+        return known
+
+    def group(self, name: str) -> bool:
+        with self._lock:
+            known = self._groups.get(name)
+        if known is None:  # created after the listing
+            attached = self.iam.items("list_attached_group_policies", "AttachedPolicies", GroupName=name)
+            inline = self.iam.items("list_group_policies", "PolicyNames", GroupName=name)
+            known = any(self.managed(policy["PolicyArn"]) for policy in attached) or any(
+                _grants_everything(
+                    self.iam.call("get_group_policy", GroupName=name, PolicyName=policy)["PolicyDocument"]
+                )
+                for policy in inline
+            )
+            with self._lock:
+                self._groups[name] = known
+        return known
+
+
+def _grants_everything(document: Any) -> bool:
+    """An Allow statement with Action ``*`` on Resource ``*``, conditions or not (a condition is no least privilege)."""
+    if isinstance(document, str):
+        document = json.loads(document)
+    statements = document.get("Statement", []) if isinstance(document, dict) else []
+    if isinstance(statements, dict):
+        statements = [statements]
+
+    def listed(value: Any) -> list[Any]:
+        return value if isinstance(value, list) else [value]
+
+    return any(
+        isinstance(statement, dict)
+        and statement.get("Effect") == "Allow"
+        and "*" in listed(statement.get("Action"))
+        and "*" in listed(statement.get("Resource"))
+        for statement in statements
+    )
+
+
+def _password_policy(account: _Account) -> dict[str, Any]:
+    response = account.api("iam").call("get_account_password_policy", absent=("NoSuchEntity",))
+    policy = response["PasswordPolicy"] if response else None
+    fields = {
+        "minimum_length": "MinimumPasswordLength",
+        "require_symbols": "RequireSymbols",
+        "require_numbers": "RequireNumbers",
+        "require_uppercase": "RequireUppercaseCharacters",
+        "require_lowercase": "RequireLowercaseCharacters",
+        "allow_users_to_change": "AllowUsersToChangePassword",
+        "expire_passwords": "ExpirePasswords",
+        "max_age_days": "MaxPasswordAge",
+        "reuse_prevention": "PasswordReusePrevention",
+        "hard_expiry": "HardExpiry",
+    }
+    return {
+        "account_id": account.account_id,
+        "present": policy is not None,
+        **{column: policy.get(name) if policy else None for column, name in fields.items()},
+    }
+
+
+# --- S3 --------------------------------------------------------------------------------------------------
+
+
+def _s3_buckets(accounts: list[_Account], totals: collections.Counter[str]) -> Iterator[dict[str, Any]]:
+    """Every bucket of each account (S3 lists them account-wide), read through a client in its own region."""
+    for account in accounts:
+        buckets = _counted(account.api("s3").items("list_buckets", "Buckets"), totals, "s3_buckets")
+        yield from _ordered_map(functools.partial(_bucket_record, account), buckets)
+
+
+def _bucket_record(account: _Account, bucket: dict[str, Any]) -> dict[str, Any]:
+    name = bucket["Name"]
+    location = account.api("s3").call("get_bucket_location", Bucket=name).get("LocationConstraint")
+    region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+    s3 = account.api("s3", region)
+    block = s3.call("get_public_access_block", absent=("NoSuchPublicAccessBlockConfiguration",), Bucket=name)
+    block_config = block["PublicAccessBlockConfiguration"] if block else {}
+    flags = {
+        "block_public_acls": bool(block_config.get("BlockPublicAcls")),
+        "ignore_public_acls": bool(block_config.get("IgnorePublicAcls")),
+        "block_public_policy": bool(block_config.get("BlockPublicPolicy")),
+        "restrict_public_buckets": bool(block_config.get("RestrictPublicBuckets")),
+    }
+    policy_status = s3.call("get_bucket_policy_status", absent=("NoSuchBucketPolicy",), Bucket=name)
+    grants = s3.call("get_bucket_acl", Bucket=name).get("Grants", [])
+    encryption = s3.call(
+        "get_bucket_encryption", absent=("ServerSideEncryptionConfigurationNotFoundError",), Bucket=name
+    )
+    rules = encryption["ServerSideEncryptionConfiguration"]["Rules"] if encryption else []
+    default = rules[0].get("ApplyServerSideEncryptionByDefault", {}) if rules else {}
+    lock = s3.call("get_object_lock_configuration", absent=("ObjectLockConfigurationNotFoundError",), Bucket=name)
+    return {
+        "account_id": account.account_id,
+        "bucket": name,
+        "region": region,
+        "created": _time(bucket.get("CreationDate")),
+        **flags,
+        "public_access_block_all": all(flags.values()),
+        "policy_is_public": bool(policy_status and policy_status["PolicyStatus"].get("IsPublic")),
+        "acl_is_public": any(grant.get("Grantee", {}).get("URI") in PUBLIC_GRANTEES for grant in grants),
+        "default_encryption": default.get("SSEAlgorithm"),
+        "versioning": s3.call("get_bucket_versioning", Bucket=name).get("Status", "Disabled"),
+        "object_lock": bool(lock and lock["ObjectLockConfiguration"].get("ObjectLockEnabled") == "Enabled"),
+    }
+
+
+# --- regional services --------------------------------------------------------------------------------------
+
+
+def _regions(accounts: list[_Account]) -> Iterator[tuple[_Account, str]]:
+    for account in accounts:
+        for region in account.spec.regions:
+            yield account, region
+
+
+def _trails(accounts: list[_Account], totals: collections.Counter[str]) -> Iterator[dict[str, Any]]:
+    """Each trail once, read in its home region: ListTrails shows multi-region trails in every region."""
+    seen: set[str] = set()
+    for account, region in _regions(accounts):
+        for trail in account.api("cloudtrail", region).items("list_trails", "Trails"):
+            arn = trail["TrailARN"]
+            if arn in seen:
+                continue
+            seen.add(arn)
+            totals["cloudtrail_trails"] += 1
+            home = account.api("cloudtrail", trail.get("HomeRegion") or region)
+            details = home.call("get_trail", Name=arn)["Trail"]
+            status = home.call("get_trail_status", Name=arn)
+            yield {
+                "account_id": account.account_id,
+                "region": home.region,
+                "name": details["Name"],
+                "arn": arn,
+                "multi_region": bool(details.get("IsMultiRegionTrail")),
+                "organization_trail": bool(details.get("IsOrganizationTrail")),
+                "log_file_validation": bool(details.get("LogFileValidationEnabled")),
+                "is_logging": bool(status.get("IsLogging")),
+                "s3_bucket": details.get("S3BucketName"),
+                "kms_key_id": details.get("KmsKeyId"),
+            }
+
+
+def _kms_keys(accounts: list[_Account], totals: collections.Counter[str]) -> Iterator[dict[str, Any]]:
+    """Customer-managed keys only: AWS-managed keys rotate on AWS's schedule and are not the customer's control."""
+    for account, region in _regions(accounts):
+        kms = account.api("kms", region)
+        for record in _ordered_map(functools.partial(_kms_key_record, account, kms), kms.items("list_keys", "Keys")):
+            if record is not None:
+                totals["kms_keys"] += 1
+                yield record
+
+
+def _kms_key_record(account: _Account, kms: _Api, key: dict[str, Any]) -> dict[str, Any] | None:
+    metadata = kms.call("describe_key", KeyId=key["KeyId"])["KeyMetadata"]
+    if metadata.get("KeyManager") != "CUSTOMER":
+        return None
+    rotatable = (
+        metadata.get("KeySpec") == "SYMMETRIC_DEFAULT"
+        and metadata.get("Origin") == "AWS_KMS"
+        and metadata.get("KeyState") in ("Enabled", "Disabled")
+    )
+    rotation = kms.call("get_key_rotation_status", KeyId=key["KeyId"]) if rotatable else None
+    return {
+        "account_id": account.account_id,
+        "region": kms.region,
+        "key_id": metadata["KeyId"],
+        "arn": metadata["Arn"],
+        "created": _time(metadata.get("CreationDate")),
+        "key_state": metadata["KeyState"],
+        "key_spec": metadata.get("KeySpec"),
+        "key_usage": metadata.get("KeyUsage"),
+        "origin": metadata.get("Origin"),
+        "rotation_enabled": bool(rotation["KeyRotationEnabled"]) if rotation else None,
+    }
+
+
+def _security_groups(accounts: list[_Account], totals: collections.Counter[str]) -> Iterator[dict[str, Any]]:
+    for account, region in _regions(accounts):
+        for group in account.api("ec2", region).items("describe_security_groups", "SecurityGroups"):
+            totals["ec2_security_groups"] += 1
+            rules = list(_world_open_rules(group.get("IpPermissions", [])))
+            ports = sorted({port for port in ADMIN_PORTS for rule in rules if _opens(rule, port)})
+            yield {
+                "account_id": account.account_id,
+                "region": region,
+                "group_id": group["GroupId"],
+                "group_name": group.get("GroupName"),
+                "vpc_id": group.get("VpcId"),
+                "tags": _tags(group.get("Tags")),
+                "world_open_rules": rules,
+                "open_admin_ports": ports,
+                "admin_ports_open_to_world": bool(ports),
+            }
+
+
+def _world_open_rules(permissions: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for permission in permissions:
+        cidrs = [entry.get("CidrIp") for entry in permission.get("IpRanges", [])]
+        cidrs += [entry.get("CidrIpv6") for entry in permission.get("Ipv6Ranges", [])]
+        for cidr in cidrs:
+            if cidr in WORLD_CIDRS:
+                yield {
+                    "protocol": str(permission.get("IpProtocol")),
+                    "from_port": permission.get("FromPort"),
+                    "to_port": permission.get("ToPort"),
+                    "cidr": cidr,
+                }
+
+
+def _opens(rule: dict[str, Any], port: int) -> bool:
+    """All traffic (protocol -1) opens every port; TCP and UDP rules open their port range."""
+    if rule["protocol"] == "-1":
+        return True
+    if rule["protocol"] not in ("tcp", "udp", "6", "17"):
+        return False
+    low, high = rule["from_port"], rule["to_port"]
+    return low is None or high is None or low <= port <= high
+
+
+def _tags(tags: list[dict[str, str]] | None) -> dict[str, str]:
+    return {tag["Key"]: tag.get("Value", "") for tag in tags or []}
+
+
+def _rds_instances(accounts: list[_Account], totals: collections.Counter[str]) -> Iterator[dict[str, Any]]:
+    for account, region in _regions(accounts):
+        for instance in account.api("rds", region).items("describe_db_instances", "DBInstances"):
+            totals["rds_instances"] += 1
+            yield {
+                "account_id": account.account_id,
+                "region": region,
+                "db_instance_id": instance["DBInstanceIdentifier"],
+                "arn": instance["DBInstanceArn"],
+                "engine": instance.get("Engine"),
+                "engine_version": instance.get("EngineVersion"),
+                "instance_class": instance.get("DBInstanceClass"),
+                "status": instance.get("DBInstanceStatus"),
+                "storage_encrypted": bool(instance.get("StorageEncrypted")),
+                "publicly_accessible": bool(instance.get("PubliclyAccessible")),
+                "backup_retention_days": int(instance.get("BackupRetentionPeriod", 0)),
+                "deletion_protection": bool(instance.get("DeletionProtection")),
+                "multi_az": bool(instance.get("MultiAZ")),
+                "tags": _tags(instance.get("TagList")),
+            }
+
+
+def _config_recorders(accounts: list[_Account]) -> Iterator[dict[str, Any]]:
+    """One record per account and region: AWS allows one customer-managed recorder per region."""
+    for account, region in _regions(accounts):
+        config = account.api("config", region)
+        recorders = config.call("describe_configuration_recorders").get("ConfigurationRecorders", [])
+        statuses = {
+            status["name"]: status
+            for status in config.call("describe_configuration_recorder_status").get("ConfigurationRecordersStatus", [])
+        }
+        if not recorders:
+            yield {
+                "account_id": account.account_id,
+                "region": region,
+                "present": False,
+                "name": None,
+                "recording": False,
+                "last_status": None,
+                "all_supported": None,
+                "include_global_resource_types": None,
+            }
+        for recorder in recorders:
+            status = statuses.get(recorder["name"], {})
+            group = recorder.get("recordingGroup", {})
+            yield {
+                "account_id": account.account_id,
+                "region": region,
+                "present": True,
+                "name": recorder["name"],
+                "recording": bool(status.get("recording")),
+                "last_status": status.get("lastStatus"),
+                "all_supported": group.get("allSupported"),
+                "include_global_resource_types": group.get("includeGlobalResourceTypes"),
+            }

@@ -1,0 +1,535 @@
+"""PostgreSQL security configuration: roles, memberships, privileges, settings, pg_hba rules, extensions.
+
+Options: ``conn_id`` (an Airflow ``postgres`` connection) or ``dsn`` (a libpq connection string
+or URL), exactly one; ``superusers`` (roles approved to be superuser, default ``[postgres]``);
+``connect_timeout`` (seconds, default 10).
+
+Everything is read in one read-only REPEATABLE READ transaction, so every dataset and the
+totals counted beside it describe the same moment. Roles come from ``pg_roles``; whether a
+role has a password, and of which kind, is computed inside the server from ``pg_authid`` when
+the collecting role may read it (``pg_roles`` shows every password as ``********``): only a
+boolean and the hash's scheme leave the server, never the hash. What the collecting role may
+not read (``pg_authid``, ``pg_hba_file_rules``, superuser-only settings) is recorded as such in
+``server.json`` and ``settings.jsonl``, and the readability checks turn it into findings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from soc2_evidence.collectors import CollectContext
+from soc2_evidence.config import SourceConfig
+from soc2_evidence.datasets import Dataset
+from soc2_evidence.evidence import rfc3339
+from soc2_evidence.exceptions import CollectorError
+from soc2_evidence.redaction import Redactor
+from soc2_evidence.staging import BundleWriter
+
+log = logging.getLogger(__name__)
+
+KIND = "postgres_config"
+FAMILY = "config"
+VERSION = "1.0.0"
+CONNECTION_TYPES = ("postgres", "postgresql")
+DEFAULT_SUPERUSERS = ("postgres",)
+DEFAULT_CONNECT_TIMEOUT = 10
+FETCH_ROWS = 1000
+# libpq parameters taken from a connection's extra (TLS and client identity); everything else there is ignored.
+CONNECTION_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "application_name", "options")
+# Security-relevant settings present in every supported version (13 and later).
+SECURITY_SETTINGS = (
+    "authentication_timeout",
+    "idle_in_transaction_session_timeout",
+    "listen_addresses",
+    "log_connections",
+    "log_disconnections",
+    "log_line_prefix",
+    "log_statement",
+    "logging_collector",
+    "password_encryption",
+    "port",
+    "row_security",
+    "shared_preload_libraries",
+    "ssl",
+    "ssl_ciphers",
+    "ssl_min_protocol_version",
+    "ssl_prefer_server_ciphers",
+)
+
+SERVER = Dataset(
+    name="postgres_config.server",
+    item="server.json",
+    key=("connection",),
+    columns={
+        "connection": "string",
+        "host": "string",
+        "port": "integer",
+        "database": "string",
+        "server_version": "string",
+        "server_version_num": "integer",
+        "collecting_role": "string",
+        "collecting_role_superuser": "boolean",
+        "superuser_allow_list": "array",
+        "role_passwords_readable": "boolean",
+        "hba_rules_readable": "boolean",
+    },
+    required=(
+        "server_version",
+        "server_version_num",
+        "collecting_role",
+        "role_passwords_readable",
+        "hba_rules_readable",
+    ),
+    description="The server, the role that collected, and what that role could not read",
+)
+ROLES = Dataset(
+    name="postgres_config.roles",
+    item="roles.jsonl",
+    key=("role",),
+    columns={
+        "role": "string",
+        "login": "boolean",
+        "superuser": "boolean",
+        "superuser_allowed": "boolean",
+        "create_role": "boolean",
+        "create_db": "boolean",
+        "replication": "boolean",
+        "bypass_rls": "boolean",
+        "inherit": "boolean",
+        "connection_limit": "integer",
+        "valid_until": "string",
+        "has_password": "boolean",
+        "password_type": "string",
+    },
+    required=("login", "superuser", "superuser_allowed", "create_role", "create_db", "replication", "bypass_rls"),
+    value_sets={"password_type": ("scram-sha-256", "md5", "other")},
+    total="roles",
+    description="Every role with its attributes; has_password and password_type are null when pg_authid is unreadable",
+)
+MEMBERSHIPS = Dataset(
+    name="postgres_config.memberships",
+    item="memberships.jsonl",
+    key=("role", "member", "grantor"),
+    columns={"role": "string", "member": "string", "grantor": "string", "admin_option": "boolean"},
+    required=("admin_option",),
+    total="memberships",
+    description="Which role is a member of which, granted by whom, with or without admin option",
+)
+PRIVILEGES = Dataset(
+    name="postgres_config.privileges",
+    item="privileges.jsonl",
+    key=("object_type", "object", "grantee", "grantor", "privilege"),
+    columns={
+        "object_type": "string",
+        "schema": "string",
+        "object": "string",
+        "owner": "string",
+        "grantee": "string",
+        "grantor": "string",
+        "privilege": "string",
+        "grantable": "boolean",
+        "default_acl": "boolean",
+    },
+    required=("owner", "grantable", "default_acl"),
+    value_sets={
+        "object_type": (
+            "database",
+            "schema",
+            "table",
+            "partitioned_table",
+            "view",
+            "materialized_view",
+            "sequence",
+            "foreign_table",
+        )
+    },
+    total="privileges",
+    description="Every privilege on databases and on the schemas, tables, views and sequences of non-system "
+    "schemas; owners' implicit privileges are listed too (default_acl)",
+)
+SETTINGS = Dataset(
+    name="postgres_config.settings",
+    item="settings.jsonl",
+    key=("name",),
+    columns={"name": "string", "setting": "string", "unit": "string", "source": "string", "visible": "boolean"},
+    required=("visible",),
+    description="Security-relevant server settings; visible is false where the collecting role may not read one",
+)
+HBA_RULES = Dataset(
+    name="postgres_config.hba_rules",
+    item="hba_rules.jsonl",
+    key=("line_number",),
+    columns={
+        "line_number": "integer",
+        "type": "string",
+        "database": "array",
+        "user_name": "array",
+        "address": "string",
+        "netmask": "string",
+        "auth_method": "string",
+        "options": "array",
+        "error": "string",
+    },
+    total="hba_rules",
+    description="Client authentication rules as the server parsed pg_hba.conf (empty when unreadable: see server.json)",
+)
+EXTENSIONS = Dataset(
+    name="postgres_config.extensions",
+    item="extensions.jsonl",
+    key=("name",),
+    columns={"name": "string", "version": "string", "schema": "string"},
+    required=("version", "schema"),
+    total="extensions",
+    description="Installed extensions of the database",
+)
+DATASETS = (SERVER, ROLES, MEMBERSHIPS, PRIVILEGES, SETTINGS, HBA_RULES, EXTENSIONS)
+
+_NON_SYSTEM_SCHEMA = (
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' "
+    "AND n.nspname NOT LIKE 'pg\\_temp\\_%'"
+)
+# Whether a role has a password, and its scheme, computed in the server: the hash never leaves it.
+_AUTH_COLUMNS = """
+    (SELECT a.rolpassword IS NOT NULL FROM pg_authid a WHERE a.oid = r.oid) AS has_password,
+    (SELECT CASE WHEN a.rolpassword IS NULL THEN NULL
+                 WHEN a.rolpassword LIKE 'SCRAM-SHA-256$%%' THEN 'scram-sha-256'
+                 WHEN a.rolpassword LIKE 'md5%%' THEN 'md5'
+                 ELSE 'other' END
+     FROM pg_authid a WHERE a.oid = r.oid) AS password_type"""
+_NO_AUTH_COLUMNS = "NULL::boolean AS has_password, NULL::text AS password_type"
+_ROLES = """
+SELECT r.rolname AS role, r.rolcanlogin AS login, r.rolsuper AS superuser,
+       r.rolname = ANY(%s) AS superuser_allowed, r.rolcreaterole AS create_role, r.rolcreatedb AS create_db,
+       r.rolreplication AS replication, r.rolbypassrls AS bypass_rls, r.rolinherit AS inherit,
+       r.rolconnlimit AS connection_limit,
+       CASE WHEN isfinite(r.rolvaliduntil) THEN r.rolvaliduntil END AS valid_until,
+       CASE WHEN NOT isfinite(r.rolvaliduntil) THEN r.rolvaliduntil::text END AS valid_until_special,
+       {auth_columns}
+FROM pg_roles r
+ORDER BY r.rolname COLLATE "C"
+"""
+_MEMBERSHIPS = """
+SELECT r.rolname AS role, m.rolname AS member, COALESCE(g.rolname, am.grantor::text) AS grantor,
+       am.admin_option
+FROM pg_auth_members am
+JOIN pg_roles r ON r.oid = am.roleid
+JOIN pg_roles m ON m.oid = am.member
+LEFT JOIN pg_roles g ON g.oid = am.grantor
+ORDER BY r.rolname COLLATE "C", m.rolname COLLATE "C", COALESCE(g.rolname, am.grantor::text) COLLATE "C"
+"""
+_PRIVILEGES = """
+WITH objects AS (
+    SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned_table' WHEN 'v' THEN 'view'
+                          WHEN 'm' THEN 'materialized_view' WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign_table'
+           END AS object_type,
+           n.nspname AS schema, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS object,
+           c.relowner AS owner,
+           COALESCE(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner)) AS acl,
+           c.relacl IS NULL AS default_acl
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {non_system}
+    UNION ALL
+    SELECT 'schema', n.nspname, quote_ident(n.nspname), n.nspowner,
+           COALESCE(n.nspacl, acldefault('n', n.nspowner)), n.nspacl IS NULL
+    FROM pg_namespace n WHERE {non_system}
+    UNION ALL
+    SELECT 'database', NULL, quote_ident(d.datname), d.datdba,
+           COALESCE(d.datacl, acldefault('d', d.datdba)), d.datacl IS NULL
+    FROM pg_database d
+)
+SELECT o.object_type, o.schema, o.object, pg_get_userbyid(o.owner) AS owner,
+       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS grantee,
+       pg_get_userbyid(a.grantor) AS grantor, a.privilege_type AS privilege, a.is_grantable AS grantable,
+       o.default_acl
+FROM objects o CROSS JOIN LATERAL aclexplode(o.acl) a
+"""
+_PRIVILEGES_LISTING = """
+SELECT * FROM ({privileges}) p
+ORDER BY p.object_type COLLATE "C", p.object COLLATE "C", p.grantee COLLATE "C", p.grantor COLLATE "C",
+         p.privilege COLLATE "C"
+"""
+_SETTINGS = """
+SELECT w.name, s.setting, s.unit, s.source, s.name IS NOT NULL AS visible
+FROM unnest(%s::text[]) AS w(name) LEFT JOIN pg_settings s ON s.name = w.name
+ORDER BY w.name COLLATE "C"
+"""
+_HBA_RULES = """
+SELECT line_number, type, database, user_name, address, netmask, auth_method, options, error
+FROM pg_hba_file_rules ORDER BY line_number
+"""
+_EXTENSIONS = """
+SELECT e.extname AS name, e.extversion AS version, n.nspname AS schema
+FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+ORDER BY e.extname COLLATE "C"
+"""
+
+
+def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
+    import psycopg
+
+    superusers = source.options.get("superusers", list(DEFAULT_SUPERUSERS))
+    if not isinstance(superusers, list) or not all(isinstance(name, str) for name in superusers):
+        raise CollectorError(f"source {source.name}: option 'superusers' must be a list of role names")
+    target = _Target.of(source, context)
+    try:
+        connection = psycopg.connect(**target.parameters, row_factory=psycopg.rows.dict_row)
+    except psycopg.Error as error:
+        raise CollectorError(
+            f"source {source.name}: cannot connect to PostgreSQL at {target.where}: {target.scrub(error)}"
+        ) from error
+    with connection:
+        connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        connection.read_only = True
+        reading = SERVER
+        try:
+            with connection.transaction():
+                server = _server(connection, sorted(superusers))
+                writer.add_json(SERVER.item, server, description=SERVER.description)
+                for reading, query, parameters, counted in _reads(server, superusers):
+                    if reading is HBA_RULES and not server["hba_rules_readable"]:
+                        log.warning(
+                            "source %s: role %s may not read pg_hba_file_rules; recorded in %s",
+                            source.name,
+                            server["collecting_role"],
+                            SERVER.item,
+                        )
+                        writer.add_jsonl(reading.item, [], description=reading.description)
+                        writer.report_total(reading.total, 0)
+                        continue
+                    if counted is not None:
+                        total = connection.execute(counted).fetchone()["n"]
+                        writer.report_total(reading.total, total)
+                    records = _stream(connection, reading, query, parameters)
+                    writer.add_jsonl(reading.item, records, description=reading.description)
+        except psycopg.Error as error:
+            raise CollectorError(
+                f"source {source.name}: PostgreSQL at {target.where}: reading {reading.item} failed: "
+                f"{target.scrub(error)}"
+            ) from error
+
+
+def _reads(server: dict[str, Any], superusers: list[str]) -> list[tuple[Dataset, Any, tuple, Any]]:
+    """Per dataset: the listing query, its parameters, and the query counting its rows (None: not counted)."""
+    from psycopg import sql
+
+    def count(rows: sql.Composable) -> sql.Composable:
+        return sql.SQL("SELECT count(*) AS n FROM {}").format(rows)
+
+    def catalog(table: str) -> sql.Composable:
+        return count(sql.Identifier("pg_catalog", table))
+
+    auth_columns = _AUTH_COLUMNS if server["role_passwords_readable"] else _NO_AUTH_COLUMNS
+    privileges = sql.SQL(_PRIVILEGES).format(non_system=sql.SQL(_NON_SYSTEM_SCHEMA))
+    return [
+        (ROLES, sql.SQL(_ROLES).format(auth_columns=sql.SQL(auth_columns)), (superusers,), catalog("pg_roles")),
+        (MEMBERSHIPS, sql.SQL(_MEMBERSHIPS), (), catalog("pg_auth_members")),
+        (
+            PRIVILEGES,
+            sql.SQL(_PRIVILEGES_LISTING).format(privileges=privileges),
+            (),
+            count(sql.SQL("({}) p").format(privileges)),
+        ),
+        (SETTINGS, sql.SQL(_SETTINGS), (list(SECURITY_SETTINGS),), None),
+        (HBA_RULES, sql.SQL(_HBA_RULES), (), catalog("pg_hba_file_rules")),
+        (EXTENSIONS, sql.SQL(_EXTENSIONS), (), catalog("pg_extension")),
+    ]
+
+
+def control_expectations(dataset: Dataset) -> list[Any]:
+    """Control checks on the server's configuration: findings, not failures, when they do not hold."""
+    from great_expectations.expectations.row_conditions import Column
+
+    from soc2_evidence.gx_runner import expectations
+
+    def check(kind, name: str, description: str, **kwargs):
+        return kind(**kwargs, meta={"check": f"{dataset.name}.{name}", "description": description})
+
+    in_set = expectations.ExpectColumnValuesToBeInSet
+    if dataset is SERVER:
+        return [
+            check(
+                in_set,
+                "role_passwords_readable",
+                "The collecting role can tell which roles have passwords (it may read pg_authid)",
+                column="role_passwords_readable",
+                value_set=[True],
+            ),
+            check(
+                in_set,
+                "hba_rules_readable",
+                "The collecting role can read the client authentication rules (pg_hba_file_rules)",
+                column="hba_rules_readable",
+                value_set=[True],
+            ),
+        ]
+    if dataset is ROLES:
+        return [
+            check(
+                in_set,
+                "superuser_allowed",
+                "Only roles on the source's superuser allow-list are superusers",
+                column="superuser_allowed",
+                value_set=[True],
+                row_condition=Column("superuser") == True,  # noqa: E712 - builds a GX condition
+            ),
+            check(
+                in_set,
+                "login_has_password",
+                "Every role that can log in has a password (PostgreSQL stores no empty password)",
+                column="has_password",
+                value_set=[True],
+                row_condition=Column("login") == True,  # noqa: E712 - builds a GX condition
+            ),
+            check(
+                in_set,
+                "scram_passwords",
+                "Every stored password is a SCRAM-SHA-256 verifier, none an MD5 hash",
+                column="password_type",
+                value_set=["scram-sha-256"],
+            ),
+        ]
+    if dataset is SETTINGS:
+        return [
+            check(
+                in_set,
+                "ssl_on",
+                "The server accepts TLS connections (ssl = on)",
+                column="setting",
+                value_set=["on"],
+                row_condition=Column("name") == "ssl",
+            ),
+            check(
+                in_set,
+                "scram_password_encryption",
+                "New passwords are stored as SCRAM-SHA-256 verifiers (password_encryption)",
+                column="setting",
+                value_set=["scram-sha-256"],
+                row_condition=Column("name") == "password_encryption",
+            ),
+            check(
+                in_set,
+                "connections_logged",
+                "Every connection is logged (log_connections; PostgreSQL 18 also takes a list of stages)",
+                column="setting",
+                value_set=["on", "all", "receipt,authentication,authorization"],
+                row_condition=Column("name") == "log_connections",
+            ),
+        ]
+    if dataset is HBA_RULES:
+        return [
+            check(
+                expectations.ExpectColumnValuesToNotBeInSet,
+                "no_trust_or_cleartext",
+                "No client authentication rule admits without a password (trust) or takes one in clear text",
+                column="auth_method",
+                value_set=["trust", "password"],
+            )
+        ]
+    if dataset is PRIVILEGES:
+        return [
+            check(
+                expectations.ExpectColumnValuesToNotBeInSet,
+                "no_public_grants",
+                "No table, view or sequence privilege is granted to PUBLIC (every role)",
+                column="grantee",
+                value_set=["PUBLIC"],
+                row_condition=Column("object_type").is_not_in(["database", "schema"]),
+            )
+        ]
+    return []
+
+
+class _Target:
+    """Where to connect, as libpq parameters, and how to name it without its password."""
+
+    def __init__(self, parameters: dict[str, Any]) -> None:
+        self.parameters = parameters
+        self.password = parameters.get("password")
+        host = parameters.get("host") or "the default host"
+        port = f":{parameters['port']}" if parameters.get("port") else ""
+        database = f"/{parameters['dbname']}" if parameters.get("dbname") else ""
+        self.where = f"{host}{port}{database}"
+
+    @classmethod
+    def of(cls, source: SourceConfig, context: CollectContext) -> _Target:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        options = source.options
+        conn_id, dsn = options.get("conn_id"), options.get("dsn")
+        if bool(conn_id) == bool(dsn):
+            raise CollectorError(f"source {source.name}: set exactly one of options 'conn_id' and 'dsn'")
+        timeout = options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
+            raise CollectorError(f"source {source.name}: option 'connect_timeout' must be a whole number >= 1")
+        if dsn:
+            if not isinstance(dsn, str):
+                raise CollectorError(f"source {source.name}: option 'dsn' must be a string")
+            try:
+                parameters = conninfo_to_dict(dsn)
+            except psycopg.ProgrammingError as error:  # not quoted: its message may quote the password
+                raise CollectorError(f"source {source.name}: option 'dsn' is not a valid connection string") from error
+        else:
+            connection = context.get_connection(conn_id)
+            if connection.conn_type not in CONNECTION_TYPES:
+                raise CollectorError(
+                    f"source {source.name}: connection {conn_id!r} is of type {connection.conn_type!r}, "
+                    "expected 'postgres'"
+                )
+            extra = connection.extra_dejson or {}
+            parameters = {
+                "host": connection.host,
+                "port": connection.port,
+                "user": connection.login,
+                "password": connection.password,
+                "dbname": connection.schema,
+                **{name: extra[name] for name in CONNECTION_EXTRAS if extra.get(name) is not None},
+            }
+            parameters = {name: value for name, value in parameters.items() if value not in (None, "")}
+        return cls({**parameters, "connect_timeout": timeout})
+
+    def scrub(self, error: BaseException) -> str:
+        """The error's first line, with the password and anything secret-looking removed."""
+        lines = str(error).strip().splitlines()
+        text = lines[0] if lines else type(error).__name__
+        if self.password:
+            text = text.replace(str(self.password), "[REDACTED:connection_password]")
+        return Redactor().redact_text(text)
+
+
+def _server(connection, superusers: list[str]) -> dict[str, Any]:
+    row = connection.execute(
+        """
+        SELECT current_setting('server_version') AS server_version,
+               current_setting('server_version_num')::int AS server_version_num,
+               current_user AS collecting_role,
+               (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS collecting_role_superuser,
+               has_table_privilege('pg_catalog.pg_authid', 'SELECT') AS role_passwords_readable,
+               has_table_privilege('pg_catalog.pg_hba_file_rules', 'SELECT')
+                 AND has_function_privilege('pg_catalog.pg_hba_file_rules()', 'EXECUTE') AS hba_rules_readable
+        """
+    ).fetchone()
+    info = connection.info
+    # Built from its parts, never from the DSN: the password cannot reach evidence this way.
+    return {
+        "connection": f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}",
+        "host": info.host,
+        "port": int(info.port),
+        "database": info.dbname,
+        "superuser_allow_list": superusers,
+        **row,
+    }
+
+
+def _stream(connection, dataset: Dataset, query: Any, parameters: tuple) -> Iterator[dict[str, Any]]:
+    """Rows through a server-side cursor: memory stays flat however many there are."""
+    with connection.cursor(name=f"soc2_evidence_{dataset.name.rsplit('.', 1)[-1]}") as cursor:
+        cursor.itersize = FETCH_ROWS
+        cursor.execute(query, parameters or None)
+        for row in cursor:
+            if "valid_until" in row:
+                valid_until, special = row.pop("valid_until"), row.pop("valid_until_special")
+                row["valid_until"] = rfc3339(valid_until) if valid_until is not None else special
+            yield row
