@@ -86,6 +86,7 @@ def extract(source_name: str) -> dict[str, Any]:
         try_number=context["ti"].try_number,
         redaction_key=_redaction_key(config.redaction_secret_variable),
         get_connection=_get_connection,
+        params=context["params"],
     )
 
 

@@ -50,11 +50,8 @@ def rfc3339(moment: datetime) -> str:
     """UTC, RFC 3339, ``Z`` suffix, microseconds only when present."""
     if moment.tzinfo is None:
         raise ValueError(f"naive datetime {moment!r}: evidence times must be timezone-aware")
-    utc = moment.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}"
-    return text + "Z"
+    # isoformat is the same text (microseconds only when present), several times faster than strftime.
+    return moment.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
 
 
 def parse_rfc3339(text: str) -> datetime:

@@ -5,18 +5,21 @@ Airflow tasks are thin wrappers around these, and tests and the CLI call them di
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from soc2_evidence.archive import ArchivedRun, SourceOutcome, archive_run
+from soc2_evidence.archive import ArchivedRun, SourceOutcome, archive_run, latest_link
 from soc2_evidence.collectors import CollectContext, collector_for
 from soc2_evidence.config import PipelineConfig, SourceConfig
 from soc2_evidence.evidence import RunContext
-from soc2_evidence.exceptions import ConfigError
+from soc2_evidence.exceptions import CollectorError, ConfigError
+from soc2_evidence.hashing import digest_bytes
 from soc2_evidence.redaction import Redactor
 from soc2_evidence.staging import Bundle, BundleWriter
 from soc2_evidence.stores import open_store
+from soc2_evidence.stores.base import EvidenceStore
 from soc2_evidence.validation import VALIDATION_SOURCE, summary_of
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ def extract_source(
     try_number: int = 1,
     redaction_key: bytes | None = None,
     get_connection: Callable[[str], Any] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Collect one source into staging; return a summary small and secret-free enough for XCom."""
     source = find_source(config, source_name)
@@ -52,11 +56,41 @@ def extract_source(
         collector_version=collector.VERSION,
         redactor=Redactor(redaction_key),
     )
-    context = CollectContext(resolve_path=config.resolve_path, get_connection=get_connection or _no_connections)
+    context = CollectContext(
+        resolve_path=config.resolve_path,
+        get_connection=get_connection or _no_connections,
+        params=dict(params or {}),
+        last_committed_item=lambda name: last_committed_item(
+            open_store(config.store_url, aws_conn_id=config.aws_conn_id), run.dag_id, source.name, name
+        ),
+    )
     collector.collect(source, writer, context)
     bundle = writer.finish()
     log.info("source %s: staged %d items (%s)", source.name, len(bundle.items), bundle.redactions or "no redactions")
     return bundle.summary()
+
+
+def last_committed_item(store: EvidenceStore, dag_id: str, source: str, name: str) -> bytes | None:
+    """Item ``name`` of ``source`` from the newest committed run of ``dag_id`` that holds it with every
+    item of the source passed, walking the manifest chain back; None when no run does.
+
+    Reading what is committed (not what was staged) is what makes a watermark advance only after
+    the archive holds the evidence: a failed or unarchived run is skipped. The content is checked
+    against the manifest's hash.
+    """
+    link = latest_link(store, dag_id)
+    manifest_key = link["manifest_key"] if link else None
+    while manifest_key:
+        manifest = json.loads(store.read_bytes(manifest_key))
+        items = [item for item in manifest.get("items", []) if item.get("source") == source]
+        wanted = next((item for item in items if item.get("name") == name), None)
+        if wanted and all(item.get("validation") == "passed" for item in items):
+            data = store.read_bytes(wanted["key"])
+            if digest_bytes(data).sha256 != wanted["sha256"]:
+                raise CollectorError(f"source {source}: {wanted['key']} does not match its manifest's hash")
+            return data
+        manifest_key = (manifest.get("previous") or {}).get("key")
+    return None
 
 
 def validate_staged(

@@ -82,6 +82,25 @@ DETECTORS: tuple[Detector, ...] = (
     ),
 )
 
+# Every detector's match, and every secret key name, contains one of these: a key header, a URL's
+# "://user:secret@", an AWS key prefix, "aws" or a sensitive word. Text without any cannot hold a
+# secret. JSON escaping never removes one (nor puts a letter after a word), so the check also
+# holds for a value's canonical JSON.
+_CANDIDATE = re.compile(rf"-----BEGIN |://[^/\s@]*@|AKIA|ASIA|AGPA|AIDA|AROA|(?i:aws|{_SENSITIVE_WORDS})")
+# The same test on lowered ASCII text, where lowering is exact and a case-sensitive pattern is many
+# times faster; screened first by substrings each alternative needs, which ``in`` finds fastest.
+_CANDIDATE_ASCII = re.compile(rf"-----begin |://[^/\s@]*@|akia|asia|agpa|aida|aroa|aws|{_SENSITIVE_WORDS}")
+_SCREEN = ("-----begin ", "@", "akia", "asia", "agpa", "aida", "aroa", "aws", "pass", "pwd", "secret", "token")
+_SCREEN += ("apikey", "api_key", "api-key", "privatekey", "private_key", "private-key", "credential")
+
+
+def may_hold_secret(text: str) -> bool:
+    """False when redaction would certainly change nothing in ``text`` (or in a value serialised as ``text``)."""
+    if text.isascii():
+        lowered = text.lower()
+        return any(word in lowered for word in _SCREEN) and _CANDIDATE_ASCII.search(lowered) is not None
+    return _CANDIDATE.search(text) is not None
+
 
 @dataclass
 class Redactor:
@@ -97,6 +116,8 @@ class Redactor:
         return f"[REDACTED:{detector}:{fingerprint}]"
 
     def redact_text(self, text: str) -> str:
+        if not may_hold_secret(text):
+            return text
         for detector in DETECTORS:
             text = detector.pattern.sub(self._replacer(detector), text)
         return text

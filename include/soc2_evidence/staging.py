@@ -18,7 +18,7 @@ from typing import Any
 
 from soc2_evidence.evidence import EvidenceItem, RunContext, canonical_json, code_revision, rfc3339, utc_now
 from soc2_evidence.hashing import digest_bytes, digest_file
-from soc2_evidence.redaction import Redactor
+from soc2_evidence.redaction import Redactor, may_hold_secret
 
 BUNDLE_FILE = "bundle.json"
 
@@ -135,8 +135,18 @@ class BundleWriter:
         path = self._path(name)
         with open(path, "wb") as stream:
             for record in records:
-                stream.write(canonical_json(self.redactor.redact_value(record)))
+                stream.write(self._redacted_json(record))
         return self._record(name, path, "application/x-ndjson", description)
+
+    def _redacted_json(self, value: Any) -> bytes:
+        """``canonical_json(redact_value(value))``; a value whose JSON cannot hold a secret skips the walk."""
+        try:
+            data = canonical_json(value)
+        except (TypeError, ValueError):  # e.g. bytes or NaN under a secret key: redaction replaces them
+            data = None
+        if data is None or may_hold_secret(data.decode("utf-8")):
+            data = canonical_json(self.redactor.redact_value(value))
+        return data
 
     def report_total(self, dataset: str, total: int) -> None:
         """The count the source itself reported, for completeness checks."""

@@ -1,0 +1,446 @@
+"""Ticket populations from export files, for teams that cannot give the pipeline API access.
+
+Reads Jira JSON exports (a search response ``{"issues": [...], "total": n}``, a list of issues,
+or JSON Lines of issues; with or without changelogs), Jira CSV exports, and GitHub API JSON
+dumps (a list of pull requests as ``GET /repos/{repo}/pulls/{n}`` returns them, each with a
+``reviews`` list as ``/pulls/{n}/reviews`` returns it, and optionally ``required_checks``
+(names), ``check_runs``, ``statuses`` and ``deployments``), from a directory, a file, or a
+bucket prefix (``s3://bucket/prefix``; ``gs://bucket/prefix``). The output is the same
+normalised populations as the API collectors (:mod:`soc2_evidence.tickets`).
+
+An export is its own population: everything in the files is evidenced, with no window or
+watermark, and the reported total is the total the export declares (a Jira search response's
+``total``), else the number of issues or merged pull requests it holds. ``exports.json``
+names every file with its SHA-256, so the population can be traced to the export.
+
+Options: ``location`` (required), ``aws_conn_id`` (for ``s3://``; default boto3's chain),
+``files``: a list of ``{glob, format}`` (``jira_json``, ``jira_csv``, ``github_json``), each
+matching at least one file. Jira formats name their ``population`` and take the Jira
+collector's population options (``fields``, statuses, ...; no ``jql``) plus ``browse_url``;
+``jira_csv`` maps roles to column headers in ``columns`` (defaults: Jira's own headers such as
+``Issue key``, ``Summary``, ``Reporter``, ``Resolved``) and parses dates with ``date_formats``
+(default Jira's ``%d/%b/%y %I:%M %p``) when they are not ISO 8601. ``github_json`` takes the
+GitHub collector's options (``ticket_pattern``, ``emergency_labels``, ``required_checks``, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from soc2_evidence import tickets
+from soc2_evidence.collectors import CollectContext, github, jira
+from soc2_evidence.collectors.config_repo import glob_to_regex
+from soc2_evidence.config import SourceConfig
+from soc2_evidence.exceptions import CollectorError
+from soc2_evidence.hashing import digest_file
+from soc2_evidence.staging import BundleWriter
+from soc2_evidence.tickets import Approval, Person, iso, parse_time, record
+
+KIND = "ticket_export"
+FAMILY = "tickets"
+VERSION = "1.0.0"
+DATASETS = tickets.datasets(KIND)
+FORMATS = ("jira_json", "jira_csv", "github_json")
+DEFAULT_DATE_FORMATS = ("%d/%b/%y %I:%M %p", "%d/%b/%Y %I:%M %p", "%Y-%m-%d %H:%M")
+_ENTRY_KEYS = ("glob", "format", "population", "browse_url", "columns", "date_formats")
+CSV_COLUMNS = {
+    "common": {"id": "Issue key", "title": "Summary", "status": "Status", "created": "Created", "resolved": "Resolved"},
+    "changes": {
+        "author": "Reporter",
+        "approver": None,
+        "approved_at": None,
+        "merged_at": "Resolved",
+        "environment": None,
+        "change_type": None,
+        "links": "Outward issue link",
+    },
+    "access_reviews": {
+        "system": None,
+        "reviewer": "Assignee",
+        "period_start": None,
+        "period_end": None,
+        "decisions": None,
+    },
+    "incidents": {"severity": "Priority", "post_mortem": None},
+}
+
+
+@dataclass
+class ExportFile:
+    """One export file: where it came from, how to read it, and what it held."""
+
+    name: str
+    path: Path
+    entry: dict[str, Any]
+    population: str
+    records: int = 0
+    reported: int | None = None
+    digest: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "file": self.name,
+            "format": self.entry["format"],
+            "population": self.population,
+            **self.digest,
+            "records": self.records,
+            "reported_total": self.total,
+        }
+
+    @property
+    def total(self) -> int:
+        return self.records if self.reported is None else self.reported
+
+
+def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
+    options = source.options
+    location = options.get("location")
+    if not isinstance(location, str) or not location:
+        raise CollectorError(f"source {source.name}: option 'location' (a path, s3:// or gs:// prefix) is required")
+    entries = _entries(source.name, options.get("files"))
+    now = context.now()
+    with tempfile.TemporaryDirectory(prefix="soc2-evidence-export-") as scratch:
+        available = _fetch(source, location, context, Path(scratch))
+        files: list[ExportFile] = []
+        for entry in entries:
+            pattern = re.compile(glob_to_regex(entry["glob"]))
+            matched = [name for name in available if pattern.fullmatch(name)]
+            if not matched:
+                raise CollectorError(f"source {source.name}: no file under {location} matches {entry['glob']!r}")
+            files += [ExportFile(name, available[name], entry, entry["population"]) for name in matched]
+        for population in tickets.POPULATIONS:
+            mine = [export for export in files if export.population == population]
+            writer.add_jsonl(
+                f"{population}.jsonl",
+                (item for export in mine for item in _records(source.name, export, now)),
+                description=tickets.DESCRIPTIONS[population] + (" (from export files)" if mine else ": no export"),
+            )
+            writer.report_total(population, sum(export.total for export in mine))
+        for export in files:
+            digest = digest_file(export.path)
+            export.digest = {"sha256": digest.sha256, "size": digest.size}
+    writer.add_json(
+        "exports.json",
+        {"location": location, "files": [export.summary() for export in files]},
+        description="Every export file read, with its hash, population, records and declared total",
+    )
+
+
+def control_expectations(dataset):
+    return tickets.control_expectations(dataset)
+
+
+def _entries(source: str, raw: Any) -> list[dict[str, Any]]:
+    if not isinstance(raw, list) or not raw:
+        raise CollectorError(f"source {source}: option 'files' must list {{glob, format}} entries")
+    entries = []
+    for index, entry in enumerate(raw):
+        where = f"source {source}: files[{index}]"
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("glob"), str):
+            raise CollectorError(f"{where} needs a 'glob'")
+        kind = entry.get("format")
+        if kind not in FORMATS:
+            raise CollectorError(f"{where}: format must be one of {', '.join(FORMATS)}, got {kind!r}")
+        entry = dict(entry)
+        mapping = {key: value for key, value in entry.items() if key not in _ENTRY_KEYS}
+        if kind == "github_json":
+            entry["population"] = "changes"
+            entry["settings"] = github.GitHubOptions.from_options(source, mapping, need_repositories=False)
+        else:
+            population = entry.get("population")
+            extra = ("columns", "date_formats") if kind == "jira_csv" else ()
+            options = {**mapping, **{key: entry[key] for key in extra if key in entry}}
+            entry["spec"] = jira.PopulationSpec.from_options(
+                source, str(population), options, require_jql=False, extra_keys=extra
+            )
+            if kind == "jira_csv":
+                entry["columns"] = _csv_columns(where, entry["spec"].name, entry.get("columns", {}))
+                entry["date_formats"] = tuple(
+                    tickets.option_list(source, entry, "date_formats", list(DEFAULT_DATE_FORMATS))
+                )
+        entries.append(entry)
+    return entries
+
+
+def _csv_columns(where: str, population: str, given: Any) -> dict[str, str | None]:
+    defaults = {**CSV_COLUMNS["common"], **CSV_COLUMNS[population]}
+    if not isinstance(given, Mapping) or not all(isinstance(value, str) for value in given.values()):
+        raise CollectorError(f"{where}: 'columns' must map roles to CSV column headers")
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise CollectorError(f"{where}: unknown column role(s) {', '.join(unknown)}; use {', '.join(defaults)}")
+    return {**defaults, **given}
+
+
+# --- where the files are -------------------------------------------------------------------------
+
+
+def _fetch(source: SourceConfig, location: str, context: CollectContext, scratch: Path) -> dict[str, Path]:
+    """Every file under the location, by its name relative to it; bucket objects are downloaded first."""
+    scheme = urlsplit(location).scheme
+    if scheme == "s3":
+        return _fetch_s3(source, location, scratch)
+    if scheme == "gs":
+        return _fetch_gcs(source, location, scratch)
+    if scheme:
+        raise CollectorError(f"source {source.name}: location {location!r}: use a path, s3:// or gs://")
+    root = context.resolve_path(location)
+    if root.is_file():
+        return {root.name: root}
+    if not root.is_dir():
+        raise CollectorError(f"source {source.name}: export location {root} does not exist")
+    return {path.relative_to(root).as_posix(): path for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def _bucket_and_prefix(location: str) -> tuple[str, str]:
+    parts = urlsplit(location)
+    prefix = parts.path.lstrip("/")
+    return parts.netloc, prefix + "/" if prefix and not prefix.endswith("/") else prefix
+
+
+def _local_name(scratch: Path, name: str) -> Path:
+    path = scratch / name
+    if scratch.resolve() not in path.resolve().parents:
+        raise CollectorError(f"object name {name!r} escapes the download directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _fetch_s3(source: SourceConfig, location: str, scratch: Path) -> dict[str, Path]:
+    bucket, prefix = _bucket_and_prefix(location)
+    conn_id = source.options.get("aws_conn_id")
+    try:
+        if conn_id:
+            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+            client = S3Hook(aws_conn_id=conn_id).get_conn()
+        else:
+            import boto3
+
+            client = boto3.client("s3")
+        files = {}
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for entry in page.get("Contents", []):
+                name = entry["Key"][len(prefix) :]
+                if name and not name.endswith("/"):
+                    files[name] = _local_name(scratch, name)
+                    client.download_file(bucket, entry["Key"], str(files[name]))
+    except CollectorError:
+        raise
+    except Exception as error:  # botocore's errors have no common base with the SDK's own
+        raise CollectorError(f"source {source.name}: cannot read {location}: {error}") from error
+    return dict(sorted(files.items()))
+
+
+def _fetch_gcs(source: SourceConfig, location: str, scratch: Path) -> dict[str, Path]:
+    """Google's default credentials; with ``STORAGE_EMULATOR_HOST`` the client talks to the emulator anonymously."""
+    import os
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    bucket, prefix = _bucket_and_prefix(location)
+    try:
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            client = storage.Client(project="emulator", credentials=AnonymousCredentials())
+        else:
+            client = storage.Client()
+        files = {}
+        for blob in client.list_blobs(bucket, prefix=prefix):
+            name = blob.name[len(prefix) :]
+            if name and not name.endswith("/"):
+                files[name] = _local_name(scratch, name)
+                blob.download_to_filename(str(files[name]))
+    except CollectorError:
+        raise
+    except Exception as error:  # google-cloud's errors and transport errors share no base
+        raise CollectorError(f"source {source.name}: cannot read {location}: {error}") from error
+    return dict(sorted(files.items()))
+
+
+# --- reading the files ---------------------------------------------------------------------------
+
+
+def _records(source: str, export: ExportFile, now: datetime) -> Iterator[dict[str, Any]]:
+    entry = export.entry
+    where = f"source {source}: {export.name}"
+    try:
+        if entry["format"] == "jira_csv":
+            rows = _csv_rows(export.path)
+        else:
+            rows = _json_items(where, export, "pull_requests" if entry["format"] == "github_json" else "issues")
+        for index, item in enumerate(rows, start=1):
+            normalised = _normalise(where, index, entry, item, now)
+            if normalised is not None:
+                export.records += 1
+                yield normalised
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise CollectorError(f"{where}: cannot read: {error}") from error
+
+
+def _json_items(where: str, export: ExportFile, list_key: str) -> Iterator[Any]:
+    """Items of a JSON document (a list, or ``{list_key: [...]}`` with an optional ``total``) or JSON Lines."""
+    if export.path.suffix == ".jsonl":
+        with open(export.path, encoding="utf-8") as stream:
+            for number, line in enumerate(stream, start=1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except ValueError as error:
+                        raise CollectorError(f"{where}: line {number} is not JSON: {error}") from error
+        return
+    try:
+        document = json.loads(export.path.read_bytes())
+    except ValueError as error:
+        raise CollectorError(f"{where}: not JSON: {error}") from error
+    if isinstance(document, dict):
+        if isinstance(document.get("total"), int):
+            export.reported = document["total"]
+        document = document.get(list_key)
+    if not isinstance(document, list):
+        raise CollectorError(f"{where}: expected a list, or an object with a {list_key!r} list")
+    yield from document
+
+
+def _csv_rows(path: Path) -> Iterator[dict[str, list[str]]]:
+    """Rows as header -> values: Jira repeats a header once per value of a multi-valued field."""
+    with open(path, encoding="utf-8-sig", newline="") as stream:
+        reader = csv.reader(stream)
+        headers = next(reader, [])
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            values: dict[str, list[str]] = {}
+            for header, cell in zip(headers, row, strict=False):
+                if cell.strip():
+                    values.setdefault(header.strip(), []).append(cell.strip())
+            yield values
+
+
+def _normalise(where: str, index: int, entry: dict[str, Any], item: Any, now: datetime) -> dict[str, Any] | None:
+    kind = entry["format"]
+    try:
+        if kind == "github_json":
+            return _pull_record(where, index, entry, item, now)
+        if kind == "jira_csv":
+            return _csv_record(entry, item, now)
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("key"), str)
+            or not isinstance(item.get("fields"), dict)
+        ):
+            raise CollectorError(f"{where}: issue {index} has no 'key' or 'fields'")
+        return jira.normalise_issue(entry["spec"], item, browse_url=entry.get("browse_url"), now=now)
+    except ValueError as error:  # an unparseable time or a missing column
+        raise CollectorError(f"{where}: record {index}: {error}") from error
+
+
+def _pull_record(where: str, index: int, entry: dict[str, Any], pull: Any, now: datetime) -> dict[str, Any] | None:
+    if not isinstance(pull, dict) or "number" not in pull or "merged_at" not in pull:
+        raise CollectorError(f"{where}: pull request {index} has no 'number' or 'merged_at'")
+    if not pull.get("merged_at"):
+        return None
+    repository = pull.get("repository") or ((pull.get("base") or {}).get("repo") or {}).get("full_name")
+    if isinstance(repository, dict):
+        repository = repository.get("full_name")
+    if not repository:
+        raise CollectorError(f"{where}: pull request {index} names no repository (base.repo.full_name)")
+    settings: github.GitHubOptions = entry["settings"]
+    required = tuple(pull.get("required_checks") or settings.required_checks or ())
+    return github.normalise_pull(
+        settings,
+        repository,
+        pull,
+        pull.get("reviews") or [],
+        required=required,
+        check_runs=pull.get("check_runs") or [],
+        statuses=pull.get("statuses") or [],
+        deployments=pull.get("deployments"),
+        now=now,
+    )
+
+
+def _csv_record(entry: dict[str, Any], row: dict[str, list[str]], now: datetime) -> dict[str, Any]:
+    spec: jira.PopulationSpec = entry["spec"]
+    columns: dict[str, str | None] = entry["columns"]
+    formats = entry["date_formats"]
+
+    def first(role: str) -> str | None:
+        header = columns.get(role)
+        values = row.get(header) if header else None
+        return values[0] if values else None
+
+    def moment(role: str) -> datetime | None:
+        return parse_time(first(role), formats)
+
+    def day(role: str) -> str | None:
+        value = first(role)
+        if not value:
+            return None
+        try:
+            return date.fromisoformat(value).isoformat()
+        except ValueError:
+            return parse_time(value, (*formats, "%d/%b/%y", "%d/%b/%Y")).date().isoformat()
+
+    key = first("id")
+    if not key:
+        raise ValueError(f"no {columns['id']!r} column value")
+    browse = entry.get("browse_url")
+    common = {
+        "id": key,
+        "source": "jira",
+        "url": browse + key if browse else None,
+        "title": first("title") or "",
+        "status": first("status"),
+    }
+    if spec.name == "incidents":
+        return record(
+            "incidents",
+            **common,
+            severity=first("severity"),
+            opened_at=iso(moment("created")),
+            resolved_at=iso(moment("resolved")),
+            post_mortem=first("post_mortem"),
+        )
+    if spec.name == "access_reviews":
+        decisions_header = columns.get("decisions")
+        return record(
+            "access_reviews",
+            **common,
+            system=first("system"),
+            reviewer=first("reviewer"),
+            period_start=day("period_start"),
+            period_end=day("period_end"),
+            completed_at=iso(moment("resolved")),
+            decisions=[line for value in row.get(decisions_header or "", []) for line in value.splitlines() if line],
+        )
+    approver = first("approver")
+    approvals = [Approval(Person(approver), moment("approved_at"), f"export:{columns['approver']}")] if approver else []
+    links_prefix = columns.get("links")
+    links = [
+        value for header, values in row.items() if links_prefix and header.startswith(links_prefix) for value in values
+    ]
+    author = first("author")
+    return jira.change_record(
+        spec,
+        common,
+        author=Person(author) if author else None,
+        created_at=moment("created"),
+        approvals=approvals,
+        merged_at=moment("merged_at"),
+        merged_by=None,
+        linked=[key, *links],
+        change_type=first("change_type"),
+        environment=first("environment"),
+        moves=None,
+        now=now,
+    )
