@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -137,6 +138,22 @@ def latest_link(store: EvidenceStore, dag_id: str) -> dict[str, Any] | None:
     for info in store.list_objects(chain_prefix(dag_id)):
         last = info.key
     return json.loads(store.read_bytes(last)) if last else None
+
+
+def committed_manifests(store: EvidenceStore, dag_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The DAG's committed manifests, newest first, each found through the ``previous`` of the one after it."""
+    link = latest_link(store, dag_id)
+    key = link["manifest_key"] if link else None
+    while key:
+        manifest = json.loads(store.read_bytes(key))
+        yield key, manifest
+        key = (manifest.get("previous") or {}).get("key")
+
+
+def passed_items(manifest: dict[str, Any], source: str) -> list[dict[str, Any]] | None:
+    """A source's item entries in a manifest, when it has some and every one passed validation."""
+    items = [item for item in manifest.get("items", []) if item.get("source") == source]
+    return items if items and all(item.get("validation") == "passed" for item in items) else None
 
 
 def _store_item(store: EvidenceStore, folder: str, staged: StagedItem, retention_days: int) -> StoredObject:

@@ -9,13 +9,14 @@ baseline. Drift is evidence of change (CC8.1), not a check.
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from soc2_evidence.archive import latest_link
+from soc2_evidence.archive import committed_manifests, passed_items
 from soc2_evidence.datasets import Dataset, load_records
 from soc2_evidence.hashing import digest_bytes
 from soc2_evidence.staging import Bundle
@@ -52,26 +53,16 @@ def drift(
 
 
 class History:
-    """A DAG's committed manifests, newest first, read from the store at most once per validation run."""
+    """A DAG's last committed manifests, newest first, read from the store once per validation run."""
 
     def __init__(self, store: EvidenceStore, dag_id: str, lookback: int = LOOKBACK_MANIFESTS) -> None:
         self.store, self.dag_id, self.lookback = store, dag_id, lookback
-        self._read: list[tuple[str, dict[str, Any]]] = []
-        self._next_key: str | None = None
-        self._started = False
+        self._manifests: list[tuple[str, dict[str, Any]]] | None = None
 
-    def manifests(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        yield from self._read
-        if not self._started:
-            self._started = True
-            link = latest_link(self.store, self.dag_id)
-            self._next_key = link["manifest_key"] if link else None
-        while self._next_key and len(self._read) < self.lookback:
-            key = self._next_key
-            manifest = json.loads(self.store.read_bytes(key))
-            self._read.append((key, manifest))
-            self._next_key = (manifest.get("previous") or {}).get("key")
-            yield key, manifest
+    def manifests(self) -> list[tuple[str, dict[str, Any]]]:
+        if self._manifests is None:
+            self._manifests = list(itertools.islice(committed_manifests(self.store, self.dag_id), self.lookback))
+        return self._manifests
 
     def source_drift(self, bundle: Bundle, datasets: Sequence[Dataset]) -> dict[str, Any]:
         """The drift of one staged source against its previous snapshot, per dataset."""
@@ -79,8 +70,7 @@ class History:
             (
                 (key, manifest, items)
                 for key, manifest in self.manifests()
-                if (items := [entry for entry in manifest.get("items", []) if entry.get("source") == bundle.source])
-                and all(entry.get("validation") == "passed" for entry in items)
+                if (items := passed_items(manifest, bundle.source))
             ),
             None,
         )

@@ -5,12 +5,11 @@ Airflow tasks are thin wrappers around these, and tests and the CLI call them di
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from soc2_evidence.archive import ArchivedRun, SourceOutcome, archive_run, latest_link
+from soc2_evidence.archive import ArchivedRun, SourceOutcome, archive_run, committed_manifests, passed_items
 from soc2_evidence.collectors import CollectContext, collector_for
 from soc2_evidence.config import PipelineConfig, SourceConfig
 from soc2_evidence.evidence import RunContext
@@ -78,18 +77,13 @@ def last_committed_item(store: EvidenceStore, dag_id: str, source: str, name: st
     the archive holds the evidence: a failed or unarchived run is skipped. The content is checked
     against the manifest's hash.
     """
-    link = latest_link(store, dag_id)
-    manifest_key = link["manifest_key"] if link else None
-    while manifest_key:
-        manifest = json.loads(store.read_bytes(manifest_key))
-        items = [item for item in manifest.get("items", []) if item.get("source") == source]
-        wanted = next((item for item in items if item.get("name") == name), None)
-        if wanted and all(item.get("validation") == "passed" for item in items):
+    for _, manifest in committed_manifests(store, dag_id):
+        wanted = next((item for item in passed_items(manifest, source) or [] if item.get("name") == name), None)
+        if wanted:
             data = store.read_bytes(wanted["key"])
             if digest_bytes(data).sha256 != wanted["sha256"]:
                 raise CollectorError(f"source {source}: {wanted['key']} does not match its manifest's hash")
             return data
-        manifest_key = (manifest.get("previous") or {}).get("key")
     return None
 
 
