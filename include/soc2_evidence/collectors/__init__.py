@@ -8,23 +8,50 @@ nothing. Adding a source kind is adding one module here.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from soc2_evidence.evidence import utc_now
 from soc2_evidence.exceptions import ConfigError
 
-KINDS = ("config_repo",)
+KINDS = (
+    # configuration snapshots
+    "config_repo",
+    "aws",
+    "gcs_config",
+    "postgres_config",
+    # backup tests
+    "pg_restore",
+    "aws_backup",
+    "backup_results",
+    # tickets
+    "jira",
+    "github",
+    "ticket_export",
+)
 
 
 @dataclass(frozen=True)
 class CollectContext:
-    """What a collector may use besides its own options: paths and credentials, never the store."""
+    """What a collector may use besides its own options: paths and credentials, never the store.
+
+    ``params`` are the run's DAG params; ``last_committed_item(name)`` is the content of this
+    source's item ``name`` in the last committed run where all of the source's items passed
+    validation (None before one), read-only, for watermarks; ``sleep`` and ``now`` let tests run
+    rate-limit waits and deadlines without waiting.
+    """
 
     resolve_path: Callable[[str], Path]
     get_connection: Callable[[str], Any]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    last_committed_item: Callable[[str], bytes | None] = lambda name: None
+    sleep: Callable[[float], None] = time.sleep
+    now: Callable[[], datetime] = utc_now
 
 
 def collector_for(kind: str) -> ModuleType:

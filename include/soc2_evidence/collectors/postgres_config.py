@@ -24,6 +24,7 @@ from soc2_evidence.config import SourceConfig
 from soc2_evidence.datasets import Dataset
 from soc2_evidence.evidence import rfc3339
 from soc2_evidence.exceptions import CollectorError
+from soc2_evidence.pg_backup import connection_from_options
 from soc2_evidence.redaction import Redactor
 from soc2_evidence.staging import BundleWriter
 
@@ -32,12 +33,9 @@ log = logging.getLogger(__name__)
 KIND = "postgres_config"
 FAMILY = "config"
 VERSION = "1.0.0"
-CONNECTION_TYPES = ("postgres", "postgresql")
 DEFAULT_SUPERUSERS = ("postgres",)
 DEFAULT_CONNECT_TIMEOUT = 10
 FETCH_ROWS = 1000
-# libpq parameters taken from a connection's extra (TLS and client identity); everything else there is ignored.
-CONNECTION_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "application_name", "options")
 # Security-relevant settings present in every supported version (13 and later).
 SECURITY_SETTINGS = (
     "authentication_timeout",
@@ -454,40 +452,17 @@ class _Target:
 
     @classmethod
     def of(cls, source: SourceConfig, context: CollectContext) -> _Target:
-        import psycopg
-        from psycopg.conninfo import conninfo_to_dict
 
         options = source.options
-        conn_id, dsn = options.get("conn_id"), options.get("dsn")
-        if bool(conn_id) == bool(dsn):
-            raise CollectorError(f"source {source.name}: set exactly one of options 'conn_id' and 'dsn'")
         timeout = options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
             raise CollectorError(f"source {source.name}: option 'connect_timeout' must be a whole number >= 1")
-        if dsn:
-            if not isinstance(dsn, str):
-                raise CollectorError(f"source {source.name}: option 'dsn' must be a string")
-            try:
-                parameters = conninfo_to_dict(dsn)
-            except psycopg.ProgrammingError as error:  # not quoted: its message may quote the password
-                raise CollectorError(f"source {source.name}: option 'dsn' is not a valid connection string") from error
-        else:
-            connection = context.get_connection(conn_id)
-            if connection.conn_type not in CONNECTION_TYPES:
-                raise CollectorError(
-                    f"source {source.name}: connection {conn_id!r} is of type {connection.conn_type!r}, "
-                    "expected 'postgres'"
-                )
-            extra = connection.extra_dejson or {}
-            parameters = {
-                "host": connection.host,
-                "port": connection.port,
-                "user": connection.login,
-                "password": connection.password,
-                "dbname": connection.schema,
-                **{name: extra[name] for name in CONNECTION_EXTRAS if extra.get(name) is not None},
-            }
-            parameters = {name: value for name, value in parameters.items() if value not in (None, "")}
+        database = connection_from_options(
+            source.name, options, "conn_id", "dsn", context.get_connection, required=True
+        )
+        parameters = dict(database.params)
+        if database.password:
+            parameters["password"] = database.password
         return cls({**parameters, "connect_timeout": timeout})
 
     def scrub(self, error: BaseException) -> str:

@@ -1,0 +1,81 @@
+"""
+### Backup-test evidence (nightly)
+
+Restores the newest backup of each configured database into a scratch database, verifies it
+(schema against the source, row counts and checksums against the backup's manifest, smoke
+queries) and measures RTO and RPO against their targets (`pg_restore` sources). Beside that:
+AWS Backup and RDS backup evidence (`aws_backup`) and results of other backup tools
+(`backup_results`). Validated and archived to the immutable evidence store with a hash-chained
+manifest. SOC 2: A1.2 (backups), A1.3 (recovery testing).
+
+**Steps**: `list_sources` → `extract` (mapped, one per source, in the `evidence_restores` pool,
+up to 6 hours each; retried with backoff) → `validate_and_archive.validate` →
+`validate_and_archive.archive` (writes the manifest last).
+
+**Pool**: at most N restores run at once. Create the pool before the first run:
+`airflow pools set evidence_restores N "Concurrent restore tests"` (N = 1 or 2 for a shared
+scratch server). Every source of this DAG takes one slot while it runs.
+
+### Runbook (on-call)
+- **A restore test FAILED** (finding `pg_restore.results.restore_succeeded`, the run itself
+  succeeds): the backup did not restore, or did not match. Open the run's `restore.log` and
+  `results.jsonl` in the archive (manifest key in the `archive` task's log). By failed check:
+  - `backup_found`: no dump at the location: the backup job is not running or writes elsewhere.
+    Treat as a missed backup (RPO breached): escalate to the database owner now.
+  - `backup_intact` (sha256 differs, or no manifest): the dump is truncated, corrupted or not
+    written by the backup task; check the backup job's last run and the bucket's object history.
+  - `backup_of_source`: the dump is of another database: the backup job's target or path is wrong.
+  - `restore_completed` failed or killed: read the `pg_restore:` error lines in `restore.log`
+    (missing role or extension on the scratch server, disk full, version mismatch). A killed or
+    timed-out restore needs a bigger scratch server or a longer `timeout_minutes`.
+  - `schema_matches_source`, `row_counts_match`, `checksums_match`: the backup does not hold what
+    the source holds; `restore.log` lists each difference. A schema change since the backup is
+    expected once; repeated, the backup job is broken.
+  - `smoke:<name>`: the restored data fails an application check; involve the database owner.
+  After a fix, *Clear* the source's `extract` and the `validate_and_archive` tasks: a new test runs.
+- **RTO or RPO over target** (findings `rto_within_target`, `rpo_within_target`): the restore
+  was correct but too slow, or the newest backup too old. Raise with the owner of the recovery
+  plan; do not re-run to make the finding disappear.
+- **`extract [<source>]` failed** (error, not a finding): bad options, an unreachable source or
+  scratch server, or no access to the backup bucket; the last log line names the source. Fix,
+  then clear it. A scratch database is dropped however a test ends: by the test, by a guard
+  process if the task is killed, and by the next run (name prefix `soc2_restore_`) after a crash.
+- **`archive` failed with "run archived as FAILED"**: see the config snapshot DAG's runbook;
+  the evidence is archived, marked failed, and a re-run writes a new attempt.
+
+Params: `sources` limits a manual run to some sources (default: all configured).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import Param, dag
+
+from soc2_evidence.alerts import on_task_failure
+from soc2_evidence.config import read_schedule
+from soc2_evidence.dag_tasks import extract, list_sources, validate_and_archive
+from soc2_evidence.tags import dag_tags
+
+FAMILY = "backup"
+RESTORE_POOL = "evidence_restores"
+RESTORE_TIMEOUT = timedelta(hours=6)
+
+
+@dag(
+    dag_id="evidence_backup_test",
+    schedule=read_schedule("backup_test") or "0 4 * * *",
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=dag_tags(FAMILY),
+    doc_md=__doc__,
+    default_args={"owner": "data-team", "retries": 0, "on_failure_callback": on_task_failure},
+    params={"sources": Param([], type="array", description="Only these sources (default: all configured)")},
+)
+def evidence_backup_test():
+    restores = extract.override(pool=RESTORE_POOL, execution_timeout=RESTORE_TIMEOUT)
+    validate_and_archive(FAMILY, restores.expand(source_name=list_sources(FAMILY)))
+
+
+evidence_backup_test()

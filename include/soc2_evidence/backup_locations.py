@@ -1,0 +1,295 @@
+"""Where backups and backup-tool results live: a local directory, an S3 prefix or a GCS prefix.
+
+One small interface for the three, so finding the newest dump, reading the manifest beside it,
+downloading, uploading and listing result files are written once. Listings stream: a prefix
+with a million objects costs the memory of one page.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from soc2_evidence.exceptions import CollectorError
+
+SCHEMES = ("s3", "gs", "file")
+
+
+@dataclass(frozen=True)
+class BackupObject:
+    """One file at a location: its name relative to the location, full URL, size and modification time."""
+
+    name: str
+    url: str
+    size: int
+    modified: datetime
+
+
+class BackupLocation:
+    """A directory-like place holding files; names are relative to it and use '/'."""
+
+    url: str
+
+    def iter_objects(self) -> Iterator[BackupObject]:
+        raise NotImplementedError
+
+    def read_bytes(self, name: str, limit: int) -> bytes | None:
+        """The content of ``name``, or None when it does not exist; refuses more than ``limit`` bytes."""
+        raise NotImplementedError
+
+    def download(self, name: str, path: Path) -> None:
+        raise NotImplementedError
+
+    def put_file(self, path: Path, name: str) -> str:
+        """Store a local file (moved when local) as ``name``; return its URL."""
+        raise NotImplementedError
+
+    def local_path(self, name: str) -> Path | None:
+        """The file itself, when the location is a local directory (nothing to download)."""
+        return None
+
+    def newest(self, pattern: str) -> BackupObject | None:
+        """The newest object whose base name matches ``pattern`` (latest modification, then name)."""
+        newest = None
+        for found in self.iter_objects():
+            if not fnmatch.fnmatchcase(found.name.rsplit("/", 1)[-1], pattern):
+                continue
+            if newest is None or (found.modified, found.name) > (newest.modified, newest.name):
+                newest = found
+        return newest
+
+
+def open_location(
+    url: str, *, resolve_path: Callable[[str], Path] | None = None, aws_conn_id: str | None = None
+) -> BackupLocation:
+    """``s3://bucket/prefix``, ``gs://bucket/prefix``, ``file:///dir`` or a directory path."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise CollectorError(f"location {url!r}: no bucket name")
+        return S3Location(parsed.netloc, parsed.path, aws_conn_id)
+    if parsed.scheme == "gs":
+        if not parsed.netloc:
+            raise CollectorError(f"location {url!r}: no bucket name")
+        return GCSLocation(parsed.netloc, parsed.path)
+    if parsed.scheme == "file":
+        return LocalLocation(Path(parsed.path))
+    if parsed.scheme:
+        raise CollectorError(f"location {url!r}: unknown scheme {parsed.scheme!r}; use one of {', '.join(SCHEMES)}")
+    return LocalLocation(resolve_path(url) if resolve_path else Path(url).resolve())
+
+
+class LocalLocation(BackupLocation):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = str(root)
+
+    def iter_objects(self) -> Iterator[BackupObject]:
+        if not self.root.is_dir():
+            raise CollectorError(f"location {self.root}: not a directory")
+        for directory, _, files in os.walk(self.root):
+            for file in sorted(files):
+                path = Path(directory) / file
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # removed while listing (a backup task rotating old dumps)
+                    continue
+                yield BackupObject(
+                    name=path.relative_to(self.root).as_posix(),
+                    url=str(path),
+                    size=stat.st_size,
+                    modified=datetime.fromtimestamp(stat.st_mtime, UTC),
+                )
+
+    def read_bytes(self, name: str, limit: int) -> bytes | None:
+        path = self.root / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        _check_limit(self.url, name, size, limit)
+        return path.read_bytes()
+
+    def download(self, name: str, path: Path) -> None:
+        shutil.copyfile(self.root / name, path)
+
+    def put_file(self, path: Path, name: str) -> str:
+        target = self.root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")  # never matches a dump pattern until complete
+        shutil.move(path, partial)
+        os.replace(partial, target)
+        return str(target)
+
+    def local_path(self, name: str) -> Path | None:
+        return self.root / name
+
+
+class S3Location(BackupLocation):
+    """An S3 prefix; the client comes from boto3's standard configuration or an Airflow AWS connection."""
+
+    def __init__(self, bucket: str, prefix: str, aws_conn_id: str | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.aws_conn_id = aws_conn_id
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            if self.aws_conn_id:
+                from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+                self._client = S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
+            else:
+                import boto3
+
+                self._client = boto3.session.Session().client("s3")
+        return self._client
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def iter_objects(self) -> Iterator[BackupObject]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        start = f"{self.prefix}/" if self.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start)
+        page_number = 0
+        try:
+            for page_number, page in enumerate(pages, start=1):  # noqa: B007 - named in the error below
+                for entry in page.get("Contents", []):
+                    yield BackupObject(
+                        name=entry["Key"][len(start) :],
+                        url=f"s3://{self.bucket}/{entry['Key']}",
+                        size=entry["Size"],
+                        modified=entry["LastModified"].astimezone(UTC),
+                    )
+        except (BotoCoreError, ClientError) as error:
+            raise CollectorError(
+                f"location {self.url}: ListObjectsV2 page {page_number + 1} failed: {_aws_error(error)}"
+            ) from error
+
+    def read_bytes(self, name: str, limit: int) -> bytes | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise CollectorError(f"location {self.url}: GetObject {name} failed: {_aws_error(error)}") from error
+        except BotoCoreError as error:
+            raise CollectorError(f"location {self.url}: GetObject {name} failed: {_aws_error(error)}") from error
+        _check_limit(self.url, name, response["ContentLength"], limit)
+        return response["Body"].read()
+
+    def download(self, name: str, path: Path) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.download_file(self.bucket, self._key(name), str(path))
+        except (BotoCoreError, ClientError) as error:
+            raise CollectorError(f"location {self.url}: download of {name} failed: {_aws_error(error)}") from error
+
+    def put_file(self, path: Path, name: str) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.upload_file(str(path), self.bucket, self._key(name))
+        except (BotoCoreError, ClientError) as error:
+            raise CollectorError(f"location {self.url}: upload of {name} failed: {_aws_error(error)}") from error
+        return f"s3://{self.bucket}/{self._key(name)}"
+
+
+class GCSLocation(BackupLocation):
+    """A GCS prefix; credentials from Google's standard chain (anonymous against an emulator)."""
+
+    def __init__(self, bucket: str, prefix: str) -> None:
+        self.bucket_name = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
+        self._bucket: Any = None
+
+    @property
+    def bucket(self) -> Any:
+        if self._bucket is None:
+            from google.cloud import storage
+
+            self._bucket = storage.Client().bucket(self.bucket_name)
+        return self._bucket
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def iter_objects(self) -> Iterator[BackupObject]:
+        from google.api_core.exceptions import GoogleAPIError
+
+        start = f"{self.prefix}/" if self.prefix else ""
+        try:
+            for blob in self.bucket.client.list_blobs(self.bucket_name, prefix=start):
+                yield BackupObject(
+                    name=blob.name[len(start) :],
+                    url=f"gs://{self.bucket_name}/{blob.name}",
+                    size=int(blob.size or 0),
+                    modified=blob.updated.astimezone(UTC),
+                )
+        except GoogleAPIError as error:
+            raise CollectorError(f"location {self.url}: listing objects failed: {_first_line(error)}") from error
+
+    def read_bytes(self, name: str, limit: int) -> bytes | None:
+        from google.api_core.exceptions import GoogleAPIError, NotFound
+
+        try:
+            blob = self.bucket.get_blob(self._key(name))
+            if blob is None:
+                return None
+            _check_limit(self.url, name, int(blob.size or 0), limit)
+            return blob.download_as_bytes()
+        except NotFound:
+            return None
+        except GoogleAPIError as error:
+            raise CollectorError(f"location {self.url}: reading {name} failed: {_first_line(error)}") from error
+
+    def download(self, name: str, path: Path) -> None:
+        from google.api_core.exceptions import GoogleAPIError
+
+        try:
+            self.bucket.blob(self._key(name)).download_to_filename(str(path))
+        except GoogleAPIError as error:
+            raise CollectorError(f"location {self.url}: download of {name} failed: {_first_line(error)}") from error
+
+    def put_file(self, path: Path, name: str) -> str:
+        from google.api_core.exceptions import GoogleAPIError
+
+        try:
+            self.bucket.blob(self._key(name)).upload_from_filename(str(path))
+        except GoogleAPIError as error:
+            raise CollectorError(f"location {self.url}: upload of {name} failed: {_first_line(error)}") from error
+        return f"gs://{self.bucket_name}/{self._key(name)}"
+
+
+def _check_limit(url: str, name: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise CollectorError(f"location {url}: {name} is {size} bytes, more than the {limit} allowed")
+
+
+def _aws_error(error: Exception) -> str:
+    response = getattr(error, "response", None) or {}
+    detail = response.get("Error", {})
+    if detail:
+        return f"{detail.get('Code', 'error')}: {detail.get('Message', '')}".rstrip(": ")
+    return _first_line(error)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

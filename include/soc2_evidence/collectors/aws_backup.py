@@ -1,0 +1,622 @@
+"""AWS Backup and RDS backup evidence: plans, vaults and their locks, recovery points and their age,
+restore jobs, restore-testing plans, and RDS backup retention and newest snapshot age.
+
+Options: ``regions`` (default: the session's region), ``aws_conn_id`` (an Airflow AWS connection;
+default boto3's chain, whose endpoint settings such as ``AWS_ENDPOINT_URL`` apply),
+``rpo_target_hours`` (default 24: the newest completed recovery point of each protected resource,
+and the newest snapshot of each RDS instance, must be younger), ``rds_min_retention_days``
+(default 7), ``restore_lookback_days`` (default 35: restore jobs created since then),
+``restore_test_max_age_hours`` (default 26: each restore-testing plan ran within it, i.e.
+nightly), ``rds`` (default true).
+
+Only list and describe calls are made; every record is streamed to JSON Lines as its page arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from soc2_evidence.collectors import CollectContext
+from soc2_evidence.config import SourceConfig
+from soc2_evidence.datasets import Dataset
+from soc2_evidence.evidence import rfc3339, utc_now
+from soc2_evidence.exceptions import CollectorError
+from soc2_evidence.staging import BundleWriter
+
+KIND = "aws_backup"
+FAMILY = "backup"
+VERSION = "1.0.0"
+DEFAULT_RPO_TARGET_HOURS = 24
+DEFAULT_RDS_MIN_RETENTION_DAYS = 7
+DEFAULT_RESTORE_LOOKBACK_DAYS = 35
+DEFAULT_RESTORE_TEST_MAX_AGE_HOURS = 26
+# Recovery points that can be restored from; others (PARTIAL, EXPIRED, ...) do not count toward the RPO.
+RESTORABLE = ("COMPLETED", "AVAILABLE")
+RESTORE_JOB_FAILED = ("FAILED", "ABORTED")
+VALIDATION_FAILED = ("FAILED", "TIMED_OUT")
+
+PLANS = Dataset(
+    name="aws_backup.plans",
+    item="plans.jsonl",
+    key=("region", "plan_id"),
+    columns={
+        "region": "string",
+        "plan_id": "string",
+        "plan_arn": "string",
+        "name": "string",
+        "version_id": "string",
+        "created_at": "string",
+        "last_execution_at": "string",
+        "rules": "array",
+        "rule_count": "integer",
+    },
+    required=("plan_arn", "name", "rules", "rule_count"),
+    total="plans",
+    description="AWS Backup plans and their rules (schedule, target vault, lifecycle)",
+)
+VAULTS = Dataset(
+    name="aws_backup.vaults",
+    item="vaults.jsonl",
+    key=("region", "vault_name"),
+    columns={
+        "region": "string",
+        "vault_name": "string",
+        "vault_arn": "string",
+        "vault_type": "string",
+        "locked": "boolean",
+        "lock_date": "string",
+        "min_retention_days": "integer",
+        "max_retention_days": "integer",
+        "recovery_points": "integer",
+        "encryption_key_arn": "string",
+        "created_at": "string",
+    },
+    required=("vault_arn", "locked"),
+    total="vaults",
+    description="Backup vaults, with their Vault Lock state and retention bounds",
+)
+RECOVERY_POINTS = Dataset(
+    name="aws_backup.recovery_points",
+    item="recovery_points.jsonl",
+    key=("region", "recovery_point_arn"),
+    columns={
+        "region": "string",
+        "recovery_point_arn": "string",
+        "vault_name": "string",
+        "resource_arn": "string",
+        "resource_type": "string",
+        "status": "string",
+        "created_at": "string",
+        "completed_at": "string",
+        "age_hours": "number",
+        "size_bytes": "integer",
+        "encrypted": "boolean",
+        "delete_after_days": "integer",
+    },
+    required=("vault_name", "status", "created_at", "age_hours"),
+    total="recovery_points",
+    description="Every recovery point in every vault, with its age",
+)
+PROTECTED_RESOURCES = Dataset(
+    name="aws_backup.protected_resources",
+    item="protected_resources.jsonl",
+    key=("region", "resource_arn"),
+    columns={
+        "region": "string",
+        "resource_arn": "string",
+        "resource_type": "string",
+        "newest_recovery_point_arn": "string",
+        "newest_at": "string",
+        "age_hours": "number",
+        "rpo_target_hours": "number",
+        "rpo_met": "boolean",
+    },
+    required=("rpo_target_hours", "rpo_met"),
+    description="Per backed-up resource: its newest restorable recovery point and whether it meets the RPO",
+)
+RESTORE_JOBS = Dataset(
+    name="aws_backup.restore_jobs",
+    item="restore_jobs.jsonl",
+    key=("region", "restore_job_id"),
+    columns={
+        "region": "string",
+        "restore_job_id": "string",
+        "status": "string",
+        "status_message": "string",
+        "resource_type": "string",
+        "recovery_point_arn": "string",
+        "created_resource_arn": "string",
+        "restore_testing_plan_arn": "string",
+        "created_at": "string",
+        "completed_at": "string",
+        "duration_seconds": "number",
+        "validation_status": "string",
+        "validation_message": "string",
+    },
+    required=("status", "created_at"),
+    total="restore_jobs",
+    description="Restore jobs (including those of restore-testing plans) and their validation results",
+)
+RESTORE_TESTING_PLANS = Dataset(
+    name="aws_backup.restore_testing_plans",
+    item="restore_testing_plans.jsonl",
+    key=("region", "name"),
+    columns={
+        "region": "string",
+        "name": "string",
+        "arn": "string",
+        "schedule": "string",
+        "schedule_timezone": "string",
+        "last_execution_at": "string",
+        "age_hours": "number",
+        "max_age_hours": "number",
+        "tested_recently": "boolean",
+    },
+    required=("arn", "max_age_hours", "tested_recently"),
+    total="restore_testing_plans",
+    description="Restore-testing plans: their schedule and when they last ran",
+)
+RDS_INSTANCES = Dataset(
+    name="aws_backup.rds_instances",
+    item="rds_instances.jsonl",
+    key=("region", "db_instance"),
+    columns={
+        "region": "string",
+        "db_instance": "string",
+        "engine": "string",
+        "status": "string",
+        "backup_retention_days": "integer",
+        "min_retention_days": "integer",
+        "retention_met": "boolean",
+        "latest_restorable_at": "string",
+        "latest_snapshot": "string",
+        "latest_snapshot_type": "string",
+        "latest_snapshot_at": "string",
+        "snapshot_age_hours": "number",
+        "rpo_target_hours": "number",
+        "rpo_met": "boolean",
+    },
+    required=("backup_retention_days", "retention_met", "rpo_met"),
+    total="rds_instances",
+    description="RDS instances: automated backup retention, latest restorable time, newest snapshot and its age",
+)
+DATASETS = (PLANS, VAULTS, RECOVERY_POINTS, PROTECTED_RESOURCES, RESTORE_JOBS, RESTORE_TESTING_PLANS, RDS_INSTANCES)
+
+
+def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
+    options = _Options.parse(source)
+    now = utc_now()
+    sessions = {region: _session(options, region) for region in options.regions}
+    account = _account(source, sessions)
+    calls = [_Calls(source.name, region, session) for region, session in sessions.items()]
+    counts: dict[str, int] = {}
+
+    def counted(total: str, records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        counts[total] = 0
+        for record in records:
+            counts[total] += 1
+            yield record
+
+    writer.add_json(
+        "scope.json",
+        {
+            "account": account,
+            "regions": options.regions,
+            "collected_at": rfc3339(now),
+            "restore_jobs_created_after": rfc3339(now - timedelta(days=options.restore_lookback_days)),
+            "rpo_target_hours": options.rpo_target_hours,
+            "rds_min_retention_days": options.rds_min_retention_days,
+            "restore_test_max_age_hours": options.restore_test_max_age_hours,
+        },
+        description="What was collected: account, regions, windows and targets",
+    )
+    writer.add_jsonl(PLANS.item, counted("plans", (p for c in calls for p in _plans(c))), description=PLANS.description)
+    vault_names: list[tuple[_Calls, str]] = []
+    writer.add_jsonl(
+        VAULTS.item,
+        counted("vaults", (v for c in calls for v in _vaults(c, vault_names))),
+        description=VAULTS.description,
+    )
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    writer.add_jsonl(
+        RECOVERY_POINTS.item,
+        counted("recovery_points", _recovery_points(vault_names, now, newest)),
+        description=RECOVERY_POINTS.description,
+    )
+    writer.add_jsonl(
+        PROTECTED_RESOURCES.item,
+        (_protected_resource(entry, now, options.rpo_target_hours) for _, entry in sorted(newest.items())),
+        description=PROTECTED_RESOURCES.description,
+    )
+    created_after = now - timedelta(days=options.restore_lookback_days)
+    writer.add_jsonl(
+        RESTORE_JOBS.item,
+        counted("restore_jobs", (j for c in calls for j in _restore_jobs(c, created_after))),
+        description=RESTORE_JOBS.description,
+    )
+    writer.add_jsonl(
+        RESTORE_TESTING_PLANS.item,
+        counted(
+            "restore_testing_plans",
+            (p for c in calls for p in _restore_testing_plans(c, now, options.restore_test_max_age_hours)),
+        ),
+        description=RESTORE_TESTING_PLANS.description,
+    )
+    rds = (i for c in calls for i in _rds_instances(c, now, options)) if options.rds else iter(())
+    writer.add_jsonl(RDS_INSTANCES.item, counted("rds_instances", rds), description=RDS_INSTANCES.description)
+    for total, count in counts.items():
+        writer.report_total(total, count)
+
+
+def control_expectations(dataset: Dataset) -> list[Any]:
+    """Backup controls: plans with rules, locked vaults, RPO per resource, restores that work, nightly tests."""
+    from soc2_evidence.gx_runner import expectations
+
+    def expect(kind, check: str, description: str, **kwargs) -> Any:
+        meta = {"check": f"{dataset.name}.{check}", "description": description}
+        return getattr(expectations, kind)(meta=meta, **kwargs)
+
+    by_dataset = {
+        PLANS.name: [
+            expect(
+                "ExpectColumnValuesToBeBetween",
+                "has_rules",
+                "Every backup plan has at least one rule (a schedule that takes backups)",
+                column="rule_count",
+                min_value=1,
+            )
+        ],
+        VAULTS.name: [
+            expect(
+                "ExpectColumnValuesToBeInSet",
+                "locked",
+                "Every backup vault has Vault Lock, so recovery points cannot be deleted early",
+                column="locked",
+                value_set=[True],
+            )
+        ],
+        PROTECTED_RESOURCES.name: [
+            expect(
+                "ExpectColumnValuesToBeInSet",
+                "rpo_within_target",
+                "Every backed-up resource has a restorable recovery point younger than the RPO",
+                column="rpo_met",
+                value_set=[True],
+            )
+        ],
+        RESTORE_JOBS.name: [
+            expect(
+                "ExpectColumnValuesToNotBeInSet",
+                "restore_succeeded",
+                "No restore job failed or was aborted",
+                column="status",
+                value_set=list(RESTORE_JOB_FAILED),
+            ),
+            expect(
+                "ExpectColumnValuesToNotBeInSet",
+                "validation_passed",
+                "No restore validation failed or timed out",
+                column="validation_status",
+                value_set=list(VALIDATION_FAILED),
+            ),
+        ],
+        RESTORE_TESTING_PLANS.name: [
+            expect(
+                "ExpectColumnValuesToBeInSet",
+                "tested_recently",
+                "Every restore-testing plan ran within its expected interval (no missed nightly test)",
+                column="tested_recently",
+                value_set=[True],
+            )
+        ],
+        RDS_INSTANCES.name: [
+            expect(
+                "ExpectColumnValuesToBeInSet",
+                "retention_met",
+                "Every RDS instance keeps automated backups at least the minimum number of days",
+                column="retention_met",
+                value_set=[True],
+            ),
+            expect(
+                "ExpectColumnValuesToBeInSet",
+                "rpo_within_target",
+                "Every RDS instance has a snapshot younger than the RPO",
+                column="rpo_met",
+                value_set=[True],
+            ),
+        ],
+    }
+    return by_dataset.get(dataset.name, [])
+
+
+@dataclass(frozen=True)
+class _Options:
+    regions: list[str]
+    aws_conn_id: str | None
+    rpo_target_hours: float
+    rds_min_retention_days: float
+    restore_lookback_days: float
+    restore_test_max_age_hours: float
+    rds: bool
+
+    @classmethod
+    def parse(cls, source: SourceConfig) -> _Options:
+        options = source.options
+        allowed = {
+            "regions",
+            "aws_conn_id",
+            "rpo_target_hours",
+            "rds_min_retention_days",
+            "restore_lookback_days",
+            "restore_test_max_age_hours",
+            "rds",
+        }
+        unknown = sorted(set(options) - allowed, key=str)
+        if unknown:
+            raise CollectorError(f"source {source.name}: unknown option(s) {', '.join(map(str, unknown))}")
+        regions = options.get("regions")
+        if regions is None:
+            import boto3
+
+            default = boto3.session.Session().region_name
+            if not default:
+                raise CollectorError(f"source {source.name}: no region; set option 'regions' or AWS_DEFAULT_REGION")
+            regions = [default]
+        if not isinstance(regions, list) or not regions or not all(isinstance(r, str) and r for r in regions):
+            raise CollectorError(f"source {source.name}: option 'regions' must be a non-empty list of region names")
+        if not isinstance(options.get("rds", True), bool):
+            raise CollectorError(f"source {source.name}: option 'rds' must be true or false")
+
+        def number(name: str, default: float) -> float:
+            value = options.get(name, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise CollectorError(f"source {source.name}: option '{name}' must be a number > 0, got {value!r}")
+            return value
+
+        return cls(
+            regions=list(dict.fromkeys(regions)),
+            aws_conn_id=options.get("aws_conn_id") or None,
+            rpo_target_hours=number("rpo_target_hours", DEFAULT_RPO_TARGET_HOURS),
+            rds_min_retention_days=number("rds_min_retention_days", DEFAULT_RDS_MIN_RETENTION_DAYS),
+            restore_lookback_days=number("restore_lookback_days", DEFAULT_RESTORE_LOOKBACK_DAYS),
+            restore_test_max_age_hours=number("restore_test_max_age_hours", DEFAULT_RESTORE_TEST_MAX_AGE_HOURS),
+            rds=options.get("rds", True),
+        )
+
+
+def _session(options: _Options, region: str) -> Any:
+    if options.aws_conn_id:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        return AwsBaseHook(aws_conn_id=options.aws_conn_id, region_name=region).get_session(region_name=region)
+    import boto3
+
+    return boto3.session.Session(region_name=region)
+
+
+def _account(source: SourceConfig, sessions: dict[str, Any]) -> str:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    region, session = next(iter(sessions.items()))
+    try:
+        return session.client("sts").get_caller_identity()["Account"]
+    except (BotoCoreError, ClientError) as error:
+        raise CollectorError(f"source {source.name}: region {region}: GetCallerIdentity: {_describe(error)}") from error
+
+
+class _Calls:
+    """One region's clients, and paging that names source, region, call and page when it fails."""
+
+    def __init__(self, source: str, region: str, session: Any) -> None:
+        from botocore.config import Config
+
+        self.source, self.region = source, region
+        config = Config(retries={"mode": "adaptive", "max_attempts": 10})
+        self.backup = session.client("backup", config=config)
+        self.rds = session.client("rds", config=config)
+
+    def pages(self, client: Any, operation: str, result_key: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        page = 0
+        try:
+            paginator = client.get_paginator(_snake(operation))
+            for page, response in enumerate(paginator.paginate(**kwargs), start=1):  # noqa: B007 - in the error
+                yield from response.get(result_key, [])
+        except (BotoCoreError, ClientError) as error:
+            raise self.error(operation, error, page + 1) from error
+
+    def call(self, client: Any, operation: str, **kwargs: Any) -> dict[str, Any]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(client, _snake(operation))(**kwargs)
+        except (BotoCoreError, ClientError) as error:
+            raise self.error(operation, error) from error
+
+    def error(self, operation: str, error: Exception, page: int | None = None) -> CollectorError:
+        where = f"{operation} page {page}" if page else operation
+        return CollectorError(f"source {self.source}: region {self.region}: {where}: {_describe(error)}")
+
+
+def _plans(calls: _Calls) -> Iterator[dict[str, Any]]:
+    for summary in calls.pages(calls.backup, "ListBackupPlans", "BackupPlansList"):
+        plan = calls.call(calls.backup, "GetBackupPlan", BackupPlanId=summary["BackupPlanId"])
+        rules = [
+            {
+                "name": rule.get("RuleName"),
+                "schedule": rule.get("ScheduleExpression"),
+                "target_vault": rule.get("TargetBackupVaultName"),
+                "start_window_minutes": rule.get("StartWindowMinutes"),
+                "delete_after_days": (rule.get("Lifecycle") or {}).get("DeleteAfterDays"),
+                "move_to_cold_storage_after_days": (rule.get("Lifecycle") or {}).get("MoveToColdStorageAfterDays"),
+                "copy_actions": [action.get("DestinationBackupVaultArn") for action in rule.get("CopyActions", [])],
+            }
+            for rule in plan.get("BackupPlan", {}).get("Rules", [])
+        ]
+        yield {
+            "region": calls.region,
+            "plan_id": summary["BackupPlanId"],
+            "plan_arn": summary.get("BackupPlanArn"),
+            "name": summary.get("BackupPlanName"),
+            "version_id": summary.get("VersionId"),
+            "created_at": _time(summary.get("CreationDate")),
+            "last_execution_at": _time(summary.get("LastExecutionDate")),
+            "rules": rules,
+            "rule_count": len(rules),
+        }
+
+
+def _vaults(calls: _Calls, names: list[tuple[_Calls, str]]) -> Iterator[dict[str, Any]]:
+    for vault in calls.pages(calls.backup, "ListBackupVaults", "BackupVaultList"):
+        names.append((calls, vault["BackupVaultName"]))
+        yield {
+            "region": calls.region,
+            "vault_name": vault["BackupVaultName"],
+            "vault_arn": vault.get("BackupVaultArn"),
+            "vault_type": vault.get("VaultType"),
+            "locked": bool(vault.get("Locked", False)),
+            "lock_date": _time(vault.get("LockDate")),
+            "min_retention_days": vault.get("MinRetentionDays"),
+            "max_retention_days": vault.get("MaxRetentionDays"),
+            "recovery_points": vault.get("NumberOfRecoveryPoints"),
+            "encryption_key_arn": vault.get("EncryptionKeyArn"),
+            "created_at": _time(vault.get("CreationDate")),
+        }
+
+
+def _recovery_points(
+    vaults: list[tuple[_Calls, str]], now: datetime, newest: dict[tuple[str, str], dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    """Every recovery point; on the way, the newest restorable one of each resource (for the RPO)."""
+    for calls, vault in vaults:
+        for point in calls.pages(
+            calls.backup, "ListRecoveryPointsByBackupVault", "RecoveryPoints", BackupVaultName=vault
+        ):
+            created = point.get("CreationDate")
+            record = {
+                "region": calls.region,
+                "recovery_point_arn": point["RecoveryPointArn"],
+                "vault_name": vault,
+                "resource_arn": point.get("ResourceArn"),
+                "resource_type": point.get("ResourceType"),
+                "status": point.get("Status"),
+                "created_at": _time(created),
+                "completed_at": _time(point.get("CompletionDate")),
+                "age_hours": _hours(now, created),
+                "size_bytes": point.get("BackupSizeInBytes"),
+                "encrypted": point.get("IsEncrypted"),
+                "delete_after_days": (point.get("Lifecycle") or {}).get("DeleteAfterDays"),
+            }
+            resource = (calls.region, record["resource_arn"] or "")
+            if record["status"] in RESTORABLE and created is not None:
+                known = newest.get(resource)
+                if known is None or known["created"] is None or known["created"] < created:
+                    newest[resource] = {"record": record, "created": created}
+            else:
+                newest.setdefault(resource, {"record": {**record, "recovery_point_arn": None}, "created": None})
+            yield record
+
+
+def _protected_resource(entry: dict[str, Any], now: datetime, target_hours: float) -> dict[str, Any]:
+    record, created = entry["record"], entry["created"]
+    age = _hours(now, created)
+    return {
+        "region": record["region"],
+        "resource_arn": record["resource_arn"],
+        "resource_type": record["resource_type"],
+        "newest_recovery_point_arn": record["recovery_point_arn"] if created else None,
+        "newest_at": _time(created),
+        "age_hours": age,
+        "rpo_target_hours": float(target_hours),
+        "rpo_met": age is not None and age <= target_hours,
+    }
+
+
+def _restore_jobs(calls: _Calls, created_after: datetime) -> Iterator[dict[str, Any]]:
+    for job in calls.pages(calls.backup, "ListRestoreJobs", "RestoreJobs", ByCreatedAfter=created_after):
+        created, completed = job.get("CreationDate"), job.get("CompletionDate")
+        yield {
+            "region": calls.region,
+            "restore_job_id": job["RestoreJobId"],
+            "status": job.get("Status"),
+            "status_message": job.get("StatusMessage"),
+            "resource_type": job.get("ResourceType"),
+            "recovery_point_arn": job.get("RecoveryPointArn"),
+            "created_resource_arn": job.get("CreatedResourceArn"),
+            "restore_testing_plan_arn": (job.get("CreatedBy") or {}).get("RestoreTestingPlanArn"),
+            "created_at": _time(created),
+            "completed_at": _time(completed),
+            "duration_seconds": round((completed - created).total_seconds(), 3) if created and completed else None,
+            "validation_status": job.get("ValidationStatus"),
+            "validation_message": job.get("ValidationStatusMessage"),
+        }
+
+
+def _restore_testing_plans(calls: _Calls, now: datetime, max_age_hours: float) -> Iterator[dict[str, Any]]:
+    for plan in calls.pages(calls.backup, "ListRestoreTestingPlans", "RestoreTestingPlans"):
+        age = _hours(now, plan.get("LastExecutionTime"))
+        yield {
+            "region": calls.region,
+            "name": plan["RestoreTestingPlanName"],
+            "arn": plan.get("RestoreTestingPlanArn"),
+            "schedule": plan.get("ScheduleExpression"),
+            "schedule_timezone": plan.get("ScheduleExpressionTimezone"),
+            "last_execution_at": _time(plan.get("LastExecutionTime")),
+            "age_hours": age,
+            "max_age_hours": float(max_age_hours),
+            "tested_recently": age is not None and age <= max_age_hours,
+        }
+
+
+def _rds_instances(calls: _Calls, now: datetime, options: _Options) -> Iterator[dict[str, Any]]:
+    for instance in calls.pages(calls.rds, "DescribeDBInstances", "DBInstances"):
+        identifier = instance["DBInstanceIdentifier"]
+        newest = None
+        for snapshot in calls.pages(calls.rds, "DescribeDBSnapshots", "DBSnapshots", DBInstanceIdentifier=identifier):
+            created = snapshot.get("SnapshotCreateTime")
+            if snapshot.get("Status") == "available" and created and (newest is None or newest["at"] < created):
+                newest = {"id": snapshot["DBSnapshotIdentifier"], "type": snapshot.get("SnapshotType"), "at": created}
+        retention = instance.get("BackupRetentionPeriod", 0)
+        age = _hours(now, newest["at"]) if newest else None
+        yield {
+            "region": calls.region,
+            "db_instance": identifier,
+            "engine": instance.get("Engine"),
+            "status": instance.get("DBInstanceStatus"),
+            "backup_retention_days": retention,
+            "min_retention_days": int(options.rds_min_retention_days),
+            "retention_met": retention >= options.rds_min_retention_days,
+            "latest_restorable_at": _time(instance.get("LatestRestorableTime")),
+            "latest_snapshot": newest["id"] if newest else None,
+            "latest_snapshot_type": newest["type"] if newest else None,
+            "latest_snapshot_at": _time(newest["at"]) if newest else None,
+            "snapshot_age_hours": age,
+            "rpo_target_hours": float(options.rpo_target_hours),
+            "rpo_met": age is not None and age <= options.rpo_target_hours,
+        }
+
+
+def _time(value: datetime | None) -> str | None:
+    return rfc3339(value) if value else None
+
+
+def _hours(now: datetime, moment: datetime | None) -> float | None:
+    return round((now - moment).total_seconds() / 3600, 3) if moment else None
+
+
+def _snake(operation: str) -> str:
+    from botocore import xform_name
+
+    return xform_name(operation)
+
+
+def _describe(error: Exception) -> str:
+    detail = (getattr(error, "response", None) or {}).get("Error", {})
+    if detail:
+        return f"{detail.get('Code', 'error')}: {detail.get('Message', '')}".rstrip(": ")
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

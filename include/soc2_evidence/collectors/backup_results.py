@@ -1,0 +1,500 @@
+"""Results of other backup tools, normalised into the restore-result dataset.
+
+Options: ``location`` (a directory, ``s3://bucket/prefix`` or ``gs://bucket/prefix``), ``patterns``
+(default ``["*.xml", "*.json"]``, matched against file names), ``aws_conn_id``, ``max_file_bytes``
+(default 10 MiB), ``rto_target_minutes`` and ``rpo_target_hours`` (targets for results that carry
+none), ``expect_databases`` (databases that must have a restore test) and ``max_test_age_hours``
+(default 26: the newest restore test of each database must be younger, i.e. nightly).
+
+Formats, told apart by content:
+
+- JUnit XML (an operator's restore script): one ``<testsuite>`` per restore test, its test cases the
+  checks (``<failure>``/``<error>`` fail, ``<skipped>`` skips), ``timestamp`` the start, ``time`` the
+  duration (the RTO). Properties: ``database`` (required), ``backup_key``, ``backup_sha256``,
+  ``backup_at``, ``tool``, ``phase.<download|restore|verify>`` (seconds), ``rto_target_seconds``,
+  ``rpo_target_seconds``.
+- Restore-result JSON: ``{"results": [...]}`` (or the list itself), each result with the dataset's
+  own fields (``database``, ``restore_started_at``, ``restore_finished_at``, ``backup_at``, ``checks``
+  as ``[{name, status, detail}]``, ``phases``, targets, ``outcome``, ...).
+- pgBackRest ``info --output=json``: per stanza a backup check (not a restore): the stanza's status
+  and its newest backup, whose age at the file's time is the RPO.
+
+Each file is archived as it was read (redacted), and listed in ``files.jsonl`` with whether it
+parsed. A file that does not parse, or a result missing what a result needs, is a data-quality
+failure; the file's good results are still ingested.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from xml.etree import ElementTree
+
+from soc2_evidence import restore_results
+from soc2_evidence.backup_locations import BackupObject, open_location
+from soc2_evidence.collectors import CollectContext
+from soc2_evidence.config import SourceConfig
+from soc2_evidence.datasets import Dataset
+from soc2_evidence.evidence import parse_rfc3339, rfc3339, utc_now
+from soc2_evidence.exceptions import CollectorError
+from soc2_evidence.hashing import digest_bytes
+from soc2_evidence.staging import BundleWriter
+
+KIND = "backup_results"
+FAMILY = "backup"
+VERSION = "1.0.0"
+DEFAULT_PATTERNS = ("*.xml", "*.json")
+DEFAULT_MAX_FILE_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_TEST_AGE_HOURS = 26
+FORMATS = ("junit", "restore_json", "pgbackrest")
+PHASE_PROPERTY = "phase."
+
+RESULTS = restore_results.results_dataset(KIND, "Restore tests and backup checks reported by other tools")
+FILES = Dataset(
+    name="backup_results.files",
+    item="files.jsonl",
+    key=("path",),
+    columns={
+        "path": "string",
+        "url": "string",
+        "sha256": "string",
+        "size": "integer",
+        "modified_at": "string",
+        "format": "string",
+        "parsed": "boolean",
+        "results": "integer",
+        "item": "string",
+        "error": "string",
+    },
+    required=("url", "size", "modified_at", "parsed", "results"),
+    # A malformed result file is a data-quality failure, not a finding.
+    value_sets={"format": FORMATS, "parsed": (True,)},
+    total="files",
+    description="Every result file at the location: its hash, format, and whether it parsed",
+)
+COVERAGE = Dataset(
+    name="backup_results.coverage",
+    item="coverage.jsonl",
+    key=("database",),
+    columns={
+        "database": "string",
+        "expected": "boolean",
+        "last_test_at": "string",
+        "last_outcome": "string",
+        "age_hours": "number",
+        "max_age_hours": "number",
+        "tested_recently": "boolean",
+    },
+    required=("expected", "max_age_hours", "tested_recently"),
+    description="Per database (expected or seen): its newest restore test and whether it is recent enough",
+)
+DATASETS = (RESULTS, FILES, COVERAGE)
+
+
+class MalformedResult(ValueError):
+    """A result file, or one result in it, lacks what a result needs."""
+
+
+def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
+    options = _options(source)
+    try:
+        location = open_location(options["location"], resolve_path=context.resolve_path, aws_conn_id=options["aws"])
+    except CollectorError as error:
+        raise CollectorError(f"source {source.name}: {error}") from error
+    now = utc_now()
+    files: list[dict[str, Any]] = []
+    newest: dict[str, dict[str, Any]] = {}
+
+    def results() -> Iterator[dict[str, Any]]:
+        listed = (found for found in location.iter_objects() if _matches(found, options["patterns"]))
+        for number, found in enumerate(listed, start=1):
+            entry, records = _ingest(source, location, found, number, writer, options)
+            files.append(entry)
+            for record in records:
+                if record["test_type"] == "restore" and record["tested_at"]:
+                    known = newest.get(record["database"])
+                    if known is None or known["tested_at"] < record["tested_at"]:
+                        newest[record["database"]] = record
+                yield record
+
+    try:
+        writer.add_jsonl(RESULTS.item, results(), description=RESULTS.description)
+    except CollectorError as error:
+        raise CollectorError(f"source {source.name}: {error}") from error
+    writer.add_jsonl(FILES.item, files, description=FILES.description)
+    writer.report_total(FILES.total, len(files))
+    databases = sorted(set(options["expect_databases"]) | set(newest))
+    writer.add_jsonl(
+        COVERAGE.item,
+        (_coverage(name, name in options["expect_databases"], newest.get(name), now, options) for name in databases),
+        description=COVERAGE.description,
+    )
+
+
+def control_expectations(dataset: Dataset) -> list[Any]:
+    if dataset is RESULTS:
+        return restore_results.control_expectations(dataset)
+    if dataset is COVERAGE:
+        from soc2_evidence.gx_runner import expectations
+
+        return [
+            expectations.ExpectColumnValuesToBeInSet(
+                column="tested_recently",
+                value_set=[True],
+                meta={
+                    "check": "backup_results.coverage.tested_recently",
+                    "description": "Every database had a restore test within the expected interval (none missed)",
+                },
+            )
+        ]
+    return []
+
+
+def _options(source: SourceConfig) -> dict[str, Any]:
+    options = source.options
+    allowed = {
+        "location",
+        "patterns",
+        "aws_conn_id",
+        "max_file_bytes",
+        "rto_target_minutes",
+        "rpo_target_hours",
+        "expect_databases",
+        "max_test_age_hours",
+    }
+    unknown = sorted(set(options) - allowed, key=str)
+    if unknown:
+        raise CollectorError(f"source {source.name}: unknown option(s) {', '.join(map(str, unknown))}")
+
+    def fail(message: str) -> CollectorError:
+        return CollectorError(f"source {source.name}: {message}")
+
+    location = options.get("location")
+    if not isinstance(location, str) or not location:
+        raise fail("option 'location' (a directory, s3:// or gs:// prefix) is required")
+    patterns = options.get("patterns", list(DEFAULT_PATTERNS))
+    if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+        raise fail("option 'patterns' must be a non-empty list of file name patterns")
+    expected = options.get("expect_databases", [])
+    if not isinstance(expected, list) or not all(isinstance(name, str) and name for name in expected):
+        raise fail("option 'expect_databases' must be a list of database names")
+
+    def number(name: str, default: float | None, scale: float = 1) -> float | None:
+        value = options.get(name, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise fail(f"option '{name}' must be a number > 0, got {value!r}")
+        return float(value) * scale
+
+    return {
+        "location": location,
+        "patterns": patterns,
+        "aws": options.get("aws_conn_id") or None,
+        "max_file_bytes": int(number("max_file_bytes", DEFAULT_MAX_FILE_BYTES)),
+        "rto_target_seconds": number("rto_target_minutes", None, 60),
+        "rpo_target_seconds": number("rpo_target_hours", None, 3600),
+        "expect_databases": expected,
+        "max_test_age_hours": number("max_test_age_hours", DEFAULT_MAX_TEST_AGE_HOURS),
+    }
+
+
+def _matches(found: BackupObject, patterns: list[str]) -> bool:
+    base = found.name.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(base, pattern) for pattern in patterns)
+
+
+def _ingest(
+    source: SourceConfig, location, found: BackupObject, number: int, writer: BundleWriter, options: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One file: archive it, parse it; its files.jsonl entry and its good results."""
+    entry = {
+        "path": found.name,
+        "url": found.url,
+        "sha256": None,
+        "size": found.size,
+        "modified_at": rfc3339(found.modified),
+        "format": None,
+        "parsed": False,
+        "results": 0,
+        "item": None,
+        "error": None,
+    }
+    if found.size > options["max_file_bytes"]:
+        entry["error"] = f"{found.size} bytes, more than max_file_bytes ({options['max_file_bytes']})"
+        return entry, []
+    data = location.read_bytes(found.name, options["max_file_bytes"])
+    if data is None:  # removed since the listing
+        entry["error"] = "removed while being read"
+        return entry, []
+    entry["sha256"] = digest_bytes(data).sha256
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        entry["error"] = f"not UTF-8 text (byte {error.start})"
+        return entry, []
+    item = f"files/{number:05d}-{_safe(found.name.rsplit('/', 1)[-1])}"
+    writer.add_text(item, text, description=f"{found.url} as read")
+    entry["item"] = item
+    records: list[dict[str, Any]] = []
+    problems: list[str] = []
+    try:
+        entry["format"], parsed = _parse(found, text, options)
+        for result in parsed:
+            try:
+                records.append(result())
+            except MalformedResult as problem:
+                problems.append(str(problem))
+    except MalformedResult as problem:
+        problems.append(str(problem))
+    entry.update(parsed=not problems, results=len(records), error="; ".join(problems[:3]) or None)
+    return entry, records
+
+
+def _parse(found: BackupObject, text: str, options: dict[str, Any]) -> tuple[str, list]:
+    """The file's format and one deferred result builder per result (each may raise MalformedResult)."""
+    if text.lstrip().startswith("<"):
+        return "junit", _junit(found, text, options)
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise MalformedResult(f"neither XML nor JSON: {error}") from error
+    if (
+        isinstance(document, list)
+        and document
+        and all(isinstance(stanza, dict) and "backup" in stanza and "name" in stanza for stanza in document)
+    ):
+        return "pgbackrest", [_stanza_builder(found, stanza, options) for stanza in document]
+    results = document.get("results") if isinstance(document, dict) else document
+    if isinstance(results, list):
+        return "restore_json", [_json_builder(found, index, result, options) for index, result in enumerate(results)]
+    raise MalformedResult("JSON that is neither pgBackRest info nor restore results")
+
+
+def _junit(found: BackupObject, text: str, options: dict[str, Any]) -> list:
+    try:
+        # The standard parser does not fetch external entities, and expat >= 2.4 caps entity expansion.
+        root = ElementTree.fromstring(text)  # noqa: S314 - see above
+    except ElementTree.ParseError as error:
+        raise MalformedResult(f"XML does not parse: {error}") from error
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite") if root.tag == "testsuites" else None
+    if suites is None:
+        raise MalformedResult(f"not JUnit XML: the root element is <{root.tag}>")
+    return [_suite_builder(found, index, suite, options) for index, suite in enumerate(suites)]
+
+
+def _suite_builder(found: BackupObject, index: int, suite: ElementTree.Element, options: dict[str, Any]):
+    def build() -> dict[str, Any]:
+        name = suite.get("name") or f"suite {index + 1}"
+        where = f"testsuite {name!r}"
+        properties = {prop.get("name"): prop.get("value") for prop in suite.iter("property")}
+        if not properties.get("database"):
+            raise MalformedResult(f"{where}: no 'database' property")
+        started = _timestamp(suite.get("timestamp"), f"{where}: timestamp")
+        if started is None:
+            raise MalformedResult(f"{where}: no timestamp")
+        duration = _number(suite.get("time"), f"{where}: time")
+        checks = [_testcase_check(case) for case in suite.iter("testcase")]
+        backup_at = _timestamp(properties.get("backup_at"), f"{where}: backup_at")
+        phases = {
+            key[len(PHASE_PROPERTY) :]: _number(value, f"{where}: {key}")
+            for key, value in properties.items()
+            if key and key.startswith(PHASE_PROPERTY)
+        }
+        return restore_results.result_record(
+            test_id=f"{found.name}#{name}",
+            database=properties["database"],
+            tool=properties.get("tool") or "junit",
+            test_type="restore",
+            tested_at=started,
+            checks=checks,
+            backup_key=properties.get("backup_key"),
+            backup_sha256=properties.get("backup_sha256"),
+            backup_at=backup_at,
+            restore_started_at=started,
+            restore_finished_at=started + timedelta(seconds=duration) if duration is not None else None,
+            phases=phases,
+            rto_seconds=duration,
+            rto_target_seconds=_number(properties.get("rto_target_seconds"), where) or options["rto_target_seconds"],
+            rpo_seconds=restore_results.seconds_between(backup_at, started),
+            rpo_target_seconds=_number(properties.get("rpo_target_seconds"), where) or options["rpo_target_seconds"],
+            error=None if checks else "no test cases",
+        )
+
+    return build
+
+
+def _testcase_check(case: ElementTree.Element) -> dict[str, str]:
+    name = ".".join(part for part in (case.get("classname"), case.get("name")) if part) or "testcase"
+    for tag, status in (("failure", "failed"), ("error", "failed"), ("skipped", "skipped")):
+        element = case.find(tag)
+        if element is not None:
+            detail = element.get("message") or (element.text or "").strip()
+            return restore_results.check(name, status, detail.splitlines()[0][:500] if detail else "")
+    return restore_results.check(name, "passed")
+
+
+def _json_builder(found: BackupObject, index: int, result: Any, options: dict[str, Any]):
+    def build() -> dict[str, Any]:
+        where = f"result {index + 1}"
+        if not isinstance(result, dict):
+            raise MalformedResult(f"{where}: not an object")
+        if not isinstance(result.get("database"), str) or not result["database"]:
+            raise MalformedResult(f"{where}: no 'database'")
+        started = _timestamp(result.get("restore_started_at"), f"{where}: restore_started_at")
+        if started is None:
+            raise MalformedResult(f"{where}: no 'restore_started_at'")
+        finished = _timestamp(result.get("restore_finished_at"), f"{where}: restore_finished_at")
+        backup_at = _timestamp(result.get("backup_at"), f"{where}: backup_at")
+        checks = result.get("checks", [])
+        if not isinstance(checks, list) or not all(_is_check(entry) for entry in checks):
+            raise MalformedResult(f"{where}: 'checks' must be a list of {{name, status, detail}}")
+        phases = result.get("phases") or {}
+        if not isinstance(phases, dict):
+            raise MalformedResult(f"{where}: 'phases' must be an object of seconds")
+        outcome = result.get("outcome")
+        if outcome is not None and outcome not in restore_results.OUTCOMES:
+            raise MalformedResult(f"{where}: outcome {outcome!r} is not one of {', '.join(restore_results.OUTCOMES)}")
+        return restore_results.result_record(
+            test_id=str(result.get("test_id") or f"{found.name}#{index + 1}"),
+            database=result["database"],
+            tool=str(result.get("tool") or "restore_json"),
+            test_type="restore",
+            tested_at=started,
+            checks=[restore_results.check(c["name"], c["status"], str(c.get("detail") or "")) for c in checks],
+            backup_key=_optional_string(result, "backup_key", where),
+            backup_sha256=_optional_string(result, "backup_sha256", where),
+            backup_at=backup_at,
+            restore_started_at=started,
+            restore_finished_at=finished,
+            phases={name: _number(value, f"{where}: phases.{name}") for name, value in phases.items()},
+            rto_seconds=_number(result.get("rto_seconds"), where) or restore_results.seconds_between(started, finished),
+            rto_target_seconds=_number(result.get("rto_target_seconds"), where) or options["rto_target_seconds"],
+            rpo_seconds=restore_results.seconds_between(backup_at, started),
+            rpo_target_seconds=_number(result.get("rpo_target_seconds"), where) or options["rpo_target_seconds"],
+            outcome=outcome,
+            error=_optional_string(result, "error", where),
+        )
+
+    return build
+
+
+def _stanza_builder(found: BackupObject, stanza: dict[str, Any], options: dict[str, Any]):
+    """pgBackRest info: the stanza's status and its newest backup; tested at the file's time."""
+
+    def build() -> dict[str, Any]:
+        name = stanza.get("name")
+        if not isinstance(name, str) or not name:
+            raise MalformedResult("a pgBackRest stanza without a name")
+        where = f"stanza {name!r}"
+        status = stanza.get("status")
+        backups = stanza.get("backup")
+        if not isinstance(status, dict) or "code" not in status or not isinstance(backups, list):
+            raise MalformedResult(f"{where}: no status code or backup list")
+        try:
+            stops = [(int(backup["timestamp"]["stop"]), backup) for backup in backups]
+        except (KeyError, TypeError, ValueError) as error:
+            raise MalformedResult(f"{where}: a backup without timestamp.stop") from error
+        checks = [
+            restore_results.check(
+                "stanza_status",
+                "passed" if status["code"] == 0 else "failed",
+                f"code {status['code']}: {status.get('message', '')}",
+            )
+        ]
+        newest = max(stops, key=lambda pair: pair[0])[1] if stops else None
+        backup_at = datetime.fromtimestamp(max(stops, key=lambda pair: pair[0])[0], UTC) if stops else None
+        if newest is None:
+            checks.append(restore_results.check("backup_present", "failed", "the stanza has no backup"))
+        else:
+            checks.append(restore_results.check("backup_present", "passed", f"newest {newest.get('label')}"))
+            error = newest.get("error")
+            checks.append(
+                restore_results.check("newest_backup_ok", "skipped", "this pgBackRest reports no error flag")
+                if error is None
+                else restore_results.check(
+                    "newest_backup_ok",
+                    "failed" if error else "passed",
+                    "pgBackRest found errors in it" if error else "no errors",
+                )
+            )
+        tested_at = found.modified
+        return restore_results.result_record(
+            test_id=f"{found.name}#{name}",
+            database=name,
+            tool="pgbackrest",
+            test_type="backup_info",
+            tested_at=tested_at,
+            checks=checks,
+            backup_key=newest.get("label") if newest else None,
+            backup_at=backup_at,
+            rpo_seconds=restore_results.seconds_between(backup_at, tested_at),
+            rpo_target_seconds=options["rpo_target_seconds"],
+            rpo_met=False if newest is None and options["rpo_target_seconds"] else None,
+        )
+
+    return build
+
+
+def _coverage(
+    database: str, expected: bool, newest: dict[str, Any] | None, now: datetime, options: dict[str, Any]
+) -> dict[str, Any]:
+    max_age = options["max_test_age_hours"]
+    age = round((now - parse_rfc3339(newest["tested_at"])).total_seconds() / 3600, 3) if newest else None
+    return {
+        "database": database,
+        "expected": expected,
+        "last_test_at": newest["tested_at"] if newest else None,
+        "last_outcome": newest["outcome"] if newest else None,
+        "age_hours": age,
+        "max_age_hours": max_age,
+        "tested_recently": age is not None and age <= max_age,
+    }
+
+
+def _is_check(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("name"), str)
+        and entry.get("status") in restore_results.CHECK_STATUSES
+    )
+
+
+def _timestamp(value: Any, where: str) -> datetime | None:
+    """ISO 8601 (a naive time is UTC, as JUnit writes it), or epoch seconds; None when absent."""
+    if value in (None, ""):
+        return None
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, UTC)
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except (TypeError, ValueError, OverflowError, OSError) as error:
+        raise MalformedResult(f"{where}: {value!r} is not a time") from error
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _number(value: Any, where: str) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise MalformedResult(f"{where}: {value!r} is not a number") from error
+    if isinstance(value, bool) or number != number or number < 0:
+        raise MalformedResult(f"{where}: {value!r} is not a number of seconds")
+    return number
+
+
+def _optional_string(result: dict[str, Any], name: str, where: str) -> str | None:
+    value = result.get(name)
+    if value is not None and not isinstance(value, str):
+        raise MalformedResult(f"{where}: '{name}' must be a string")
+    return value
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"\.\.+", ".", re.sub(r"[^A-Za-z0-9._-]", "_", name)).lstrip(".-_") or "file"

