@@ -48,14 +48,12 @@ Params: `sources` limits a manual run to some sources (default: all configured).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import Param, dag
+from airflow.sdk import dag
 
-from soc2_evidence.alerts import on_task_failure
 from soc2_evidence.config import read_schedule
-from soc2_evidence.dag_tasks import extract, list_sources, validate_and_archive
-from soc2_evidence.tags import dag_tags
+from soc2_evidence.dag_tasks import extract, list_sources, nightly_dag_settings, sources_param, validate_and_archive
 
 FAMILY = "backup"
 RESTORE_POOL = "evidence_restores"
@@ -65,13 +63,9 @@ RESTORE_TIMEOUT = timedelta(hours=6)
 @dag(
     dag_id="evidence_backup_test",
     schedule=read_schedule("backup_test") or "0 4 * * *",
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
-    tags=dag_tags(FAMILY),
     doc_md=__doc__,
-    default_args={"owner": "data-team", "retries": 0, "on_failure_callback": on_task_failure},
-    params={"sources": Param([], type="array", description="Only these sources (default: all configured)")},
+    params={"sources": sources_param()},
+    **nightly_dag_settings(FAMILY),
 )
 def evidence_backup_test():
     restores = extract.override(pool=RESTORE_POOL, execution_timeout=RESTORE_TIMEOUT)

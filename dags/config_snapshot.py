@@ -27,14 +27,10 @@ Params: `sources` limits a manual run to some sources (default: all configured).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from airflow.sdk import dag
 
-from airflow.sdk import Param, dag
-
-from soc2_evidence.alerts import on_task_failure
 from soc2_evidence.config import read_schedule
-from soc2_evidence.dag_tasks import extract, list_sources, validate_and_archive
-from soc2_evidence.tags import dag_tags
+from soc2_evidence.dag_tasks import extract, list_sources, nightly_dag_settings, sources_param, validate_and_archive
 
 FAMILY = "config"
 
@@ -42,13 +38,9 @@ FAMILY = "config"
 @dag(
     dag_id="evidence_config_snapshot",
     schedule=read_schedule("config_snapshot") or "0 2 * * *",
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
-    tags=dag_tags(FAMILY),
     doc_md=__doc__,
-    default_args={"owner": "data-team", "retries": 0, "on_failure_callback": on_task_failure},
-    params={"sources": Param([], type="array", description="Only these sources (default: all configured)")},
+    params={"sources": sources_param()},
+    **nightly_dag_settings(FAMILY),
 )
 def evidence_config_snapshot():
     validate_and_archive(FAMILY, extract.expand(source_name=list_sources(FAMILY)))

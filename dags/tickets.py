@@ -43,14 +43,10 @@ Params: `sources` limits a run to some sources; `full_population`, `period_start
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from airflow.sdk import Param, dag
 
-from soc2_evidence.alerts import on_task_failure
 from soc2_evidence.config import read_schedule
-from soc2_evidence.dag_tasks import extract, list_sources, validate_and_archive
-from soc2_evidence.tags import dag_tags
+from soc2_evidence.dag_tasks import extract, list_sources, nightly_dag_settings, sources_param, validate_and_archive
 
 FAMILY = "tickets"
 
@@ -58,14 +54,9 @@ FAMILY = "tickets"
 @dag(
     dag_id="evidence_tickets",
     schedule=read_schedule("tickets") or "30 2 * * *",
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
-    tags=dag_tags(FAMILY),
     doc_md=__doc__,
-    default_args={"owner": "data-team", "retries": 0, "on_failure_callback": on_task_failure},
     params={
-        "sources": Param([], type="array", description="Only these sources (default: all configured)"),
+        "sources": sources_param(),
         "full_population": Param(
             False, type="boolean", description="Collect the full population of a period instead of what changed"
         ),
@@ -76,6 +67,7 @@ FAMILY = "tickets"
             None, type=["null", "string"], format="date", description="Full population to this date (exclusive)"
         ),
     },
+    **nightly_dag_settings(FAMILY),
 )
 def evidence_tickets():
     validate_and_archive(FAMILY, extract.expand(source_name=list_sources(FAMILY)))

@@ -7,16 +7,41 @@ are imported inside the tasks, so DAG files stay cheap to parse.
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, TaskGroup, TriggerRule, get_current_context, task
+from airflow.sdk import Asset, Param, TaskGroup, TriggerRule, get_current_context, task
+
+from soc2_evidence.alerts import on_task_failure
+from soc2_evidence.tags import dag_tags
 
 EXTRACT_RETRIES = 3
 EXTRACT_RETRY_DELAY = timedelta(seconds=30)
 EXTRACT_BACKOFF = 2.0
 EXTRACT_MAX_RETRY_DELAY = timedelta(minutes=10)
 REDACTION_SECRET_ENV = "EVIDENCE_REDACTION_SECRET"  # noqa: S105 - the variable's name, not a secret
+
+
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def nightly_dag_settings(family: str) -> dict[str, Any]:
+    """What every evidence DAG shares: one run at a time, no catch-up, tags, owner, alerts.
+
+    Retries are off by default: only ``extract`` retries, since collection is what transient
+    errors break and repeating it is safe.
+    """
+    return {
+        "start_date": START_DATE,
+        "catchup": False,
+        "max_active_runs": 1,
+        "tags": dag_tags(family),
+        "default_args": {"owner": "data-team", "retries": 0, "on_failure_callback": on_task_failure},
+    }
+
+
+def sources_param() -> Param:
+    return Param([], type="array", description="Only these sources (default: all configured)")
 
 
 def evidence_asset(family: str) -> Asset:
