@@ -33,7 +33,12 @@ def test_demo_runs_end_to_end_and_again():
         assert result.returncode == 0, result.stdout + result.stderr
         out = result.stdout
         assert "start an S3 API with Object Lock on loopback" in out
-        assert "outcome passed" in out
+        for dag_id in ("evidence_config_snapshot", "evidence_tickets", "evidence_backup_test"):
+            assert f"run {dag_id} for " in out
+        assert out.count("outcome passed") == 3
+        assert "source demo-shop-config: archived" in out and "source demo-aws: archived" in out
+        assert re.search(r"restore test shop: passed, RTO [0-9.]+ s \(target 900 s\), RPO [0-9.]+ s", out)
+        assert re.search(r"findings [1-9][0-9]* open", out)  # the sample data's planted violations
         assert "result     OK: archive verified" in out
         assert "Verification: OK" in out
         assert "Manifest:     s3://soc2-evidence-demo/evidence/config/" in out
