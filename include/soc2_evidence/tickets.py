@@ -342,6 +342,20 @@ class Window:
         return {"mode": self.mode, "start": rfc3339(self.start), "end": rfc3339(self.end), "reason": self.reason}
 
 
+def open_window(source: str, options: Mapping[str, Any], writer: Any, context: Any, what: str) -> Window:
+    """The run's collection window, archived as evidence before anything is collected."""
+    window = collection_window(
+        source,
+        options,
+        writer.run.logical_date,
+        context.params,
+        context.last_committed_item(WATERMARK_ITEM),
+        context.now(),
+    )
+    writer.add_json(WINDOW_ITEM, window.to_dict(), description=f"The window of {what} this run collected")
+    return window
+
+
 def collection_window(
     source: str,
     options: Mapping[str, Any],

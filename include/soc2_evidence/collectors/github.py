@@ -118,15 +118,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
         ca_bundle=str(context.resolve_path(options["ca_bundle"])) if options.get("ca_bundle") else None,
         sleep=context.sleep,
     )
-    window = tickets.collection_window(
-        source.name,
-        options,
-        writer.run.logical_date,
-        context.params,
-        context.last_committed_item(tickets.WATERMARK_ITEM),
-        context.now(),
-    )
-    writer.add_json(tickets.WINDOW_ITEM, window.to_dict(), description="The window of changes this run collected")
+    window = tickets.open_window(source.name, options, writer, context, "changes")
     reader = PullRequests(client, settings, window, context.now())
     try:
         writer.add_jsonl("changes.jsonl", reader.changes(), description=tickets.DESCRIPTIONS["changes"])

@@ -194,15 +194,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
         ca_bundle=str(context.resolve_path(options["ca_bundle"])) if options.get("ca_bundle") else None,
         sleep=context.sleep,
     )
-    window = tickets.collection_window(
-        source.name,
-        options,
-        writer.run.logical_date,
-        context.params,
-        context.last_committed_item(tickets.WATERMARK_ITEM),
-        context.now(),
-    )
-    writer.add_json(tickets.WINDOW_ITEM, window.to_dict(), description="The window of tickets this run collected")
+    window = tickets.open_window(source.name, options, writer, context, "tickets")
     summaries = []
     try:
         for name in tickets.POPULATIONS:
