@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from soc2_evidence.evidence import utc_now
-from soc2_evidence.exceptions import ConfigError
+from soc2_evidence.exceptions import CollectorError, ConfigError
 
 KINDS = (
     # configuration snapshots
@@ -58,3 +58,11 @@ def collector_for(kind: str) -> ModuleType:
     if kind not in KINDS:
         raise ConfigError(f"unknown source kind {kind!r}; known kinds: {', '.join(KINDS)}")
     return importlib.import_module(f"soc2_evidence.collectors.{kind}")
+
+
+def reject_unknown_options(where: str, options: Mapping[str, Any], known: Iterable[str]) -> None:
+    """A misspelt option must fail loudly rather than be ignored: name it, and the options that exist."""
+    known = sorted(known)
+    unknown = sorted(set(options) - set(known), key=str)
+    if unknown:
+        raise CollectorError(f"{where}: unknown option(s) {', '.join(map(str, unknown))}; known: {', '.join(known)}")

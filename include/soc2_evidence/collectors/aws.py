@@ -33,7 +33,7 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from soc2_evidence.collectors import CollectContext
+from soc2_evidence.collectors import CollectContext, reject_unknown_options
 from soc2_evidence.config import SourceConfig
 from soc2_evidence.datasets import Dataset
 from soc2_evidence.evidence import rfc3339
@@ -467,9 +467,7 @@ def _parse_options(source: SourceConfig) -> _Options:
     def fail(problem: str) -> CollectorError:
         return CollectorError(f"source {source.name}: {problem}")
 
-    unknown = sorted(set(options) - _OPTIONS, key=str)
-    if unknown:
-        raise fail(f"unknown option(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(_OPTIONS))}")
+    reject_unknown_options(f"source {source.name}", options, _OPTIONS)
     raw_accounts = options.get("accounts")
     if not isinstance(raw_accounts, list) or not raw_accounts:
         raise fail("option 'accounts' must be a non-empty list of {id, role_arn, regions}")

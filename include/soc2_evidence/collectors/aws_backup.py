@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from soc2_evidence.collectors import CollectContext
+from soc2_evidence.collectors import CollectContext, reject_unknown_options
 from soc2_evidence.config import SourceConfig
 from soc2_evidence.datasets import Dataset
 from soc2_evidence.evidence import rfc3339, utc_now
@@ -354,9 +354,7 @@ class _Options:
             "restore_test_max_age_hours",
             "rds",
         }
-        unknown = sorted(set(options) - allowed, key=str)
-        if unknown:
-            raise CollectorError(f"source {source.name}: unknown option(s) {', '.join(map(str, unknown))}")
+        reject_unknown_options(f"source {source.name}", options, allowed)
         regions = options.get("regions")
         if regions is None:
             import boto3

@@ -36,7 +36,7 @@ from xml.etree import ElementTree
 
 from soc2_evidence import restore_results
 from soc2_evidence.backup_locations import BackupObject, open_location
-from soc2_evidence.collectors import CollectContext
+from soc2_evidence.collectors import CollectContext, reject_unknown_options
 from soc2_evidence.config import SourceConfig
 from soc2_evidence.datasets import Dataset
 from soc2_evidence.evidence import parse_rfc3339, rfc3339, utc_now
@@ -166,9 +166,7 @@ def _options(source: SourceConfig) -> dict[str, Any]:
         "expect_databases",
         "max_test_age_hours",
     }
-    unknown = sorted(set(options) - allowed, key=str)
-    if unknown:
-        raise CollectorError(f"source {source.name}: unknown option(s) {', '.join(map(str, unknown))}")
+    reject_unknown_options(f"source {source.name}", options, allowed)
 
     def fail(message: str) -> CollectorError:
         return CollectorError(f"source {source.name}: {message}")

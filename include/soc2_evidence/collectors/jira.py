@@ -43,7 +43,7 @@ from typing import Any
 from urllib.parse import quote
 
 from soc2_evidence import tickets
-from soc2_evidence.collectors import CollectContext
+from soc2_evidence.collectors import CollectContext, reject_unknown_options
 from soc2_evidence.config import SourceConfig
 from soc2_evidence.exceptions import CollectorError
 from soc2_evidence.http import HttpClient, PageGuard, base_url_of, read_ahead
@@ -109,9 +109,7 @@ class PopulationSpec:
         known = {"jql", "fields", "period_field", *extra_keys}
         if name == "changes":
             known |= {"approved_statuses", "implemented_statuses", "emergency_values", "emergency_review_days"}
-        unknown = sorted(set(options) - known, key=str)
-        if unknown:
-            raise CollectorError(f"{where}: unknown option(s) {', '.join(map(str, unknown))}")
+        reject_unknown_options(where, options, known)
         jql = options.get("jql")
         if require_jql and (not isinstance(jql, str) or not jql.strip()):
             raise CollectorError(f"{where}: option 'jql' (a JQL filter) is required")

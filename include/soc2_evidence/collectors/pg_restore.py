@@ -43,7 +43,7 @@ from typing import Any, BinaryIO
 
 from soc2_evidence import restore_results
 from soc2_evidence.backup_locations import BackupLocation, LocalLocation, open_location
-from soc2_evidence.collectors import CollectContext
+from soc2_evidence.collectors import CollectContext, reject_unknown_options
 from soc2_evidence.config import SourceConfig
 from soc2_evidence.datasets import Dataset
 from soc2_evidence.evidence import check_name, parse_rfc3339, rfc3339, utc_now
@@ -142,9 +142,7 @@ class RestoreTestConfig:
             "scratch_prefix", "baseline", "row_count_tolerance_percent", "checksums", "sample_percent",
             "smoke_queries", "rto_target_minutes", "rpo_target_hours", "jobs", "bin_dir", "timeout_minutes",
         }  # fmt: skip
-        unknown = sorted(set(options) - known, key=str)
-        if unknown:
-            raise CollectorError(f"source {source.name}: unknown option(s) {', '.join(map(str, unknown))}")
+        reject_unknown_options(f"source {source.name}", options, known)
 
         def fail(message: str) -> CollectorError:
             return CollectorError(f"source {source.name}: {message}")
