@@ -88,6 +88,63 @@ def test_canonical_json_is_a_sorted_compact_newline_terminated_fixed_point(value
     assert text[:-1] == json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+_PLAIN_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(alphabet=st.characters(codec="utf-8"))
+    | st.datetimes(timezones=st.just(UTC)),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(_TEXT, children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(value=_PLAIN_VALUES)
+def test_canonical_json_fast_path_writes_the_json_modules_bytes(value):
+    """Plain values (no floats, sets or non-UTC datetimes) go through msgspec: the bytes must not change."""
+    assert evidence._is_plain(value)
+    expected = json.dumps(
+        value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=evidence._json_default
+    )
+    assert canonical_json(value) == (expected + "\n").encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        1.5,
+        [1, 1e16],
+        {"a": {"b": float("1e-05")}},
+        {1: "int key"},
+        {"tags": {"a"}},
+        (2**70, 0.5),
+        {"at": datetime(2026, 1, 2, 5, tzinfo=timezone(timedelta(hours=2)))},
+        [date(2026, 1, 2)],
+    ],
+    ids=["float", "exponent", "nested-float", "int-key", "set", "tuple-with-float", "offset-datetime", "date"],
+)
+def test_canonical_json_fast_path_refuses_what_msgspec_writes_differently(value):
+    assert not evidence._is_plain(value)
+
+
+def test_canonical_json_subclasses_of_plain_types_take_the_json_path():
+    import enum
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Name(str):
+        pass
+
+    assert not evidence._is_plain({"level": Level.HIGH}) and not evidence._is_plain([Name("x")])
+    assert canonical_json({"level": Level.HIGH, "name": Name("x")}) == b'{"level":3,"name":"x"}\n'
+
+
 def test_canonical_json_exact_bytes():
     value = {"b": [1, 2, {"z": None, "a": True}], "a": "x", "c": {"y": 1.5, "x": "two words"}}
     assert canonical_json(value) == b'{"a":"x","b":[1,2,{"a":true,"z":null}],"c":{"x":"two words","y":1.5}}\n'

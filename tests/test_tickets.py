@@ -11,6 +11,7 @@ from fake_apis import Connection, FakeJira, Reply, jira_issue, run_collector
 
 from conftest import ROOT
 from soc2_evidence import tickets
+from soc2_evidence.evidence import rfc3339
 from soc2_evidence.exceptions import CollectorError
 from soc2_evidence.tickets import Approval, Person, collection_window
 
@@ -105,7 +106,7 @@ def test_approval_facts(approvals, merged, emergency, expected):
     before, review, in_time = expected
     assert facts == {
         "approved_before_merge": before,
-        "post_merge_review_at": tickets.iso(review),
+        "post_merge_review_at": review,
         "emergency_reviewed_in_time": in_time,
     }
 
@@ -281,7 +282,7 @@ def test_watermark_advances_only_after_a_committed_passing_run(tmp_path):
 
 
 def _minus_hour(moment: str) -> str:
-    return tickets.iso(tickets.parse_time(moment) - timedelta(hours=1))
+    return rfc3339(tickets.parse_time(moment) - timedelta(hours=1))
 
 
 def test_the_tickets_dag_shape_and_params():
@@ -313,6 +314,10 @@ _FRAGMENTS = [
     "to\u212aen=abc",  # Kelvin sign: case-insensitively "token"
     "api_key: 1",
     "AKIA" + "A" * 16,
+    "ASIA" + "7" * 16,
+    "akia" + "a" * 16,  # lower case: not an access key id
+    "private-key=k",
+    "apikey",
     "aws_secret_access_key=" + "a" * 40,
     "https://user:pw@host/x",
     "://",

@@ -17,6 +17,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from soc2_evidence import __version__
 
 FAMILIES = ("config", "backup", "tickets")
@@ -27,11 +29,37 @@ def canonical_json(value: Any) -> bytes:
     """Serialise ``value`` to the one byte form every JSON evidence item uses.
 
     NaN and Infinity raise ValueError: Python would write them as bare tokens, which are not JSON.
+    A value of only strings, integers, booleans, None, UTC datetimes, lists and string-keyed dicts
+    (every ticket record, most API resources) is written by msgspec, several times faster and byte
+    for byte the same; floats, other datetimes and sets take the json module's path, where
+    msgspec's forms differ (``1e16`` for ``1e+16``, NaN as null, offsets kept, sets unsorted).
     """
+    if _is_plain(value):
+        return _PLAIN_ENCODER.encode(value) + b"\n"
     text = json.dumps(
         value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
     )
     return (text + "\n").encode("utf-8")
+
+
+_PLAIN_ENCODER = msgspec.json.Encoder(order="sorted")
+_PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether msgspec writes ``value`` as the json module does: exact str/int/bool/None (no subclasses),
+    datetimes in UTC (both write RFC 3339 with ``Z``), lists, tuples and str-keyed dicts of those."""
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return True
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or (type(item) not in _PLAIN_SCALARS and not _is_plain(item)):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        return all(type(item) in _PLAIN_SCALARS or _is_plain(item) for item in value)
+    return kind is datetime and value.tzinfo is UTC
 
 
 def _json_default(value: Any) -> Any:
@@ -48,10 +76,12 @@ def _json_default(value: Any) -> Any:
 
 def rfc3339(moment: datetime) -> str:
     """UTC, RFC 3339, ``Z`` suffix, microseconds only when present."""
-    if moment.tzinfo is None:
-        raise ValueError(f"naive datetime {moment!r}: evidence times must be timezone-aware")
+    if moment.tzinfo is not UTC:
+        if moment.tzinfo is None:
+            raise ValueError(f"naive datetime {moment!r}: evidence times must be timezone-aware")
+        moment = moment.astimezone(UTC)
     # isoformat is the same text (microseconds only when present), several times faster than strftime.
-    return moment.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
+    return moment.isoformat()[:-6] + "Z"
 
 
 def parse_rfc3339(text: str) -> datetime:

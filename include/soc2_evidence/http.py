@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit
 
+import msgspec
 import urllib3
 
 from soc2_evidence.exceptions import CollectorError
@@ -33,6 +34,9 @@ TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 _DONE = object()
 SECONDARY_LIMIT_WAIT_SECONDS = 60.0  # GitHub: "wait for at least one minute" when it gives no time
 _ERROR_SNIPPET = 200
+# msgspec parses a page about twice as fast as the json module, to the same dicts and lists; it
+# refuses what JSON does not allow (NaN, trailing commas), which the json module would accept.
+_decode_json = msgspec.json.Decoder().decode
 
 
 @dataclass(frozen=True)
@@ -127,8 +131,8 @@ class HttpClient:
                 problem, wait = (None, 0.0) if raw.status in allow else self._judge(raw, attempt, where)
                 if problem is None:
                     try:
-                        data = json.loads(raw.data) if raw.data.strip() else None
-                    except ValueError as error:
+                        data = _decode_json(raw.data) if raw.data.strip() else None
+                    except msgspec.DecodeError as error:
                         problem, wait = f"malformed JSON in the response body ({error})", self._backoff(attempt)
                     else:
                         self._note_rate_limit(raw.headers)
@@ -332,8 +336,8 @@ def _error_detail(body: bytes) -> str:
     """The API's own error message (Jira ``errorMessages``, GitHub ``message``), short and redacted."""
     text = body.decode("utf-8", "replace").strip()
     try:
-        data = json.loads(text)
-    except ValueError:
+        data = _decode_json(text)
+    except msgspec.DecodeError:
         return _clip(Redactor().redact_text(" ".join(text.split())))
     if isinstance(data, dict):
         errors = data.get("errors")

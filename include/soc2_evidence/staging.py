@@ -21,6 +21,7 @@ from soc2_evidence.hashing import digest_bytes, digest_file
 from soc2_evidence.redaction import Redactor, may_hold_secret
 
 BUNDLE_FILE = "bundle.json"
+_JSONL_BUFFER = 1 << 20  # a write call per MiB, not per 8 KiB: populations run to millions of lines
 
 
 def safe_segment(value: str) -> str:
@@ -133,7 +134,7 @@ class BundleWriter:
     def add_jsonl(self, name: str, records: Iterable[Any], description: str = "") -> EvidenceItem:
         """Stream records to JSON Lines: memory stays flat however many records there are."""
         path = self._path(name)
-        with open(path, "wb") as stream:
+        with open(path, "wb", buffering=_JSONL_BUFFER) as stream:
             for record in records:
                 stream.write(self._redacted_json(record))
         return self._record(name, path, "application/x-ndjson", description)

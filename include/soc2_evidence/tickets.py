@@ -21,7 +21,8 @@ every record carrying every column (``None`` where it does not apply):
     ``id``, ``source``, ``url``, ``title``, ``status``, ``severity``, ``opened_at``, ``resolved_at``,
     ``post_mortem``.
 
-Times are RFC 3339 UTC; people are ``Display Name <id>`` (or the id alone), compared by id.
+Times are RFC 3339 UTC; records hold them as UTC datetimes, which the canonical encoder writes
+so. People are ``Display Name <id>`` (or the id alone), compared by id.
 
 Completeness: nightly runs collect what changed in a window ``[start, end)`` that starts where the
 last committed run's ``watermark.json`` ended, so the watermark advances only once the archive
@@ -37,7 +38,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from soc2_evidence.datasets import Dataset
 from soc2_evidence.evidence import rfc3339
@@ -181,9 +182,12 @@ def control_expectations(dataset: Dataset) -> list[Any]:
 # --- people, times, tickets --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Person:
-    """Who did something: ``id`` compares (account id, login), ``label`` is what an auditor reads."""
+class Person(NamedTuple):
+    """Who did something: ``id`` compares (account id, login), ``label`` is what an auditor reads.
+
+    A named tuple, not a dataclass: a population builds several per record, and a tuple is the
+    cheapest immutable value Python makes.
+    """
 
     id: str
     name: str | None = None
@@ -193,14 +197,13 @@ class Person:
         return f"{self.name} <{self.id}>" if self.name and self.name != self.id else self.id
 
 
-@dataclass(frozen=True, slots=True)
-class Approval:
+class Approval(NamedTuple):
     person: Person
     at: datetime | None
     via: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"approver": self.person.label, "approved_at": iso(self.at), "via": self.via}
+        return {"approver": self.person.label, "approved_at": self.at, "via": self.via}
 
 
 def parse_time(value: Any, formats: tuple[str, ...] = ()) -> datetime | None:
@@ -214,7 +217,7 @@ def parse_time(value: Any, formats: tuple[str, ...] = ()) -> datetime | None:
     else:
         text = str(value).strip()
         try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(text)  # Python 3.11+: "Z", "+0000" and fractions too
         except ValueError:
             for pattern in formats:
                 try:
@@ -224,11 +227,9 @@ def parse_time(value: Any, formats: tuple[str, ...] = ()) -> datetime | None:
                     continue
             else:
                 raise ValueError(f"unrecognised time {text!r}") from None
+    if moment.tzinfo is UTC:
+        return moment
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def iso(moment: datetime | None) -> str | None:
-    return rfc3339(moment) if moment else None
 
 
 def ticket_pattern(source: str, value: Any) -> re.Pattern[str]:
@@ -280,7 +281,7 @@ def approval_facts(
             in_time = False
     return {
         "approved_before_merge": approved_before,
-        "post_merge_review_at": iso(review_at),
+        "post_merge_review_at": review_at,
         "emergency_reviewed_in_time": in_time,
     }
 

@@ -40,7 +40,7 @@ from soc2_evidence.config import SourceConfig
 from soc2_evidence.exceptions import CollectorError
 from soc2_evidence.http import HttpClient, PageGuard, next_link
 from soc2_evidence.staging import BundleWriter
-from soc2_evidence.tickets import Approval, Person, Window, iso, parse_time, record
+from soc2_evidence.tickets import Approval, Person, Window, parse_time, record
 
 KIND = "github"
 FAMILY = "tickets"
@@ -352,10 +352,10 @@ def normalise_pull(
         title=pull.get("title") or "",
         status="merged" if merged_at else str(pull.get("state")),
         author=author.label if author else None,
-        created_at=iso(parse_time(pull.get("created_at"))),
+        created_at=parse_time(pull.get("created_at")),
         approvers=shown,
         **tickets.approval_facts(author, effective, merged_at, emergency, settings.emergency_review_days, now),
-        merged_at=iso(merged_at),
+        merged_at=merged_at,
         merged_by=merged_by.label if merged_by else None,
         merge_commit=pull.get("merge_commit_sha"),
         linked_tickets=linked,
@@ -371,7 +371,7 @@ def normalise_pull(
             {
                 "id": deployment.get("id"),
                 "environment": deployment.get("environment"),
-                "created_at": iso(parse_time(deployment.get("created_at"))),
+                "created_at": parse_time(deployment.get("created_at")),
                 "creator": (_login(deployment.get("creator")) or Person("unknown")).label,
             }
             for deployment in deployments
@@ -402,7 +402,7 @@ def _approvals(reviews: list[dict[str, Any]], merged_at: datetime | None) -> tup
             shown.append(
                 {
                     "approver": who.label,
-                    "approved_at": iso(moment),
+                    "approved_at": moment,
                     "via": "review after merge" if after_merge else "review",
                 }
             )

@@ -38,7 +38,7 @@ import base64
 import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -48,7 +48,7 @@ from soc2_evidence.config import SourceConfig
 from soc2_evidence.exceptions import CollectorError
 from soc2_evidence.http import HttpClient, PageGuard, base_url_of, read_ahead
 from soc2_evidence.staging import BundleWriter
-from soc2_evidence.tickets import Approval, Person, Window, iso, parse_time, record
+from soc2_evidence.tickets import Approval, Person, Window, parse_time, record
 
 KIND = "jira"
 FAMILY = "tickets"
@@ -451,29 +451,32 @@ def date_value(value: Any) -> str | None:
         return None
     if len(text) == 10:
         return text
-    return iso(parse_time(text))
+    return parse_time(text)
 
 
-def transitions(histories: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Status changes in time order: from, to, by whom, when (``_by``/``_at`` keep the Person and datetime)."""
-    moves = []
-    for history in histories:
-        for item in history.get("items") or ():
-            if item.get("field") == "status" or item.get("fieldId") == "status":
-                who = person(history.get("author"))
-                moment = parse_time(history.get("created"))
-                moves.append(
-                    {
-                        "from": item.get("fromString"),
-                        "to": item.get("toString"),
-                        "by": who.label if who else None,
-                        "at": iso(moment),
-                        "_by": who,
-                        "_at": moment,
-                    }
-                )
-    moves.sort(key=lambda move: move["at"] or "")
+def transitions(histories: list[dict[str, Any]]) -> list[Move]:
+    """Status changes in time order (an undated one first), as ``(at, by, from, to)``."""
+    moves = [
+        (
+            parse_time(history.get("created")),
+            person(history.get("author")),
+            item.get("fromString"),
+            item.get("toString"),
+        )
+        for history in histories
+        for item in history.get("items") or ()
+        if item.get("field") == "status" or item.get("fieldId") == "status"
+    ]
+    moves.sort(key=_moment_of)
     return moves
+
+
+Move = tuple[datetime | None, Person | None, str | None, str | None]
+_UNDATED = datetime.min.replace(tzinfo=UTC)
+
+
+def _moment_of(move: Move) -> datetime:
+    return move[0] or _UNDATED
 
 
 def normalise_issue(spec: PopulationSpec, issue: dict[str, Any], *, browse_url: str | None, now: datetime) -> dict:
@@ -492,8 +495,8 @@ def normalise_issue(spec: PopulationSpec, issue: dict[str, Any], *, browse_url: 
             "incidents",
             **common,
             severity=text_value(mapped["severity"]),
-            opened_at=iso(parse_time(fields.get("created"))),
-            resolved_at=iso(parse_time(fields.get("resolutiondate"))),
+            opened_at=parse_time(fields.get("created")),
+            resolved_at=parse_time(fields.get("resolutiondate")),
             post_mortem=text_value(mapped["post_mortem"]),
         )
     if spec.name == "access_reviews":
@@ -505,16 +508,12 @@ def normalise_issue(spec: PopulationSpec, issue: dict[str, Any], *, browse_url: 
             reviewer=reviewer.label if reviewer else None,
             period_start=date_value(mapped["period_start"]),
             period_end=date_value(mapped["period_end"]),
-            completed_at=iso(parse_time(fields.get("resolutiondate"))),
+            completed_at=parse_time(fields.get("resolutiondate")),
             decisions=text_values(mapped["decisions"]),
         )
     histories = (issue.get("changelog") or {}).get("histories") or []
     moves = transitions(histories)
-    approvals = [
-        Approval(move["_by"], move["_at"], f"status:{move['to']}")
-        for move in moves
-        if move["to"] in spec.approved_statuses and move["_by"]
-    ]
+    approvals = [Approval(by, at, f"status:{to}") for at, by, _, to in moves if by and to in spec.approved_statuses]
     approver_field = spec.fields.get("approver")
     if approver_field:
         for history in histories:
@@ -523,9 +522,7 @@ def normalise_issue(spec: PopulationSpec, issue: dict[str, Any], *, browse_url: 
                 if value and approver_field in (item.get("fieldId"), item.get("field")):
                     who = Person(str(value), item.get("toString"))
                     approvals.append(Approval(who, parse_time(history.get("created")), f"field:{approver_field}"))
-    implemented = next((move for move in moves if move["to"] in spec.implemented_statuses), None)
-    merged_at = implemented["_at"] if implemented else None
-    merged_by = implemented["_by"] if implemented else None
+    merged_at, merged_by = next(((at, by) for at, by, _, to in moves if to in spec.implemented_statuses), (None, None))
     if merged_at is None and common["status"] in spec.implemented_statuses:
         merged_at = parse_time(fields.get("resolutiondate"))
     return change_record(
@@ -539,7 +536,7 @@ def normalise_issue(spec: PopulationSpec, issue: dict[str, Any], *, browse_url: 
         linked=[key, *linked_keys(fields.get("issuelinks"))],
         change_type=text_value(mapped["change_type"]),
         environment=text_value(mapped["environment"]),
-        moves=[{name: value for name, value in move.items() if name[0] != "_"} for move in moves],
+        moves=[{"from": old, "to": new, "by": by.label if by else None, "at": at} for at, by, old, new in moves],
         now=now,
     )
 
@@ -565,10 +562,10 @@ def change_record(
         "changes",
         **common,
         author=author.label if author else None,
-        created_at=iso(created_at),
+        created_at=created_at,
         approvers=[approval.to_dict() for approval in approvals],
         **tickets.approval_facts(author, approvals, merged_at, emergency, spec.emergency_review_days, now),
-        merged_at=iso(merged_at),
+        merged_at=merged_at,
         merged_by=merged_by.label if merged_by else None,
         merge_commit=None,
         linked_tickets=list(dict.fromkeys(linked)),

@@ -43,7 +43,7 @@ from soc2_evidence.config import SourceConfig
 from soc2_evidence.exceptions import CollectorError
 from soc2_evidence.hashing import digest_file
 from soc2_evidence.staging import BundleWriter
-from soc2_evidence.tickets import Approval, Person, iso, parse_time, record
+from soc2_evidence.tickets import Approval, Person, parse_time, record
 
 KIND = "ticket_export"
 FAMILY = "tickets"
@@ -407,8 +407,8 @@ def _csv_record(entry: dict[str, Any], row: dict[str, list[str]], now: datetime)
             "incidents",
             **common,
             severity=first("severity"),
-            opened_at=iso(moment("created")),
-            resolved_at=iso(moment("resolved")),
+            opened_at=moment("created"),
+            resolved_at=moment("resolved"),
             post_mortem=first("post_mortem"),
         )
     if spec.name == "access_reviews":
@@ -420,7 +420,7 @@ def _csv_record(entry: dict[str, Any], row: dict[str, list[str]], now: datetime)
             reviewer=first("reviewer"),
             period_start=day("period_start"),
             period_end=day("period_end"),
-            completed_at=iso(moment("resolved")),
+            completed_at=moment("resolved"),
             decisions=[line for value in row.get(decisions_header or "", []) for line in value.splitlines() if line],
         )
     approver = first("approver")
