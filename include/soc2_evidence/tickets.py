@@ -33,6 +33,7 @@ it writes ``window.json`` but no watermark, so the nightly chain is unaffected.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Mapping
@@ -269,9 +270,9 @@ def approval_facts(
     )
     if merged_at is None:
         return {"approved_before_merge": None, "post_merge_review_at": None, "emergency_reviewed_in_time": None}
-    approved_before = any(moment <= merged_at for moment in independent)
-    after = [moment for moment in independent if moment > merged_at]
-    review_at = after[0] if after else None
+    first_after = bisect.bisect_right(independent, merged_at)
+    approved_before = first_after > 0
+    review_at = independent[first_after] if first_after < len(independent) else None
     in_time = None
     if emergency:
         deadline = merged_at + timedelta(days=review_days)
