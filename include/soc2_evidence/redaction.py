@@ -88,11 +88,12 @@ DETECTORS: tuple[Detector, ...] = (
 # holds for a value's canonical JSON.
 _CANDIDATE = re.compile(rf"-----BEGIN |://[^/\s@]*@|AKIA|ASIA|AGPA|AIDA|AROA|(?i:aws|{_SENSITIVE_WORDS})")
 # The same test on lowered ASCII text, where lowering is exact and a case-sensitive pattern is many
-# times faster; screened first by a substring each alternative needs (``api`` for every api_key
-# spelling), which ``in`` finds fastest, and by the AWS key id prefixes, upper case as the
-# detector needs them, which one pattern finds faster than five substrings.
+# times faster; screened first by what each alternative needs, cheapest first: substrings (``in``
+# is the fastest scan), one pattern anchored on the "p" of pass/pwd/private/api (one scan, not
+# four), and the AWS key id prefixes in upper case, as the detector needs them.
 _CANDIDATE_ASCII = re.compile(rf"-----begin |://[^/\s@]*@|akia|asia|agpa|aida|aroa|aws|{_SENSITIVE_WORDS}")
-_SCREEN = ("-----begin ", "@", "aws", "pass", "pwd", "secret", "token", "api", "private", "credential")
+_SCREEN = ("-----begin ", "@", "aws", "secret", "token", "credential")
+_SCREEN_P_WORDS = re.compile(r"p(?:ass|wd|rivate|(?<=ap)i)")
 _AWS_KEY_ID_PREFIX = re.compile("A(?:KIA|SIA|GPA|IDA|ROA)")
 
 
@@ -100,7 +101,11 @@ def may_hold_secret(text: str) -> bool:
     """False when redaction would certainly change nothing in ``text`` (or in a value serialised as ``text``)."""
     if text.isascii():
         lowered = text.lower()
-        screened = any(word in lowered for word in _SCREEN) or _AWS_KEY_ID_PREFIX.search(text) is not None
+        screened = (
+            any(word in lowered for word in _SCREEN)
+            or _SCREEN_P_WORDS.search(lowered) is not None
+            or _AWS_KEY_ID_PREFIX.search(text) is not None
+        )
         return screened and _CANDIDATE_ASCII.search(lowered) is not None
     return _CANDIDATE.search(text) is not None
 
