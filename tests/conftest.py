@@ -28,6 +28,8 @@ os.environ.update(
 
 from soc2_evidence.evidence import RunContext  # noqa: E402
 from soc2_evidence.local_services import DUMMY_AWS_ENV, create_object_lock_bucket, moto_server  # noqa: E402
+from soc2_evidence.redaction import Redactor  # noqa: E402
+from soc2_evidence.staging import BundleWriter  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +102,31 @@ def make_repo(path: Path, files: dict[str, bytes | str]) -> Path:
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "config snapshot fixture")
     return path
+
+
+def bundle_writer(
+    staging: Path,
+    run: RunContext,
+    *,
+    family: str,
+    source: str,
+    kind: str,
+    collector: str = "tests",
+    collector_version: str = "0",
+    redactor: Redactor | None = None,
+) -> BundleWriter:
+    """A first-try writer of one source's bundle, as the extract task makes it."""
+    return BundleWriter(
+        staging,
+        family=family,
+        source=source,
+        kind=kind,
+        run=run,
+        try_number=1,
+        collector=collector,
+        collector_version=collector_version,
+        redactor=redactor or Redactor(),
+    )
 
 
 @pytest.fixture

@@ -461,21 +461,20 @@ def run_collector(
     source: str = "tickets-src",
 ):
     """Collect like ``pipeline.extract_source`` (finish only on success), recording sleeps instead of sleeping."""
+    from conftest import bundle_writer
     from soc2_evidence.collectors import CollectContext, collector_for
     from soc2_evidence.config import SourceConfig
     from soc2_evidence.evidence import RunContext
     from soc2_evidence.redaction import Redactor
-    from soc2_evidence.staging import BundleWriter
 
     collector = collector_for(kind)
     run = RunContext("evidence_tickets", f"scheduled__{logical_date.isoformat()}", logical_date)
-    writer = BundleWriter(
+    writer = bundle_writer(
         staging,
+        run,
         family="tickets",
         source=source,
         kind=kind,
-        run=run,
-        try_number=1,
         collector=collector.__name__,
         collector_version=collector.VERSION,
         redactor=Redactor(b"test-key"),

@@ -14,11 +14,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from conftest import bundle_writer
 from soc2_evidence import archive as archive_module
 from soc2_evidence.archive import SourceOutcome, archive_run, latest_link
 from soc2_evidence.exceptions import ObjectExistsError
 from soc2_evidence.redaction import Redactor
-from soc2_evidence.staging import BundleWriter
 from soc2_evidence.stores import open_store
 from soc2_evidence.verify import verify_store
 
@@ -26,16 +26,8 @@ SOURCE = SourceOutcome("repo-a", "config_repo", "archived")
 
 
 def stage(tmp_path, run, source="repo-a", content=None):
-    writer = BundleWriter(
-        tmp_path / "staging",
-        family="config",
-        source=source,
-        kind="config_repo",
-        run=run,
-        try_number=1,
-        collector="tests",
-        collector_version="1",
-        redactor=Redactor(b"k"),
+    writer = bundle_writer(
+        tmp_path / "staging", run, family="config", source=source, kind="config_repo", redactor=Redactor(b"k")
     )
     writer.add_json("commit.json", content or {"commit": "abc", "night": run.night.isoformat()})
     writer.add_text("files/app.yaml", "service: payments\npassword: hunter2\n")

@@ -22,14 +22,13 @@ from urllib.parse import parse_qs, urlparse
 import boto3
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, bundle_writer
 from soc2_evidence.collectors import CollectContext, aws_backup
 from soc2_evidence.config import SourceConfig, load_config
 from soc2_evidence.evidence import RunContext
 from soc2_evidence.exceptions import CollectorError
 from soc2_evidence.pipeline import validate_staged
-from soc2_evidence.redaction import Redactor
-from soc2_evidence.staging import Bundle, BundleWriter
+from soc2_evidence.staging import Bundle
 
 REGION = "eu-north-1"  # this module's own region: other tests share the session's moto server
 ACCOUNT = "123456789012"  # moto's default account
@@ -249,17 +248,8 @@ def aws_estate(backup_api):
 
 def collect(tmp_path: Path, options: dict) -> Bundle:
     source = SourceConfig(name="aws-backup", kind="aws_backup", family="backup", options=options)
-    writer = BundleWriter(
-        tmp_path / "staging",
-        family="backup",
-        source=source.name,
-        kind="aws_backup",
-        run=RunContext("evidence_backup_test", "manual__aws", NOW),
-        try_number=1,
-        collector="tests",
-        collector_version="0",
-        redactor=Redactor(),
-    )
+    run = RunContext("evidence_backup_test", "manual__aws", NOW)
+    writer = bundle_writer(tmp_path / "staging", run, family="backup", source=source.name, kind="aws_backup")
     aws_backup.collect(source, writer, CollectContext(resolve_path=Path, get_connection=lambda conn_id: None))
     return writer.finish()
 

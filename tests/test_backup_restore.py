@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import ROOT
+from conftest import ROOT, bundle_writer
 from soc2_evidence.archive import latest_link
 from soc2_evidence.collectors import CollectContext, pg_restore
 from soc2_evidence.config import SourceConfig
@@ -38,8 +38,7 @@ from soc2_evidence.pg_backup import (
     scratch_prefix,
     take_backup,
 )
-from soc2_evidence.redaction import Redactor
-from soc2_evidence.staging import Bundle, BundleWriter
+from soc2_evidence.staging import Bundle
 from soc2_evidence.stores import open_store
 from soc2_evidence.verify import verify_store
 
@@ -108,17 +107,7 @@ def execute(dsn: str, statement: str) -> None:
 def collect(tmp_path: Path, name: str, options: dict, connections: dict | None = None) -> tuple[dict, Bundle]:
     """Run one restore test into a staged bundle; return its result record and the bundle."""
     source = SourceConfig(name=name, kind="pg_restore", family="backup", options={**TARGETS, **options})
-    writer = BundleWriter(
-        tmp_path / "staging",
-        family="backup",
-        source=name,
-        kind="pg_restore",
-        run=run_context(),
-        try_number=1,
-        collector="tests",
-        collector_version="0",
-        redactor=Redactor(),
-    )
+    writer = bundle_writer(tmp_path / "staging", run_context(), family="backup", source=name, kind="pg_restore")
     context = CollectContext(
         resolve_path=lambda value: tmp_path / value, get_connection=lambda conn_id: (connections or {})[conn_id]
     )

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, bundle_writer
 from soc2_evidence.collectors import CollectContext, backup_results
 from soc2_evidence.config import SourceConfig, load_config
 from soc2_evidence.evidence import RunContext
 from soc2_evidence.exceptions import CollectorError
 from soc2_evidence.pipeline import validate_staged
-from soc2_evidence.redaction import Redactor
-from soc2_evidence.staging import Bundle, BundleWriter
+from soc2_evidence.staging import Bundle
 
 NOW = datetime.now(UTC)
 
@@ -114,17 +113,8 @@ def write_results(directory: Path) -> Path:
 
 def collect(tmp_path: Path, options: dict) -> Bundle:
     source = SourceConfig(name="restore-reports", kind="backup_results", family="backup", options=options)
-    writer = BundleWriter(
-        tmp_path / "staging",
-        family="backup",
-        source=source.name,
-        kind="backup_results",
-        run=RunContext("evidence_backup_test", "manual__results", NOW),
-        try_number=1,
-        collector="tests",
-        collector_version="0",
-        redactor=Redactor(),
-    )
+    run = RunContext("evidence_backup_test", "manual__results", NOW)
+    writer = bundle_writer(tmp_path / "staging", run, family="backup", source=source.name, kind="backup_results")
     context = CollectContext(resolve_path=lambda value: tmp_path / value, get_connection=lambda conn_id: None)
     backup_results.collect(source, writer, context)
     return writer.finish()

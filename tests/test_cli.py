@@ -12,27 +12,16 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from conftest import bundle_writer
 from soc2_evidence.archive import SourceOutcome, archive_run
 from soc2_evidence.cli import main
 from soc2_evidence.evidence import RunContext
-from soc2_evidence.redaction import Redactor
-from soc2_evidence.staging import BundleWriter
 
 RUN = RunContext("evidence_config_snapshot", "scheduled__2026-11-25", datetime(2026, 11, 25, 2, tzinfo=UTC))
 
 
 def archive_one(store, tmp_path):
-    writer = BundleWriter(
-        tmp_path / "staging",
-        family="config",
-        source="repo",
-        kind="config_repo",
-        run=RUN,
-        try_number=1,
-        collector="tests",
-        collector_version="1",
-        redactor=Redactor(),
-    )
+    writer = bundle_writer(tmp_path / "staging", RUN, family="config", source="repo", kind="config_repo")
     writer.add_json("commit.json", {"commit": "abc"})
     return archive_run(
         store,

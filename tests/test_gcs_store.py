@@ -17,11 +17,10 @@ from datetime import UTC, datetime
 import pytest
 from google.api_core import exceptions as google_exceptions
 
+from conftest import bundle_writer
 from soc2_evidence.archive import SourceOutcome, archive_run, latest_link
 from soc2_evidence.exceptions import StoreConfigError
 from soc2_evidence.hashing import digest_bytes
-from soc2_evidence.redaction import Redactor
-from soc2_evidence.staging import BundleWriter
 from soc2_evidence.stores import open_store
 from soc2_evidence.stores.gcs import BUCKET_LOCK, OBJECT_LOCK, retention_mode
 from soc2_evidence.verify import verify_store
@@ -132,17 +131,7 @@ def test_emulator_verifies_md5(gcs_bucket):
 
 
 def stage(tmp_path, run):
-    writer = BundleWriter(
-        tmp_path / "staging",
-        family="config",
-        source="repo",
-        kind="config_repo",
-        run=run,
-        try_number=1,
-        collector="tests",
-        collector_version="1",
-        redactor=Redactor(),
-    )
+    writer = bundle_writer(tmp_path / "staging", run, family="config", source="repo", kind="config_repo")
     writer.add_json("commit.json", {"commit": "abc"})
     writer.add_text("files/app.yaml", "mfa: true\n")
     return writer.finish()
