@@ -3,7 +3,9 @@
 Both check one 1,000,000-row population (``--quick``: 100,000) with the generated data-quality
 suite of a four-column dataset: exact column set, per-value types, key not null and unique,
 a required column, a closed value set, freshness and completeness. Both see the same DataFrame
-and must agree that it passes. Ratio = GX time / pandas time. Target: <= 2.0x.
+and must agree that it passes. Ratio = GX time / pandas time, the fastest of three interleaved
+rounds each. Target: <= 2.0x. The Data Docs site, which the pipeline builds once per run after
+every dataset is validated, is timed and printed apart: the pandas side has nothing like it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from bench import Result, bench_tempdir, verdict
 NAME = "validation"
 TARGET = 2.0
 ROWS, QUICK_ROWS = 1_000_000, 100_000
+ROUNDS = 3
 STATES = ("active", "suspended")
 
 
@@ -44,23 +47,29 @@ def run(quick: bool = False) -> Result:
         "fresh_before": logical + timedelta(hours=48),
         "reported_total": rows,
     }
+    gx_times, docs_times, pandas_times = [], [], []
     with bench_tempdir(NAME) as tmp:
-        validator = Validator(tmp / "gx")
-        started = time.perf_counter()
-        checks, _ = validator.validate(Target(source="bench", dataset=dataset, frame=frame, parameters=parameters))
-        gx_s = time.perf_counter() - started
-    started = time.perf_counter()
-    pandas_ok = hand_written(frame, dataset, parameters)
-    pandas_s = time.perf_counter() - started
-
-    gx_ok = all(check.success for check in checks)
-    if not (gx_ok and pandas_ok):
-        raise RuntimeError(f"the two validations disagree or fail: GX {gx_ok}, pandas {pandas_ok}")
+        for round_number in range(ROUNDS):  # interleaved; the fastest round of each counts
+            validator = Validator(tmp / f"gx-{round_number}")
+            started = time.perf_counter()
+            checks, _ = validator.validate(Target(source="bench", dataset=dataset, frame=frame, parameters=parameters))
+            gx_times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            validator.finish_docs()
+            docs_times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            pandas_ok = hand_written(frame, dataset, parameters)
+            pandas_times.append(time.perf_counter() - started)
+            gx_ok = all(check.success for check in checks)
+            if not (gx_ok and pandas_ok):
+                raise RuntimeError(f"the two validations disagree or fail: GX {gx_ok}, pandas {pandas_ok}")
+    gx_s, docs_s, pandas_s = min(gx_times), min(docs_times), min(pandas_times)
     ratio = gx_s / pandas_s
     passed = ratio <= TARGET
     line = (
         f"{NAME}: GX suite {gx_s:.2f} s vs hand-written pandas {pandas_s:.2f} s -> {ratio:.2f}x "
-        f"(target <= {TARGET:.1f}x) {verdict(passed)} [{rows:,} rows, {len(checks)} expectations]"
+        f"(target <= {TARGET:.1f}x) {verdict(passed)} [{rows:,} rows, {len(checks)} expectations; "
+        f"the run's Data Docs, built once after every dataset, {docs_s:.2f} s more]"
     )
     return Result(NAME, line, passed)
 
