@@ -62,7 +62,7 @@ def config_path() -> Path:
 def read_schedule(dag_key: str, path: Path | None = None) -> str | None:
     """Just the schedule, for DAG files: parsing must stay cheap and never fail on source options."""
     try:
-        raw = _read_yaml(path or config_path())
+        raw = read_yaml(path or config_path())
     except ConfigError:
         return None
     schedules = raw.get("schedules") if isinstance(raw, dict) else None
@@ -71,7 +71,7 @@ def read_schedule(dag_key: str, path: Path | None = None) -> str | None:
 
 def load_config(path: str | Path | None = None) -> PipelineConfig:
     path = Path(path) if path else config_path()
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     _reject_unknown(
@@ -128,13 +128,24 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     )
 
 
-def _read_yaml(path: Path) -> Any:
+# libyaml's parser where PyYAML was built with it (the wheels are): the same safe loading, about ten
+# times faster, which matters because every DAG file reads its schedule here at parse time. An
+# invalid file is read again by the pure-Python loader, so its message is the same everywhere.
+_FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file of the pipeline's (config, controls, exceptions), safely loaded; errors name the file."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read config file: {error.strerror or error}") from error
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: config file is not UTF-8 text (byte {error.start})") from error
+    try:
+        return yaml.load(text, Loader=_FAST_SAFE_LOADER) or {}  # noqa: S506 - a safe loader, C or Python
+    except yaml.YAMLError:
+        pass
     try:
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
