@@ -254,6 +254,14 @@ def test_airflow_init_migrates_the_metadata_db(services):
     assert "airflow db migrate" in _script(services["airflow-init"])
 
 
+def test_airflow_init_creates_the_restore_pool_the_backup_dag_uses(services):
+    """Without the pool, the backup DAG's restore tasks would wait forever for slots."""
+    pool = re.search(r'RESTORE_POOL = "([^"]+)"', (REPO_ROOT / "dags" / "backup_test.py").read_text())[1]
+    script = _script(services["airflow-init"])
+    assert f'airflow pools set {pool} "$${{EVIDENCE_RESTORE_SLOTS}}"' in script
+    assert _environment(services["airflow-init"])["EVIDENCE_RESTORE_SLOTS"] == "${EVIDENCE_RESTORE_SLOTS:-1}"
+
+
 def test_source_directories_and_staging_are_mounted(compose, services):
     staging = _environment(compose[COMMON_ANCHOR])["EVIDENCE_STAGING"]
     for name in AIRFLOW_SERVICES:
