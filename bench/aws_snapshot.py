@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(quick: bool = False) -> Result:
-    from soc2_evidence.local_services import DUMMY_AWS_ENV, moto_server
+    from soc2_evidence.local_services import DUMMY_AWS_ENV, moto_server, s3_control_env
 
     sizes = QUICK_SIZES if quick else SIZES
     with bench_tempdir(NAME) as tmp:
@@ -53,7 +53,7 @@ def run(quick: bool = False) -> Result:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
         with moto_server(tmp / "moto.log") as endpoint, patched_environ(env, remove_prefix="AWS_"):
-            os.environ["AWS_ENDPOINT_URL"] = endpoint
+            os.environ.update(s3_control_env(endpoint), AWS_ENDPOINT_URL=endpoint)
             config = write_config(tmp)
             session = seed_session()
             measured = []

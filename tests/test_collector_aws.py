@@ -16,8 +16,15 @@ test module sees only its own resources on the shared server. moto gaps, named w
 - moto has no AWS-managed policies unless loaded at start-up: AdministratorAccess is recognised
   by ARN without a call and is not seeded; customer-managed, inline and group grants are.
 - moto answers every list in one page, so the paginators' second pages are not exercised here.
-- account-level S3 Block Public Access is not read: s3control puts the account id in the host
-  name, which no loopback endpoint resolves.
+- account-level S3 Block Public Access: moto 5.2.5 implements S3 Control GetPublicAccessBlock and
+  PutPublicAccessBlock per account over HTTP (NoSuchPublicAccessBlockConfiguration when none is
+  set), but botocore sends every S3 Control call to ``{AccountId}.{endpoint host}``, a custom
+  endpoint included, and no name under 127.0.0.1 resolves. ``local_services.s3_control_env``
+  bridges that: boto3's standard ``HTTP_PROXY`` is the moto server itself, which takes the
+  collector's real request, account-prefixed host and all, as a proxied request.
+- moto does not enforce Block Public Access when a bucket policy or ACL is put (AWS refuses a
+  public one while BlockPublicPolicy or BlockPublicAcls is on at either level): public policies
+  and ACLs are seeded before the settings that would block them, the order AWS accepts too.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from soc2_evidence.config import load_config
 from soc2_evidence.datasets import load_records
 from soc2_evidence.evidence import RunContext
 from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.local_services import DUMMY_AWS_ENV, moto_server
+from soc2_evidence.local_services import DUMMY_AWS_ENV, moto_server, s3_control_env
 from soc2_evidence.pipeline import extract_source
 from soc2_evidence.staging import BUNDLE_FILE, Bundle
 
@@ -106,6 +113,7 @@ def moto_env(s3_endpoint):
     with pytest.MonkeyPatch.context() as patch:
         for name, value in {
             **DUMMY_AWS_ENV,
+            **s3_control_env(s3_endpoint),
             "AWS_ENDPOINT_URL": s3_endpoint,
             "AWS_ENDPOINT_URL_S3": s3_endpoint,
         }.items():
@@ -321,19 +329,40 @@ def seed_regional(session, account_id: str, buckets: dict[str, str]) -> dict:
     }
 
 
-def seed_second_account(session, account_id: str) -> None:
-    """A tidy account: a strong password policy, one private, encrypted bucket, Config recording."""
-    session.client("iam").update_account_password_policy(
-        MinimumPasswordLength=14, RequireSymbols=True, PasswordReusePrevention=24
-    )
-    s3 = session.client("s3")
-    s3.create_bucket(Bucket=f"private-{account_id}")
+ALL_BLOCKED = {
+    "BlockPublicAcls": True,
+    "IgnorePublicAcls": True,
+    "BlockPublicPolicy": True,
+    "RestrictPublicBuckets": True,
+}
+
+
+def put_account_block(session, account_id: str, **settings: bool) -> None:
+    """Account-level S3 Block Public Access (S3 Control), through s3_control_env."""
+    session.client("s3control").put_public_access_block(AccountId=account_id, PublicAccessBlockConfiguration=settings)
+
+
+def encrypted_bucket(s3, name: str) -> None:
+    s3.create_bucket(Bucket=name)
     s3.put_bucket_encryption(
-        Bucket=f"private-{account_id}",
+        Bucket=name,
         ServerSideEncryptionConfiguration={
             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
         },
     )
+
+
+def seed_second_account(session, account_id: str) -> None:
+    """A tidy account: a strong password policy, encrypted buckets, Config recording, and all of account-level
+    Block Public Access on, so its bucket with a public policy and no bucket-level block is not exposed."""
+    session.client("iam").update_account_password_policy(
+        MinimumPasswordLength=14, RequireSymbols=True, PasswordReusePrevention=24
+    )
+    s3 = session.client("s3")
+    encrypted_bucket(s3, f"private-{account_id}")
+    encrypted_bucket(s3, f"open-{account_id}")
+    s3.put_bucket_policy(Bucket=f"open-{account_id}", Policy=public_policy(f"open-{account_id}"))
+    put_account_block(session, account_id, **ALL_BLOCKED)
     config = session.client("config")
     config.put_configuration_recorder(
         ConfigurationRecorder={"name": "default", "roleARN": f"arn:aws:iam::{account_id}:role/config"}
@@ -345,13 +374,35 @@ def seed_second_account(session, account_id: str) -> None:
 # --- the snapshot -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def snapshot(moto_env, tmp_path_factory):
-    """Two seeded accounts, extracted like the extract task does, then validated with GX."""
+def validate(config, run: RunContext, bundle: Bundle) -> tuple[dict, list[dict]]:
+    """GX validation of one staged bundle, as the validate task runs it: its summary and its findings."""
     from soc2_evidence.controls import load_control_map
     from soc2_evidence.stores import open_store
     from soc2_evidence.validation import ValidationSettings, summary_of, validate_run
 
+    settings = ValidationSettings(
+        control_map=load_control_map(Path(__file__).resolve().parents[1] / "include" / "config" / "controls.yaml"),
+        register=[],
+        freshness_hours=48,
+        calendar_days=7,
+        today=date.today(),
+    )
+    validation = validate_run(
+        [bundle],
+        run,
+        family="config",
+        sources=[SOURCE],
+        store=open_store(config.store_url),
+        settings=settings,
+        staging_root=config.staging_dir,
+    )
+    findings_item = next(staged for staged in validation.items if staged.item.name == "findings.jsonl")
+    return summary_of(validation), [json.loads(line) for line in findings_item.path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def snapshot(moto_env, tmp_path_factory):
+    """Two seeded accounts, extracted like the extract task does, then validated with GX."""
     first, second = new_account_id(), new_account_id()
     session = session_for(first)
     iam = seed_iam(session, first)
@@ -371,27 +422,19 @@ def snapshot(moto_env, tmp_path_factory):
     )
     run = new_run()
     later = functools.partial(CollectContext, now=lambda: datetime.now(UTC) + KEY_CLOCK_SHIFT)
+    account_block_reads = []
+
+    def read_account_block(account):
+        account_block_reads.append(account.account_id)
+        return read_once(account)
+
+    read_once = aws._s3_account_public_access
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pipeline, "CollectContext", later)  # moto cannot backdate keys: move the clock instead
+        patch.setattr(aws, "_s3_account_public_access", read_account_block)
         summary = extract_source(config, SOURCE, run, redaction_key=KEY)
     bundle = Bundle.load(summary["bundle"])
-    settings = ValidationSettings(
-        control_map=load_control_map(Path(__file__).resolve().parents[1] / "include" / "config" / "controls.yaml"),
-        register=[],
-        freshness_hours=48,
-        calendar_days=7,
-        today=date.today(),
-    )
-    validation = validate_run(
-        [bundle],
-        run,
-        family="config",
-        sources=[SOURCE],
-        store=open_store(config.store_url),
-        settings=settings,
-        staging_root=config.staging_dir,
-    )
-    findings_item = next(staged for staged in validation.items if staged.item.name == "findings.jsonl")
+    validation, findings = validate(config, run, bundle)
     return SimpleNamespace(
         first=first,
         second=second,
@@ -401,8 +444,9 @@ def snapshot(moto_env, tmp_path_factory):
         config=config,
         summary=summary,
         bundle=bundle,
-        validation=summary_of(validation),
-        findings=[json.loads(line) for line in findings_item.path.read_text().splitlines()],
+        account_block_reads=account_block_reads,
+        validation=validation,
+        findings=findings,
     )
 
 
@@ -498,21 +542,141 @@ def test_password_policies_one_record_per_account(snapshot):
 def test_s3_buckets(snapshot):
     buckets = by(records(snapshot, aws.S3_BUCKETS), "bucket")
     names = snapshot.buckets
-    assert set(buckets) == {*names.values(), f"private-{snapshot.second}"}
+    assert set(buckets) == {*names.values(), f"private-{snapshot.second}", f"open-{snapshot.second}"}
     public = buckets[names["public"]]
     assert (public["policy_is_public"], public["public_access_block_all"], public["acl_is_public"]) == (
         True,
         False,
         False,
     )
+    assert public["effective_public_access_block_all"] is False
     blocked = buckets[names["blocked"]]
     assert blocked["public_access_block_all"] is True and blocked["block_public_policy"] is True
+    assert blocked["effective_public_access_block_all"] is True  # the bucket's own block is enough
+    for column in ACCOUNT_COLUMNS:  # the first account sets no account-level block
+        assert blocked[column] is False and public[column] is False
     assert buckets[names["acl"]]["acl_is_public"] is True
     plain = buckets[names["plain"]]
     assert (plain["region"], plain["default_encryption"], plain["versioning"]) == ("eu-west-1", None, "Suspended")
     logs = buckets[names["logs"]]
     assert (logs["object_lock"], logs["versioning"], logs["default_encryption"]) == (True, "Enabled", "aws:kms")
     assert buckets[f"private-{snapshot.second}"]["account_id"] == snapshot.second
+
+
+ACCOUNT_COLUMNS = (
+    "account_block_public_acls",
+    "account_ignore_public_acls",
+    "account_block_public_policy",
+    "account_restrict_public_buckets",
+)
+
+
+def s3_findings(findings: list[dict], account: str) -> set[tuple[str, str | None]]:
+    """(check, bucket) of the S3 findings of ``account``; bucket None for the account's own."""
+    return {
+        (finding["check"], finding["record_key"].get("bucket"))
+        for finding in findings
+        if finding["check"].startswith("aws.s3_") and finding["record_key"].get("account_id") == account
+    }
+
+
+def test_account_level_block_public_access_is_read_once_per_account(snapshot):
+    """The collector's S3 Control GetPublicAccessBlock, one per account however many buckets it has."""
+    assert sorted(snapshot.account_block_reads) == sorted((snapshot.first, snapshot.second))
+    assert len(snapshot.buckets) == 5  # the first account's buckets did not each read it
+
+
+def test_account_level_block_public_access_covers_a_public_bucket(snapshot):
+    """All four settings on at account level: a bucket with a public policy and no bucket-level block
+    is not exposed (no finding), and the account's setting is evidenced on its own."""
+    second = snapshot.second
+    accounts = by(records(snapshot, aws.S3_ACCOUNT_PUBLIC_ACCESS), "account_id")
+    assert accounts[second] == {
+        "account_id": second,
+        "configured": True,
+        "block_public_acls": True,
+        "ignore_public_acls": True,
+        "block_public_policy": True,
+        "restrict_public_buckets": True,
+        "all_blocked": True,
+    }
+    buckets = by(records(snapshot, aws.S3_BUCKETS), "bucket")
+    for name in (f"open-{second}", f"private-{second}"):
+        bucket = buckets[name]
+        assert bucket["public_access_block_all"] is False  # bucket level: nothing set
+        assert all(bucket[column] is True for column in ACCOUNT_COLUMNS)
+        assert bucket["effective_public_access_block_all"] is True
+    assert buckets[f"open-{second}"]["policy_is_public"] is True
+    assert s3_findings(snapshot.findings, second) == set()
+
+
+def test_no_account_level_block_public_access(snapshot):
+    """No account-level configuration: recorded as configured=false, and a finding; a bucket made public by
+    its policy without a bucket-level block is a finding too, while one blocked at bucket level is not."""
+    first, names = snapshot.first, snapshot.buckets
+    accounts = by(records(snapshot, aws.S3_ACCOUNT_PUBLIC_ACCESS), "account_id")
+    assert accounts[first] == {
+        "account_id": first,
+        "configured": False,
+        "block_public_acls": False,
+        "ignore_public_acls": False,
+        "block_public_policy": False,
+        "restrict_public_buckets": False,
+        "all_blocked": False,
+    }
+    found = s3_findings(snapshot.findings, first)
+    assert ("aws.s3_account_public_access.account_blocks_public_access", None) in found
+    assert ("aws.s3_buckets.not_public_by_policy", names["public"]) in found
+    assert ("aws.s3_buckets.not_public_by_acl", names["acl"]) in found
+    assert not [finding for finding in found if finding[1] == names["blocked"]]
+    [finding] = [
+        finding
+        for finding in snapshot.findings
+        if finding["check"] == "aws.s3_account_public_access.account_blocks_public_access"
+    ]
+    assert finding["record_key"] == {"account_id": first}
+    assert set(finding["controls"]) == {"CC6.1", "CC6.6"}
+
+
+def test_block_public_access_in_effect_is_each_setting_at_either_level(moto_env, tmp_path):
+    """The account blocks public ACLs, a bucket blocks public policies: together all four are in effect.
+    A bucket with a public policy and no block of its own has only the account's two: exposed."""
+    account = new_account_id()
+    session = session_for(account)
+    s3 = session.client("s3")
+    for name in (f"partial-{account}", f"policy-only-{account}"):
+        encrypted_bucket(s3, name)
+        s3.put_bucket_policy(Bucket=name, Policy=public_policy(name))
+    s3.put_public_access_block(
+        Bucket=f"partial-{account}",
+        PublicAccessBlockConfiguration={"BlockPublicPolicy": True, "RestrictPublicBuckets": True},
+    )
+    put_account_block(session, account, BlockPublicAcls=True, IgnorePublicAcls=True)
+    config = write_config(tmp_path, accounts=[{"id": account, "role_arn": role_arn(account), "regions": ["us-east-1"]}])
+    run = new_run()
+    bundle = Bundle.load(extract_source(config, SOURCE, run)["bundle"])
+    _, findings = validate(config, run, bundle)
+
+    [account_record] = load_records(aws.S3_ACCOUNT_PUBLIC_ACCESS, bundle_item(bundle, aws.S3_ACCOUNT_PUBLIC_ACCESS))
+    assert (account_record["configured"], account_record["all_blocked"]) == (True, False)
+    assert (account_record["block_public_acls"], account_record["ignore_public_acls"]) == (True, True)
+    assert (account_record["block_public_policy"], account_record["restrict_public_buckets"]) == (False, False)
+    buckets = by(load_records(aws.S3_BUCKETS, bundle_item(bundle, aws.S3_BUCKETS)), "bucket")
+    partial = buckets[f"partial-{account}"]
+    assert (partial["block_public_acls"], partial["ignore_public_acls"]) == (False, False)
+    assert (partial["block_public_policy"], partial["restrict_public_buckets"]) == (True, True)
+    assert partial["public_access_block_all"] is False  # neither level alone blocks everything
+    assert [partial[column] for column in ACCOUNT_COLUMNS] == [True, True, False, False]
+    assert partial["effective_public_access_block_all"] is True
+    assert buckets[f"policy-only-{account}"]["effective_public_access_block_all"] is False
+    assert s3_findings(findings, account) == {
+        ("aws.s3_account_public_access.account_blocks_public_access", None),
+        ("aws.s3_buckets.not_public_by_policy", f"policy-only-{account}"),
+    }
+
+
+def bundle_item(bundle: Bundle, dataset) -> Path:
+    return next(staged.path for staged in bundle.items if staged.item.name == dataset.item)
 
 
 def test_trails_keys_groups_databases_recorders(snapshot):
@@ -592,6 +756,7 @@ def test_validation_finds_exactly_the_seeded_control_exceptions(snapshot):
         key("iam_users.admin_access_allow_listed", account_id=first, user_name="ops"),
         key("iam_access_keys.rotated", account_id=first, key_fingerprint=carol_key),  # dave's is inactive
         key("iam_password_policies.present", account_id=first),
+        key("s3_account_public_access.account_blocks_public_access", account_id=first),
         key("s3_buckets.not_public_by_policy", account_id=first, bucket=buckets["public"]),
         key("s3_buckets.not_public_by_acl", account_id=first, bucket=buckets["acl"]),
         key("s3_buckets.default_encryption", account_id=first, bucket=buckets["plain"]),
@@ -653,6 +818,8 @@ def test_no_secret_reaches_staging_or_xcom(snapshot):
 
 @pytest.fixture
 def moto_aws(aws_env, monkeypatch) -> str:
+    for name, value in s3_control_env(aws_env).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_env)
     for name in ("EVIDENCE_STORE", "EVIDENCE_CONFIG", "EVIDENCE_STAGING", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)

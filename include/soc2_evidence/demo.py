@@ -28,6 +28,7 @@ from soc2_evidence.local_services import (
     gcs_emulator,
     load_sample_data,
     moto_server,
+    s3_control_env,
     venv_tool,
 )
 
@@ -130,9 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with steps("start an S3 API with Object Lock on loopback (moto server)"):
                 endpoint = stack.enter_context(moto_server(DEMO_DIR / "moto.log"))
-                # The S3 store and the demo's AWS configuration source both talk to this endpoint.
-                env.update(DUMMY_AWS_ENV, AWS_ENDPOINT_URL=endpoint, AWS_ENDPOINT_URL_S3=endpoint)
-                os.environ.update(DUMMY_AWS_ENV, AWS_ENDPOINT_URL=endpoint, AWS_ENDPOINT_URL_S3=endpoint)
+                # The S3 store and the demo's AWS configuration source both talk to this endpoint
+                # (S3 Control, whose host names carry the account id, by way of s3_control_env).
+                aws_env = {**DUMMY_AWS_ENV, **s3_control_env(endpoint)}
+                env.update(aws_env, AWS_ENDPOINT_URL=endpoint, AWS_ENDPOINT_URL_S3=endpoint)
+                os.environ.update(aws_env, AWS_ENDPOINT_URL=endpoint, AWS_ENDPOINT_URL_S3=endpoint)
                 import boto3
 
                 create_object_lock_bucket(boto3.client("s3"), DEMO_BUCKET)

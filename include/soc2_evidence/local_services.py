@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -87,6 +88,30 @@ def _serve(name: str, argv: list[str], probe_url: str, log_path: Path | None, st
             process.wait()
         if log is not subprocess.DEVNULL:
             log.close()
+
+
+# The S3 Control endpoint of s3_control_env: a name that is never resolved, only sent to a proxy.
+S3_CONTROL_HOST = "s3-control.loopback.invalid"
+
+
+def s3_control_env(endpoint: str) -> dict[str, str]:
+    """Environment that routes boto3's S3 Control calls to the moto server at ``endpoint``.
+
+    botocore sends every S3 Control call to ``{AccountId}.{endpoint host}`` (the account id is part
+    of the service's endpoint rules, a custom endpoint included), and no name under a loopback
+    address resolves. So S3 Control gets an endpoint under ``S3_CONTROL_HOST`` and boto3's standard
+    ``HTTP_PROXY`` is the moto server itself: its HTTP server accepts a proxied request's absolute
+    URL and takes the host from it, so the collector's request arrives as botocore signed it. Every
+    other service reaches loopback directly (``NO_PROXY``).
+    """
+    no_proxy = ",".join(filter(None, (os.environ.get("no_proxy") or os.environ.get("NO_PROXY"), LOOPBACK, "localhost")))
+    return {
+        "AWS_ENDPOINT_URL_S3_CONTROL": f"http://{S3_CONTROL_HOST}",
+        "HTTP_PROXY": endpoint,
+        "http_proxy": endpoint,  # the lower-case names win where both are set
+        "NO_PROXY": no_proxy,
+        "no_proxy": no_proxy,
+    }
 
 
 def create_object_lock_bucket(client, bucket: str) -> None:

@@ -13,6 +13,9 @@ Every dataset is a JSON Lines item streamed record by record from paginators, so
 flat however large the accounts are. Any failed call (access denied, throttling past the
 retries, a role that cannot be assumed, a region the account does not have) raises a
 CollectorError naming the account, region and call: a partial snapshot is never finished.
+
+The role needs read access to what is listed (AWS's managed SecurityAudit policy covers it,
+including ``s3:GetAccountPublicAccessBlock`` for the account-level S3 Block Public Access).
 """
 
 from __future__ import annotations
@@ -158,6 +161,11 @@ S3_BUCKETS = Dataset(
         "block_public_policy": "boolean",
         "restrict_public_buckets": "boolean",
         "public_access_block_all": "boolean",
+        "account_block_public_acls": "boolean",
+        "account_ignore_public_acls": "boolean",
+        "account_block_public_policy": "boolean",
+        "account_restrict_public_buckets": "boolean",
+        "effective_public_access_block_all": "boolean",
         "policy_is_public": "boolean",
         "acl_is_public": "boolean",
         "default_encryption": "string",
@@ -167,6 +175,11 @@ S3_BUCKETS = Dataset(
     required=(
         "region",
         "public_access_block_all",
+        "account_block_public_acls",
+        "account_ignore_public_acls",
+        "account_block_public_policy",
+        "account_restrict_public_buckets",
+        "effective_public_access_block_all",
         "policy_is_public",
         "acl_is_public",
         "versioning",
@@ -177,7 +190,36 @@ S3_BUCKETS = Dataset(
         "default_encryption": ("AES256", "aws:kms", "aws:kms:dsse"),
     },
     total="s3_buckets",
-    description="S3 buckets: bucket-level public access block, policy and ACL exposure, encryption, versioning",
+    description=(
+        "S3 buckets: public access block at bucket level, at account level and in effect (either level), "
+        "policy and ACL exposure, encryption, versioning"
+    ),
+)
+S3_ACCOUNT_PUBLIC_ACCESS = Dataset(
+    name="aws.s3_account_public_access",
+    item="s3_account_public_access.jsonl",
+    key=("account_id",),
+    columns={
+        "account_id": "string",
+        "configured": "boolean",
+        "block_public_acls": "boolean",
+        "ignore_public_acls": "boolean",
+        "block_public_policy": "boolean",
+        "restrict_public_buckets": "boolean",
+        "all_blocked": "boolean",
+    },
+    required=(
+        "configured",
+        "block_public_acls",
+        "ignore_public_acls",
+        "block_public_policy",
+        "restrict_public_buckets",
+        "all_blocked",
+    ),
+    description=(
+        "The account-level S3 Block Public Access of each account, which applies to every bucket "
+        "(configured=false when none is set)"
+    ),
 )
 CLOUDTRAIL_TRAILS = Dataset(
     name="aws.cloudtrail_trails",
@@ -293,6 +335,7 @@ DATASETS = (
     IAM_USERS,
     IAM_ACCESS_KEYS,
     PASSWORD_POLICIES,
+    S3_ACCOUNT_PUBLIC_ACCESS,
     S3_BUCKETS,
     CLOUDTRAIL_TRAILS,
     KMS_KEYS,
@@ -321,6 +364,11 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
             IAM_ACCESS_KEYS.item, (json.loads(line) for line in key_spool), description=IAM_ACCESS_KEYS.description
         )
     writer.add_jsonl(PASSWORD_POLICIES.item, map(_password_policy, accounts), description=PASSWORD_POLICIES.description)
+    writer.add_jsonl(
+        S3_ACCOUNT_PUBLIC_ACCESS.item,
+        (account.s3_account_public_access() for account in accounts),
+        description=S3_ACCOUNT_PUBLIC_ACCESS.description,
+    )
     writer.add_jsonl(S3_BUCKETS.item, _s3_buckets(accounts, totals), description=S3_BUCKETS.description)
     writer.add_jsonl(CLOUDTRAIL_TRAILS.item, _trails(accounts, totals), description=CLOUDTRAIL_TRAILS.description)
     writer.add_jsonl(KMS_KEYS.item, _kms_keys(accounts, totals), description=KMS_KEYS.description)
@@ -352,9 +400,9 @@ def control_expectations(dataset: Dataset) -> list[Any]:
         )
 
     def unless_blocked(column: str, name: str, description: str) -> Any:
-        """``column`` may be true only where all four public access block settings are on."""
+        """``column`` may be true only where all four public access block settings are in effect (bucket or account)."""
         return expectations.ExpectColumnPairValuesToBeInSet(
-            column_A="public_access_block_all",
+            column_A="effective_public_access_block_all",
             column_B=column,
             value_pairs_set=[(True, True), (True, False), (False, False)],
             meta=check(name, description),
@@ -401,12 +449,31 @@ def control_expectations(dataset: Dataset) -> list[Any]:
         ]
     if dataset is S3_BUCKETS:
         return [
-            unless_blocked("policy_is_public", "not_public_by_policy", "No bucket policy makes a bucket public"),
-            unless_blocked("acl_is_public", "not_public_by_acl", "No bucket ACL grants access to everyone"),
+            unless_blocked(
+                "policy_is_public",
+                "not_public_by_policy",
+                "No bucket policy makes a bucket public, unless all four Block Public Access settings are on "
+                "(each at bucket or account level)",
+            ),
+            unless_blocked(
+                "acl_is_public",
+                "not_public_by_acl",
+                "No bucket ACL grants access to everyone, unless all four Block Public Access settings are on "
+                "(each at bucket or account level)",
+            ),
             expectations.ExpectColumnValuesToNotBeNull(
                 column="default_encryption",
                 meta=check("default_encryption", "Every bucket encrypts new objects by default"),
             ),
+        ]
+    if dataset is S3_ACCOUNT_PUBLIC_ACCESS:
+        return [
+            equals(
+                "all_blocked",
+                True,
+                "account_blocks_public_access",
+                "Every account turns on all four settings of account-level S3 Block Public Access",
+            )
         ]
     if dataset is CLOUDTRAIL_TRAILS:
         return [
@@ -587,6 +654,8 @@ class _Account:
     identity_arn: str = ""
     _clients: dict[tuple[str, str], _Api] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _s3_public_access: dict[str, Any] | None = None
+    _s3_public_access_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def account_id(self) -> str:
@@ -635,6 +704,13 @@ class _Account:
                 )
                 self._clients[(service, region)] = _Api(self.source, self.account_id, region, client)
             return self._clients[(service, region)]
+
+    def s3_account_public_access(self) -> dict[str, Any]:
+        """The account-level S3 Block Public Access (S3 Control), read once per account and kept for its buckets."""
+        with self._s3_public_access_lock:
+            if self._s3_public_access is None:
+                self._s3_public_access = _s3_account_public_access(self)
+            return self._s3_public_access
 
     def record(self) -> dict[str, Any]:
         return {
@@ -906,26 +982,47 @@ def _password_policy(account: _Account) -> dict[str, Any]:
 # --- S3 --------------------------------------------------------------------------------------------------
 
 
+# The four Block Public Access settings: column name and API field.
+_PUBLIC_ACCESS_BLOCK_FLAGS = {
+    "block_public_acls": "BlockPublicAcls",
+    "ignore_public_acls": "IgnorePublicAcls",
+    "block_public_policy": "BlockPublicPolicy",
+    "restrict_public_buckets": "RestrictPublicBuckets",
+}
+
+
+def _s3_account_public_access(account: _Account) -> dict[str, Any]:
+    """Account-level Block Public Access: S3 applies each setting to every bucket, on top of the bucket's own."""
+    response = account.api("s3control").call(
+        "get_public_access_block", absent=("NoSuchPublicAccessBlockConfiguration",), AccountId=account.account_id
+    )
+    config = response["PublicAccessBlockConfiguration"] if response else {}
+    flags = {column: bool(config.get(name)) for column, name in _PUBLIC_ACCESS_BLOCK_FLAGS.items()}
+    return {
+        "account_id": account.account_id,
+        "configured": response is not None,
+        **flags,
+        "all_blocked": all(flags.values()),
+    }
+
+
 def _s3_buckets(accounts: list[_Account], totals: collections.Counter[str]) -> Iterator[dict[str, Any]]:
     """Every bucket of each account (S3 lists them account-wide), read through a client in its own region."""
     for account in accounts:
+        account_block = account.s3_account_public_access()
         buckets = _counted(account.api("s3").items("list_buckets", "Buckets"), totals, "s3_buckets")
-        yield from _ordered_map(functools.partial(_bucket_record, account), buckets)
+        yield from _ordered_map(functools.partial(_bucket_record, account, account_block), buckets)
 
 
-def _bucket_record(account: _Account, bucket: dict[str, Any]) -> dict[str, Any]:
+def _bucket_record(account: _Account, account_block: dict[str, Any], bucket: dict[str, Any]) -> dict[str, Any]:
+    """A bucket's own settings, and the Block Public Access in effect: each setting on at bucket or account level."""
     name = bucket["Name"]
     location = account.api("s3").call("get_bucket_location", Bucket=name).get("LocationConstraint")
     region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
     s3 = account.api("s3", region)
     block = s3.call("get_public_access_block", absent=("NoSuchPublicAccessBlockConfiguration",), Bucket=name)
     block_config = block["PublicAccessBlockConfiguration"] if block else {}
-    flags = {
-        "block_public_acls": bool(block_config.get("BlockPublicAcls")),
-        "ignore_public_acls": bool(block_config.get("IgnorePublicAcls")),
-        "block_public_policy": bool(block_config.get("BlockPublicPolicy")),
-        "restrict_public_buckets": bool(block_config.get("RestrictPublicBuckets")),
-    }
+    flags = {column: bool(block_config.get(name)) for column, name in _PUBLIC_ACCESS_BLOCK_FLAGS.items()}
     policy_status = s3.call("get_bucket_policy_status", absent=("NoSuchBucketPolicy",), Bucket=name)
     grants = s3.call("get_bucket_acl", Bucket=name).get("Grants", [])
     encryption = s3.call(
@@ -941,6 +1038,10 @@ def _bucket_record(account: _Account, bucket: dict[str, Any]) -> dict[str, Any]:
         "created": _time(bucket.get("CreationDate")),
         **flags,
         "public_access_block_all": all(flags.values()),
+        **{f"account_{column}": account_block[column] for column in _PUBLIC_ACCESS_BLOCK_FLAGS},
+        "effective_public_access_block_all": all(
+            flags[column] or account_block[column] for column in _PUBLIC_ACCESS_BLOCK_FLAGS
+        ),
         "policy_is_public": bool(policy_status and policy_status["PolicyStatus"].get("IsPublic")),
         "acl_is_public": any(grant.get("Grantee", {}).get("URI") in PUBLIC_GRANTEES for grant in grants),
         "default_encryption": default.get("SSEAlgorithm"),
