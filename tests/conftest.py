@@ -129,6 +129,36 @@ def bundle_writer(
     )
 
 
+def validate_config_bundle(config, run: RunContext, bundle, source: str, calendar_days: int = 7):
+    """validate_run over one staged config bundle with the shipped control map, as the validate task runs
+    it: the validation's summary and its findings."""
+    import json
+    from datetime import date
+
+    from soc2_evidence.controls import load_control_map
+    from soc2_evidence.stores import open_store
+    from soc2_evidence.validation import ValidationSettings, summary_of, validate_run
+
+    settings = ValidationSettings(
+        control_map=load_control_map(ROOT / "include" / "config" / "controls.yaml"),
+        register=[],
+        freshness_hours=48,
+        calendar_days=calendar_days,
+        today=date.today(),
+    )
+    validation = validate_run(
+        [bundle],
+        run,
+        family="config",
+        sources=[source],
+        store=open_store(config.store_url),
+        settings=settings,
+        staging_root=config.staging_dir,
+    )
+    findings_item = next(staged for staged in validation.items if staged.item.name == "findings.jsonl")
+    return summary_of(validation), [json.loads(line) for line in findings_item.path.read_text().splitlines()]
+
+
 @pytest.fixture
 def run_context() -> RunContext:
     return RunContext(

@@ -37,7 +37,7 @@ import re
 import threading
 import urllib.request
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,6 +46,7 @@ import boto3
 import pytest
 import yaml
 
+from conftest import validate_config_bundle
 from soc2_evidence import pipeline
 from soc2_evidence.collectors import CollectContext, aws
 from soc2_evidence.config import load_config
@@ -376,28 +377,7 @@ def seed_second_account(session, account_id: str) -> None:
 
 def validate(config, run: RunContext, bundle: Bundle) -> tuple[dict, list[dict]]:
     """GX validation of one staged bundle, as the validate task runs it: its summary and its findings."""
-    from soc2_evidence.controls import load_control_map
-    from soc2_evidence.stores import open_store
-    from soc2_evidence.validation import ValidationSettings, summary_of, validate_run
-
-    settings = ValidationSettings(
-        control_map=load_control_map(Path(__file__).resolve().parents[1] / "include" / "config" / "controls.yaml"),
-        register=[],
-        freshness_hours=48,
-        calendar_days=7,
-        today=date.today(),
-    )
-    validation = validate_run(
-        [bundle],
-        run,
-        family="config",
-        sources=[SOURCE],
-        store=open_store(config.store_url),
-        settings=settings,
-        staging_root=config.staging_dir,
-    )
-    findings_item = next(staged for staged in validation.items if staged.item.name == "findings.jsonl")
-    return summary_of(validation), [json.loads(line) for line in findings_item.path.read_text().splitlines()]
+    return validate_config_bundle(config, run, bundle, SOURCE)
 
 
 @pytest.fixture(scope="module")

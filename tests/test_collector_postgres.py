@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +18,7 @@ import psycopg
 import pytest
 import yaml
 
+from conftest import validate_config_bundle
 from soc2_evidence.config import load_config
 from soc2_evidence.evidence import RunContext
 from soc2_evidence.exceptions import CollectorError
@@ -129,30 +130,8 @@ def by(rows: list[dict], column: str) -> dict:
 
 
 def validate(summary, configure, run, **options):
-    """validate_run over the staged bundle with the shipped control map, as the DAG's validate task does."""
-    from soc2_evidence.controls import load_control_map
-    from soc2_evidence.stores import open_store
-    from soc2_evidence.validation import ValidationSettings, summary_of, validate_run
-
-    config = configure(**options)
-    settings = ValidationSettings(
-        control_map=load_control_map(ROOT / "include" / "config" / "controls.yaml"),
-        register=[],
-        freshness_hours=48,
-        calendar_days=3,
-        today=date.today(),
-    )
-    bundle = validate_run(
-        [Bundle.load(summary["bundle"])],
-        run,
-        family="config",
-        sources=[SOURCE],
-        store=open_store(config.store_url),
-        settings=settings,
-        staging_root=config.staging_dir,
-    )
-    findings = [json.loads(line) for line in items_of(bundle.summary())["findings.jsonl"].splitlines()]
-    return summary_of(bundle), findings
+    """The validate task's run over the staged bundle, with the shipped control map."""
+    return validate_config_bundle(configure(**options), run, Bundle.load(summary["bundle"]), SOURCE, calendar_days=3)
 
 
 # --- what is collected -----------------------------------------------------------------------------------------
