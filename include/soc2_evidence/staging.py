@@ -7,8 +7,6 @@ collector that dies half way leaves nothing that could be archived as complete.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import os
 import re
@@ -24,7 +22,6 @@ from soc2_evidence.redaction import Redactor, may_hold_secret
 
 BUNDLE_FILE = "bundle.json"
 _JSONL_BUFFER = 1 << 20  # a write call per MiB, not per 8 KiB: populations run to millions of lines
-_STREAM_GC_THRESHOLD = 50_000  # allocations between cycle collections while streaming: a few pages
 
 
 def safe_segment(value: str) -> str:
@@ -137,7 +134,7 @@ class BundleWriter:
     def add_jsonl(self, name: str, records: Iterable[Any], description: str = "") -> EvidenceItem:
         """Stream records to JSON Lines: memory stays flat however many records there are."""
         path = self._path(name)
-        with open(path, "wb", buffering=_JSONL_BUFFER) as stream, _rare_cycle_collection():
+        with open(path, "wb", buffering=_JSONL_BUFFER) as stream:
             for record in records:
                 stream.write(self._redacted_json(record))
         return self._record(name, path, "application/x-ndjson", description)
@@ -202,24 +199,6 @@ class BundleWriter:
         )
         self._items.append(StagedItem(item, path))
         return item
-
-
-@contextlib.contextmanager
-def _rare_cycle_collection() -> Iterator[None]:
-    """Raise the cycle collector's first threshold while a population streams.
-
-    A parsed page is thousands of dicts alive at once, freed by reference counting as its
-    records are written. At the default threshold (700) the collector runs several times per
-    page, finds nothing, and promotes the live page into older generations whose collections
-    then walk the whole task heap: a tenth of the tickets benchmark's time. Records hold no
-    cycles, so collecting less often costs no memory.
-    """
-    threshold = gc.get_threshold()
-    gc.set_threshold(max(threshold[0], _STREAM_GC_THRESHOLD), *threshold[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*threshold)
 
 
 def iter_bundles(paths: Iterable[str | Path]) -> Iterator[Bundle]:
