@@ -444,14 +444,22 @@ def text_values(value: Any) -> list[str]:
     return [text] if text else []
 
 
-def date_value(value: Any) -> str | None:
-    """A date field as ``YYYY-MM-DD`` (or RFC 3339 when it carries a time)."""
+def date_value(value: Any) -> str | datetime | None:
+    """A date field as ``YYYY-MM-DD``, or as its UTC time (written RFC 3339) when it carries one."""
     text = text_value(value)
     if not text:
         return None
     if len(text) == 10:
         return text
     return parse_time(text)
+
+
+Move = tuple[datetime | None, Person | None, str | None, str | None]
+_UNDATED = datetime.min.replace(tzinfo=UTC)
+
+
+def _moment_of(move: Move) -> datetime:
+    return move[0] or _UNDATED
 
 
 def transitions(histories: list[dict[str, Any]]) -> list[Move]:
@@ -469,14 +477,6 @@ def transitions(histories: list[dict[str, Any]]) -> list[Move]:
     ]
     moves.sort(key=_moment_of)
     return moves
-
-
-Move = tuple[datetime | None, Person | None, str | None, str | None]
-_UNDATED = datetime.min.replace(tzinfo=UTC)
-
-
-def _moment_of(move: Move) -> datetime:
-    return move[0] or _UNDATED
 
 
 def normalise_issue(spec: PopulationSpec, issue: dict[str, Any], *, browse_url: str | None, now: datetime) -> dict:
