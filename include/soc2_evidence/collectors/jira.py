@@ -267,6 +267,13 @@ class JiraSearch:
             f'AND {date_field} < "{window.end:%Y-%m-%d %H:%M}"'
         )
         self.jql = f"{self.filter} ORDER BY key ASC"
+        # What every search page asks for; Cloud adds nextPageToken, Data Center startAt.
+        self._search_params = {
+            "jql": self.jql,
+            "maxResults": page_size,
+            "fields": ",".join(spec.field_ids),
+            "expand": "changelog",
+        }
         self.total = 0
         self.pages = 0
         self._guard = PageGuard(client.source, f"{spec.name} search", max_pages)
@@ -296,15 +303,11 @@ class JiraSearch:
             raise CollectorError(f"source {self.client.source}: {self.spec.name} count: no integer 'count'")
         self.total = count["count"]
         token = None
-        params = {
-            "jql": self.jql,
-            "maxResults": self.page_size,
-            "fields": ",".join(self.spec.field_ids),
-            "expand": "changelog",
-        }
         while True:
             page = self._guard.next(token or "")
-            data = self.client.get("rest/api/3/search/jql", {**params, "nextPageToken": token}, page=page).data
+            data = self.client.get(
+                "rest/api/3/search/jql", {**self._search_params, "nextPageToken": token}, page=page
+            ).data
             issues = self._issues_of(data)
             yield issues
             token = data.get("nextPageToken")
@@ -315,15 +318,9 @@ class JiraSearch:
 
     def _datacenter_pages(self) -> Iterator[list[dict[str, Any]]]:
         start_at, total = 0, None
-        params = {
-            "jql": self.jql,
-            "maxResults": self.page_size,
-            "fields": ",".join(self.spec.field_ids),
-            "expand": "changelog",
-        }
         while True:
             page = self._guard.next(f"startAt={start_at}")
-            data = self.client.get("rest/api/2/search", {**params, "startAt": start_at}, page=page).data
+            data = self.client.get("rest/api/2/search", {**self._search_params, "startAt": start_at}, page=page).data
             issues = self._issues_of(data)
             for name in ("startAt", "total"):
                 if not isinstance(data.get(name), int):
