@@ -28,16 +28,16 @@ CALENDAR = Dataset(
 
 
 def control_expectations(dataset: Dataset) -> list[Any]:
-    from soc2_evidence.gx_runner import expectations
+    from soc2_evidence.gx_runner import control, expectations
 
     return [
-        expectations.ExpectColumnValuesToBeInSet(
+        control(
+            expectations.ExpectColumnValuesToBeInSet,
+            dataset,
+            "evidence_every_night",
+            "Every source has complete, valid evidence for every night",
             column="status",
             value_set=["passed"],
-            meta={
-                "check": "calendar.nights.evidence_every_night",
-                "description": "Every source has complete, valid evidence for every night",
-            },
         )
     ]
 

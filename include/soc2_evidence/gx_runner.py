@@ -47,6 +47,12 @@ class CheckResult:
     description: str = ""
 
 
+def control(expectation: type, dataset: Dataset, check: str, description: str, **kwargs: Any) -> Any:
+    """A control expectation of ``dataset``: each row it fails is a finding of ``<dataset>.<check>``,
+    told to the auditor by ``description`` (the check name is what controls.yaml maps to criteria)."""
+    return expectation(meta={"check": f"{dataset.name}.{check}", "description": description}, **kwargs)
+
+
 def quality_expectations(dataset: Dataset) -> list[Any]:
     """The data-quality suite every dataset gets: schema, keys, value sets, freshness, completeness."""
     name = dataset.name

@@ -141,32 +141,32 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     An unknown RTO or RPO (no target, or nothing restored to time) is no finding here; a failed
     restore is already one, and a missing backup is recorded as an RPO missed.
     """
-    from soc2_evidence.gx_runner import expectations
+    from soc2_evidence.gx_runner import control, expectations
 
-    name = dataset.name
+    in_set = expectations.ExpectColumnValuesToBeInSet
     return [
-        expectations.ExpectColumnValuesToBeInSet(
+        control(
+            in_set,
+            dataset,
+            "restore_succeeded",
+            "Every restore test restored the backup and every verification passed",
             column="outcome",
             value_set=["passed"],
-            meta={
-                "check": f"{name}.restore_succeeded",
-                "description": "Every restore test restored the backup and every verification passed",
-            },
         ),
-        expectations.ExpectColumnValuesToBeInSet(
+        control(
+            in_set,
+            dataset,
+            "rto_within_target",
+            "The restore took no longer than the recovery time objective (RTO)",
             column="rto_met",
             value_set=[True],
-            meta={
-                "check": f"{name}.rto_within_target",
-                "description": "The restore took no longer than the recovery time objective (RTO)",
-            },
         ),
-        expectations.ExpectColumnValuesToBeInSet(
+        control(
+            in_set,
+            dataset,
+            "rpo_within_target",
+            "The newest backup was no older than the recovery point objective (RPO)",
             column="rpo_met",
             value_set=[True],
-            meta={
-                "check": f"{name}.rpo_within_target",
-                "description": "The newest backup was no older than the recovery point objective (RPO)",
-            },
         ),
     ]

@@ -148,15 +148,21 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     a linked ticket, the emergency review after the fact, and required checks passing at merge."""
     from great_expectations.expectations.row_conditions import Column
 
-    from soc2_evidence.gx_runner import expectations
+    from soc2_evidence.gx_runner import control, expectations
 
     if not dataset.name.endswith(".changes"):
         return []
-    name = dataset.name
 
     def expect(column: str, check: str, description: str, **kwargs: Any):
-        return expectations.ExpectColumnValuesToBeInSet(
-            column=column, value_set=[True], meta={"check": f"{name}.{check}", "description": description}, **kwargs
+        """``column`` is true in every (matching) row."""
+        return control(
+            expectations.ExpectColumnValuesToBeInSet,
+            dataset,
+            check,
+            description,
+            column=column,
+            value_set=[True],
+            **kwargs,
         )
 
     return [

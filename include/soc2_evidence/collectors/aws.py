@@ -384,28 +384,34 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     """The controls each dataset evidences; a failing record is a finding, not a failed run."""
     from great_expectations.expectations.row_conditions import Column
 
-    from soc2_evidence.gx_runner import expectations
-
-    def check(name: str, description: str) -> dict[str, str]:
-        return {"check": f"{dataset.name}.{name}", "description": description}
+    from soc2_evidence.gx_runner import control, expectations
 
     def equals(column: str, value: Any, name: str, description: str, **condition: Any) -> Any:
-        return expectations.ExpectColumnValuesToBeInSet(
-            column=column, value_set=[value], meta=check(name, description), **condition
+        return control(
+            expectations.ExpectColumnValuesToBeInSet,
+            dataset,
+            name,
+            description,
+            column=column,
+            value_set=[value],
+            **condition,
         )
 
     def at_least(column: str, minimum: int, name: str, description: str) -> Any:
-        return expectations.ExpectColumnValuesToBeBetween(
-            column=column, min_value=minimum, meta=check(name, description)
+        return control(
+            expectations.ExpectColumnValuesToBeBetween, dataset, name, description, column=column, min_value=minimum
         )
 
     def unless_blocked(column: str, name: str, description: str) -> Any:
         """``column`` may be true only where all four public access block settings are in effect (bucket or account)."""
-        return expectations.ExpectColumnPairValuesToBeInSet(
+        return control(
+            expectations.ExpectColumnPairValuesToBeInSet,
+            dataset,
+            name,
+            description,
             column_A="effective_public_access_block_all",
             column_B=column,
             value_pairs_set=[(True, True), (True, False), (False, False)],
-            meta=check(name, description),
         )
 
     if dataset is IAM_USERS:
@@ -417,24 +423,27 @@ def control_expectations(dataset: Dataset) -> list[Any]:
                 "Every IAM user who can sign in to the console has an MFA device",
                 row_condition=Column("console_access") == True,  # noqa: E712 - builds a GX condition
             ),
-            expectations.ExpectColumnPairValuesToBeInSet(
+            control(
+                expectations.ExpectColumnPairValuesToBeInSet,
+                dataset,
+                "admin_access_allow_listed",
+                "Only allow-listed IAM users have administrator access (AdministratorAccess or Action * on *)",
                 column_A="admin",
                 column_B="admin_allow_listed",
                 value_pairs_set=[(False, False), (False, True), (True, True)],
-                meta=check(
-                    "admin_access_allow_listed",
-                    "Only allow-listed IAM users have administrator access (AdministratorAccess or Action * on *)",
-                ),
             ),
         ]
     if dataset is IAM_ACCESS_KEYS:
         return [
-            expectations.ExpectColumnPairValuesAToBeGreaterThanB(
+            control(
+                expectations.ExpectColumnPairValuesAToBeGreaterThanB,
+                dataset,
+                "rotated",
+                "No active access key is older than max_access_key_age_days",
                 column_A="max_age_days",
                 column_B="age_days",
                 or_equal=True,
                 row_condition=Column("status") == "Active",
-                meta=check("rotated", "No active access key is older than max_access_key_age_days"),
             )
         ]
     if dataset is PASSWORD_POLICIES:
@@ -461,9 +470,12 @@ def control_expectations(dataset: Dataset) -> list[Any]:
                 "No bucket ACL grants access to everyone, unless all four Block Public Access settings are on "
                 "(each at bucket or account level)",
             ),
-            expectations.ExpectColumnValuesToNotBeNull(
+            control(
+                expectations.ExpectColumnValuesToNotBeNull,
+                dataset,
+                "default_encryption",
+                "Every bucket encrypts new objects by default",
                 column="default_encryption",
-                meta=check("default_encryption", "Every bucket encrypts new objects by default"),
             ),
         ]
     if dataset is S3_ACCOUNT_PUBLIC_ACCESS:

@@ -253,16 +253,13 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
 
 def control_expectations(dataset: Dataset) -> list[Any]:
     """Backup controls: plans with rules, locked vaults, RPO per resource, restores that work, nightly tests."""
-    from soc2_evidence.gx_runner import expectations
-
-    def expect(kind, check: str, description: str, **kwargs) -> Any:
-        meta = {"check": f"{dataset.name}.{check}", "description": description}
-        return getattr(expectations, kind)(meta=meta, **kwargs)
+    from soc2_evidence.gx_runner import control, expectations
 
     by_dataset = {
         PLANS.name: [
-            expect(
-                "ExpectColumnValuesToBeBetween",
+            control(
+                expectations.ExpectColumnValuesToBeBetween,
+                dataset,
                 "has_rules",
                 "Every backup plan has at least one rule (a schedule that takes backups)",
                 column="rule_count",
@@ -270,8 +267,9 @@ def control_expectations(dataset: Dataset) -> list[Any]:
             )
         ],
         VAULTS.name: [
-            expect(
-                "ExpectColumnValuesToBeInSet",
+            control(
+                expectations.ExpectColumnValuesToBeInSet,
+                dataset,
                 "locked",
                 "Every backup vault has Vault Lock, so recovery points cannot be deleted early",
                 column="locked",
@@ -279,8 +277,9 @@ def control_expectations(dataset: Dataset) -> list[Any]:
             )
         ],
         PROTECTED_RESOURCES.name: [
-            expect(
-                "ExpectColumnValuesToBeInSet",
+            control(
+                expectations.ExpectColumnValuesToBeInSet,
+                dataset,
                 "rpo_within_target",
                 "Every backed-up resource has a restorable recovery point younger than the RPO",
                 column="rpo_met",
@@ -288,15 +287,17 @@ def control_expectations(dataset: Dataset) -> list[Any]:
             )
         ],
         RESTORE_JOBS.name: [
-            expect(
-                "ExpectColumnValuesToNotBeInSet",
+            control(
+                expectations.ExpectColumnValuesToNotBeInSet,
+                dataset,
                 "restore_succeeded",
                 "No restore job failed or was aborted",
                 column="status",
                 value_set=list(RESTORE_JOB_FAILED),
             ),
-            expect(
-                "ExpectColumnValuesToNotBeInSet",
+            control(
+                expectations.ExpectColumnValuesToNotBeInSet,
+                dataset,
                 "validation_passed",
                 "No restore validation failed or timed out",
                 column="validation_status",
@@ -304,8 +305,9 @@ def control_expectations(dataset: Dataset) -> list[Any]:
             ),
         ],
         RESTORE_TESTING_PLANS.name: [
-            expect(
-                "ExpectColumnValuesToBeInSet",
+            control(
+                expectations.ExpectColumnValuesToBeInSet,
+                dataset,
                 "tested_recently",
                 "Every restore-testing plan ran within its expected interval (no missed nightly test)",
                 column="tested_recently",
@@ -313,15 +315,17 @@ def control_expectations(dataset: Dataset) -> list[Any]:
             )
         ],
         RDS_INSTANCES.name: [
-            expect(
-                "ExpectColumnValuesToBeInSet",
+            control(
+                expectations.ExpectColumnValuesToBeInSet,
+                dataset,
                 "retention_met",
                 "Every RDS instance keeps automated backups at least the minimum number of days",
                 column="retention_met",
                 value_set=[True],
             ),
-            expect(
-                "ExpectColumnValuesToBeInSet",
+            control(
+                expectations.ExpectColumnValuesToBeInSet,
+                dataset,
                 "rpo_within_target",
                 "Every RDS instance has a snapshot younger than the RPO",
                 column="rpo_met",

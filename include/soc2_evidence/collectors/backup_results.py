@@ -139,16 +139,16 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     if dataset is RESULTS:
         return restore_results.control_expectations(dataset)
     if dataset is COVERAGE:
-        from soc2_evidence.gx_runner import expectations
+        from soc2_evidence.gx_runner import control, expectations
 
         return [
-            expectations.ExpectColumnValuesToBeInSet(
+            control(
+                expectations.ExpectColumnValuesToBeInSet,
+                dataset,
+                "tested_recently",
+                "Every database had a restore test within the expected interval (none missed)",
                 column="tested_recently",
                 value_set=[True],
-                meta={
-                    "check": "backup_results.coverage.tested_recently",
-                    "description": "Every database had a restore test within the expected interval (none missed)",
-                },
             )
         ]
     return []

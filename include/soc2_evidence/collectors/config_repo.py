@@ -160,26 +160,27 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
 
 def control_expectations(dataset: Dataset) -> list[Any]:
     """Control checks on the snapshot: findings, not failures, when they do not hold."""
-    from soc2_evidence.gx_runner import expectations
+    from soc2_evidence.gx_runner import control, expectations
 
     if dataset is not FILES:
         return []
+    in_set = expectations.ExpectColumnValuesToBeInSet
     return [
-        expectations.ExpectColumnValuesToBeInSet(
+        control(
+            in_set,
+            dataset,
+            "nothing_to_redact",
+            "No credential is committed in plain text (each would have been redacted)",
             column="redactions",
             value_set=[0],
-            meta={
-                "check": "config_repo.files.nothing_to_redact",
-                "description": "No credential is committed in plain text (each would have been redacted)",
-            },
         ),
-        expectations.ExpectColumnValuesToBeInSet(
+        control(
+            in_set,
+            dataset,
+            "every_file_archived",
+            "Every matched configuration file is archived, none skipped as binary or too large",
             column="archived",
             value_set=[True],
-            meta={
-                "check": "config_repo.files.every_file_archived",
-                "description": "Every matched configuration file is archived, none skipped as binary or too large",
-            },
         ),
     ]
 

@@ -143,36 +143,37 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     """Control checks on bucket configuration: findings, not failures, when they do not hold."""
     from great_expectations.expectations.row_conditions import Column
 
-    from soc2_evidence.gx_runner import expectations
+    from soc2_evidence.gx_runner import control, expectations
 
     if dataset is not BUCKETS:
         return []
+    in_set = expectations.ExpectColumnValuesToBeInSet
     return [
-        expectations.ExpectColumnValuesToBeInSet(
+        control(
+            in_set,
+            dataset,
+            "uniform_access",
+            "Uniform bucket-level access is on: IAM alone grants access, legacy ACLs are off",
             column="uniform_bucket_level_access",
             value_set=[True],
-            meta={
-                "check": "gcs_config.buckets.uniform_access",
-                "description": "Uniform bucket-level access is on: IAM alone grants access, legacy ACLs are off",
-            },
         ),
-        expectations.ExpectColumnValuesToBeInSet(
+        control(
+            in_set,
+            dataset,
+            "not_public",
+            "No bucket is public: public access prevention is enforced, or no IAM binding "
+            "grants allUsers or allAuthenticatedUsers",
             column="public",
             value_set=[False],
             row_condition=Column("public_access_prevention") != "enforced",
-            meta={
-                "check": "gcs_config.buckets.not_public",
-                "description": "No bucket is public: public access prevention is enforced, or no IAM binding "
-                "grants allUsers or allAuthenticatedUsers",
-            },
         ),
-        expectations.ExpectColumnValuesToBeInSet(
+        control(
+            in_set,
+            dataset,
+            "versioning",
+            "Object versioning is on, so overwritten or deleted objects can be recovered",
             column="versioning",
             value_set=[True],
-            meta={
-                "check": "gcs_config.buckets.versioning",
-                "description": "Object versioning is on, so overwritten or deleted objects can be recovered",
-            },
         ),
     ]
 

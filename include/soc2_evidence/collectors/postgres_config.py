@@ -339,23 +339,22 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     """Control checks on the server's configuration: findings, not failures, when they do not hold."""
     from great_expectations.expectations.row_conditions import Column
 
-    from soc2_evidence.gx_runner import expectations
-
-    def check(kind, name: str, description: str, **kwargs):
-        return kind(**kwargs, meta={"check": f"{dataset.name}.{name}", "description": description})
+    from soc2_evidence.gx_runner import control, expectations
 
     in_set = expectations.ExpectColumnValuesToBeInSet
     if dataset is SERVER:
         return [
-            check(
+            control(
                 in_set,
+                dataset,
                 "role_passwords_readable",
                 "The collecting role can tell which roles have passwords (it may read pg_authid)",
                 column="role_passwords_readable",
                 value_set=[True],
             ),
-            check(
+            control(
                 in_set,
+                dataset,
                 "hba_rules_readable",
                 "The collecting role can read the client authentication rules (pg_hba_file_rules)",
                 column="hba_rules_readable",
@@ -364,24 +363,27 @@ def control_expectations(dataset: Dataset) -> list[Any]:
         ]
     if dataset is ROLES:
         return [
-            check(
+            control(
                 in_set,
+                dataset,
                 "superuser_allowed",
                 "Only roles on the source's superuser allow-list are superusers",
                 column="superuser_allowed",
                 value_set=[True],
                 row_condition=Column("superuser") == True,  # noqa: E712 - builds a GX condition
             ),
-            check(
+            control(
                 in_set,
+                dataset,
                 "login_has_password",
                 "Every role that can log in has a password (PostgreSQL stores no empty password)",
                 column="has_password",
                 value_set=[True],
                 row_condition=Column("login") == True,  # noqa: E712 - builds a GX condition
             ),
-            check(
+            control(
                 in_set,
+                dataset,
                 "scram_passwords",
                 "Every stored password is a SCRAM-SHA-256 verifier, none an MD5 hash",
                 column="password_type",
@@ -390,24 +392,27 @@ def control_expectations(dataset: Dataset) -> list[Any]:
         ]
     if dataset is SETTINGS:
         return [
-            check(
+            control(
                 in_set,
+                dataset,
                 "ssl_on",
                 "The server accepts TLS connections (ssl = on)",
                 column="setting",
                 value_set=["on"],
                 row_condition=Column("name") == "ssl",
             ),
-            check(
+            control(
                 in_set,
+                dataset,
                 "scram_password_encryption",
                 "New passwords are stored as SCRAM-SHA-256 verifiers (password_encryption)",
                 column="setting",
                 value_set=["scram-sha-256"],
                 row_condition=Column("name") == "password_encryption",
             ),
-            check(
+            control(
                 in_set,
+                dataset,
                 "connections_logged",
                 "Every connection is logged (log_connections; PostgreSQL 18 also takes a list of stages)",
                 column="setting",
@@ -417,8 +422,9 @@ def control_expectations(dataset: Dataset) -> list[Any]:
         ]
     if dataset is HBA_RULES:
         return [
-            check(
+            control(
                 expectations.ExpectColumnValuesToNotBeInSet,
+                dataset,
                 "no_trust_or_cleartext",
                 "No client authentication rule admits without a password (trust) or takes one in clear text",
                 column="auth_method",
@@ -427,8 +433,9 @@ def control_expectations(dataset: Dataset) -> list[Any]:
         ]
     if dataset is PRIVILEGES:
         return [
-            check(
+            control(
                 expectations.ExpectColumnValuesToNotBeInSet,
+                dataset,
                 "no_public_grants",
                 "No table, view or sequence privilege is granted to PUBLIC (every role)",
                 column="grantee",
