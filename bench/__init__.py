@@ -92,6 +92,24 @@ def median(values: Sequence[float]) -> float:
 
 
 @contextlib.contextmanager
+def isolated_aws_environ(tmp: Path) -> Iterator[None]:
+    """Only the dummy credentials in the AWS environment: no profile, config file or instance
+    metadata of this machine can change what a benchmark's boto3 or AWS CLI does."""
+    from soc2_evidence.local_services import DUMMY_AWS_ENV
+
+    empty = tmp / "aws-empty-config"
+    empty.touch()
+    env = {
+        **DUMMY_AWS_ENV,
+        "AWS_CONFIG_FILE": str(empty),
+        "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    with patched_environ(env, remove_prefix="AWS_"):
+        yield
+
+
+@contextlib.contextmanager
 def patched_environ(values: Mapping[str, str], remove_prefix: str = "") -> Iterator[None]:
     """Set ``values`` in ``os.environ`` (dropping variables that start with ``remove_prefix``); restore on exit."""
     saved = dict(os.environ)

@@ -16,7 +16,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import Result, bench_tempdir, patched_environ, ratio_result, time_command, timed
+from bench import Result, bench_tempdir, isolated_aws_environ, ratio_result, time_command, timed
 
 NAME = "archive"
 TARGET = 1.0
@@ -28,23 +28,13 @@ RETENTION_DAYS = 400
 
 
 def run(quick: bool = False) -> Result:
-    from soc2_evidence.local_services import DUMMY_AWS_ENV, create_object_lock_bucket, moto_server
+    from soc2_evidence.local_services import create_object_lock_bucket, moto_server
 
     files = QUICK_FILES if quick else FILES
     with bench_tempdir(NAME) as tmp:
         items = write_random_files(tmp / "bundle" / "items", files)
         aws = find_aws_cli(tmp)
-        empty = tmp / "aws-empty-config"
-        empty.touch()
-        # Only the dummy credentials and the loopback endpoint: no profile, config file or
-        # instance metadata of this machine can change what either side does.
-        env = {
-            **DUMMY_AWS_ENV,
-            "AWS_CONFIG_FILE": str(empty),
-            "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
-        with moto_server(tmp / "moto.log") as endpoint, patched_environ(env, remove_prefix="AWS_"):
+        with moto_server(tmp / "moto.log") as endpoint, isolated_aws_environ(tmp):
             os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
             import boto3
 

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench import Result, bench_tempdir, patched_environ, run_command, verdict
+from bench import Result, bench_tempdir, isolated_aws_environ, run_command, verdict
 
 NAME = "aws_snapshot"
 TARGET_KIB_PER_RESOURCE, QUICK_TARGET_KIB_PER_RESOURCE = 0.5, 2.0
@@ -40,36 +40,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(quick: bool = False) -> Result:
-    from soc2_evidence.local_services import DUMMY_AWS_ENV, moto_server, s3_control_env
+    from soc2_evidence.local_services import moto_server, s3_control_env
 
     sizes = QUICK_SIZES if quick else SIZES
-    with bench_tempdir(NAME) as tmp:
-        empty = tmp / "aws-empty-config"
-        empty.touch()
-        env = {
-            **DUMMY_AWS_ENV,
-            "AWS_CONFIG_FILE": str(empty),
-            "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
-        with moto_server(tmp / "moto.log") as endpoint, patched_environ(env, remove_prefix="AWS_"):
-            os.environ.update(s3_control_env(endpoint), AWS_ENDPOINT_URL=endpoint)
-            config = write_config(tmp)
-            session = seed_session()
-            measured = []
-            users = buckets = 0
-            seed_s = 0.0
-            for target_users, target_buckets in sizes:
-                started = time.perf_counter()
-                seed(session, range(users, target_users), range(buckets, target_buckets))
-                seed_s += time.perf_counter() - started
-                users, buckets = target_users, target_buckets
-                result = snapshot(config)
-                if (result["users"], result["buckets"]) != (users, buckets):
-                    raise RuntimeError(
-                        f"staged {result['users']} users and {result['buckets']} buckets, seeded {users} and {buckets}"
-                    )
-                measured.append((users, buckets, result))
+    with bench_tempdir(NAME) as tmp, moto_server(tmp / "moto.log") as endpoint, isolated_aws_environ(tmp):
+        os.environ.update(s3_control_env(endpoint), AWS_ENDPOINT_URL=endpoint)
+        config = write_config(tmp)
+        session = seed_session()
+        measured = []
+        users = buckets = 0
+        seed_s = 0.0
+        for target_users, target_buckets in sizes:
+            started = time.perf_counter()
+            seed(session, range(users, target_users), range(buckets, target_buckets))
+            seed_s += time.perf_counter() - started
+            users, buckets = target_users, target_buckets
+            result = snapshot(config)
+            if (result["users"], result["buckets"]) != (users, buckets):
+                raise RuntimeError(
+                    f"staged {result['users']} users and {result['buckets']} buckets, seeded {users} and {buckets}"
+                )
+            measured.append((users, buckets, result))
     (_, _, baseline), (small_users, small_buckets, small), (large_users, large_buckets, large) = measured
     growth_kib = large["maxrss_kib"] - small["maxrss_kib"]
     added = (large_users + large_buckets) - (small_users + small_buckets)
