@@ -135,7 +135,7 @@ class HttpClient:
                 problem, wait = (None, 0.0) if raw.status in allow else self._judge(raw, attempt, where)
                 if problem is None:
                     try:
-                        data = _decode_json(raw.data) if raw.data.strip() else None
+                        data = _decode_json(raw.data) if raw.data and not raw.data.isspace() else None
                     except msgspec.DecodeError as error:
                         problem, wait = f"malformed JSON in the response body ({error})", self._backoff(attempt)
                     else:
