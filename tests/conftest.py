@@ -5,6 +5,7 @@ Airflow reads AIRFLOW_HOME when first imported, so it is set here, before any te
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -104,6 +105,37 @@ def make_repo(path: Path, files: dict[str, bytes | str]) -> Path:
     return path
 
 
+def write_pipeline_config(
+    directory: Path,
+    sources: list[dict],
+    *,
+    store_url: str | None = None,
+    validation: dict | None = None,
+    path: Path | None = None,
+    exceptions_stub: bool = False,
+) -> Path:
+    """A pipeline config file with these sources, written as JSON (JSON is YAML); returns its path.
+
+    The store (unless ``store_url`` is given) is the file store ``directory/store`` and staging is
+    ``directory/staging``. The file is ``path``, by default ``directory/evidence.yaml``; relative paths in
+    it, and the default controls.yaml and exceptions.yaml, resolve against its directory. ``exceptions_stub``
+    writes an empty exceptions.yaml there, the register validation reads unless told another.
+    """
+    path = path or directory / "evidence.yaml"
+    document: dict = {
+        "store": {"url": (directory / "store").as_uri() if store_url is None else store_url},
+        "staging_dir": str(directory / "staging"),
+    }
+    if validation is not None:
+        document["validation"] = validation
+    document["sources"] = sources
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document), encoding="utf-8")
+    if exceptions_stub:
+        (path.parent / "exceptions.yaml").write_text("exceptions: []\n")
+    return path
+
+
 def bundle_writer(
     staging: Path,
     run: RunContext,
@@ -132,7 +164,6 @@ def bundle_writer(
 def validate_config_bundle(config, run: RunContext, bundle, source: str, calendar_days: int = 7):
     """validate_run over one staged config bundle with the shipped control map, as the validate task runs
     it: the validation's summary and its findings."""
-    import json
     from datetime import date
 
     from soc2_evidence.controls import load_control_map

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlparse
 import boto3
 import pytest
 
-from conftest import ROOT, bundle_writer
+from conftest import ROOT, bundle_writer, write_pipeline_config
 from soc2_evidence.collectors import CollectContext, aws_backup
 from soc2_evidence.config import SourceConfig, load_config
 from soc2_evidence.evidence import RunContext
@@ -289,18 +289,12 @@ def test_aws_backup_and_rds_evidence_with_findings(aws_estate, tmp_path):
     assert records(bundle, "scope.json")[0]["account"] == ACCOUNT
     assert "not-a-real-password" not in "".join(staged.path.read_text() for staged in bundle.items)
 
-    config_path = tmp_path / "evidence.yaml"
-    config_path.write_text(
-        json.dumps(
-            {
-                "store": {"url": f"file://{tmp_path / 'store'}"},
-                "staging_dir": str(tmp_path / "staging"),
-                "validation": {"controls_file": str(ROOT / "include" / "config" / "controls.yaml")},
-                "sources": [{"name": "aws-backup", "kind": "aws_backup", "family": "backup"}],
-            }
-        )
+    config_path = write_pipeline_config(
+        tmp_path,
+        [{"name": "aws-backup", "kind": "aws_backup", "family": "backup"}],
+        validation={"controls_file": str(ROOT / "include" / "config" / "controls.yaml")},
+        exceptions_stub=True,
     )
-    (tmp_path / "exceptions.yaml").write_text("exceptions: []\n")
     run = RunContext("evidence_backup_test", "manual__aws", NOW)
     validation = validate_staged(
         load_config(config_path), family="backup", run=run, bundle_dirs=[str(bundle.directory)]

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import ROOT, bundle_writer
+from conftest import ROOT, bundle_writer, write_pipeline_config
 from soc2_evidence.archive import latest_link
 from soc2_evidence.collectors import CollectContext, pg_restore
 from soc2_evidence.config import SourceConfig
@@ -53,19 +53,6 @@ CREATE FUNCTION public.slow_in_scratch(integer) RETURNS boolean LANGUAGE sql VOL
 CREATE TABLE public.slow (id integer PRIMARY KEY CHECK (public.slow_in_scratch(id)));
 INSERT INTO public.slow SELECT generate_series(1, 1000);
 """
-
-
-def write_config(tmp_path: Path, store_url: str, sources: list[dict]) -> Path:
-    path = tmp_path / "evidence.yaml"
-    config = {
-        "store": {"url": store_url},
-        "staging_dir": str(tmp_path / "staging"),
-        "validation": {"controls_file": str(ROOT / "include" / "config" / "controls.yaml")},
-        "sources": sources,
-    }
-    path.write_text(json.dumps(config))  # JSON is YAML
-    (tmp_path / "exceptions.yaml").write_text("exceptions: []\n")
-    return path
 
 
 def run_context() -> RunContext:
@@ -462,7 +449,14 @@ def test_the_backup_test_dag_archives_each_restore_test_and_each_failure_with_it
     broken = broken_backups(make_database, tmp_path / "backups")
     sources = [{**good, **TARGETS}, *(entry for entry, _ in broken.values())]
     store_url = f"s3://{lock_bucket}/evidence"
-    monkeypatch.setenv("EVIDENCE_CONFIG", str(write_config(tmp_path, store_url, sources)))
+    config_path = write_pipeline_config(
+        tmp_path,
+        sources,
+        store_url=store_url,
+        validation={"controls_file": str(ROOT / "include" / "config" / "controls.yaml")},
+        exceptions_stub=True,
+    )
+    monkeypatch.setenv("EVIDENCE_CONFIG", str(config_path))
     monkeypatch.setenv("AIRFLOW_VAR_SOC2_EVIDENCE_REDACTION_SECRET", "test-redaction-key")
     dag = DagBag(dag_folder=str(ROOT / "dags" / "backup_test.py")).dags["evidence_backup_test"]
     extract_task = dag.get_task("extract")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, bundle_writer
+from conftest import ROOT, bundle_writer, write_pipeline_config
 from soc2_evidence.collectors import CollectContext, backup_results
 from soc2_evidence.config import SourceConfig, load_config
 from soc2_evidence.evidence import RunContext
@@ -181,18 +181,12 @@ def test_results_of_other_tools_are_normalised_checked_and_archived(tmp_path):
     assert coverage["orders"]["tested_recently"] is True and coverage["orders"]["expected"] is True
     assert "main" not in coverage  # a backup check is not a restore test
 
-    config_path = tmp_path / "evidence.yaml"
-    config_path.write_text(
-        json.dumps(
-            {
-                "store": {"url": f"file://{tmp_path / 'store'}"},
-                "staging_dir": str(tmp_path / "staging"),
-                "validation": {"controls_file": str(ROOT / "include" / "config" / "controls.yaml")},
-                "sources": [{"name": "restore-reports", "kind": "backup_results", "family": "backup"}],
-            }
-        )
+    config_path = write_pipeline_config(
+        tmp_path,
+        [{"name": "restore-reports", "kind": "backup_results", "family": "backup"}],
+        validation={"controls_file": str(ROOT / "include" / "config" / "controls.yaml")},
+        exceptions_stub=True,
     )
-    (tmp_path / "exceptions.yaml").write_text("exceptions: []\n")
     run = RunContext("evidence_backup_test", "manual__results", NOW)
     validation = validate_staged(
         load_config(config_path), family="backup", run=run, bundle_dirs=[str(bundle.directory)]

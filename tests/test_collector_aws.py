@@ -44,9 +44,8 @@ from types import SimpleNamespace
 
 import boto3
 import pytest
-import yaml
 
-from conftest import validate_config_bundle
+from conftest import validate_config_bundle, write_pipeline_config
 from soc2_evidence import pipeline
 from soc2_evidence.collectors import CollectContext, aws
 from soc2_evidence.config import load_config
@@ -89,15 +88,8 @@ def session_for(account_id: str) -> boto3.session.Session:
 
 
 def write_config(directory: Path, **options):
-    path = directory / "config" / "evidence.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "store": {"url": (directory / "store").as_uri()},
-        "staging_dir": str(directory / "staging"),
-        "sources": [{"name": SOURCE, "kind": "aws", "family": "config", **options}],
-    }
-    path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    return load_config(path)
+    source = {"name": SOURCE, "kind": "aws", "family": "config", **options}
+    return load_config(write_pipeline_config(directory, [source], path=directory / "config" / "evidence.yaml"))
 
 
 def new_run() -> RunContext:

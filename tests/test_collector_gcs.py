@@ -30,8 +30,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
 
+from conftest import write_pipeline_config
 from soc2_evidence.collectors.gcs_config import BUCKETS, bucket_record, service_account_credentials
 from soc2_evidence.config import load_config
 from soc2_evidence.evidence import RunContext
@@ -96,15 +96,8 @@ def buckets(emulator):
 @pytest.fixture
 def configure(tmp_path):
     def configure(**options):
-        path = tmp_path / "config" / "evidence.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        document = {
-            "store": {"url": (tmp_path / "store").as_uri()},
-            "staging_dir": str(tmp_path / "staging"),
-            "sources": [{"name": SOURCE, "kind": "gcs_config", "family": "config", **options}],
-        }
-        path.write_text(yaml.safe_dump(document), encoding="utf-8")
-        return load_config(path)
+        source = {"name": SOURCE, "kind": "gcs_config", "family": "config", **options}
+        return load_config(write_pipeline_config(tmp_path, [source], path=tmp_path / "config" / "evidence.yaml"))
 
     return configure
 

@@ -16,9 +16,8 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
-import yaml
 
-from conftest import validate_config_bundle
+from conftest import validate_config_bundle, write_pipeline_config
 from soc2_evidence.config import load_config
 from soc2_evidence.evidence import RunContext
 from soc2_evidence.exceptions import CollectorError
@@ -82,19 +81,13 @@ def objects():
 @pytest.fixture
 def configure(tmp_path):
     def configure(**options):
-        path = tmp_path / "config" / "evidence.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        document = {
-            "store": {"url": (tmp_path / "store").as_uri()},
-            "staging_dir": str(tmp_path / "staging"),
-            "validation": {
-                "controls_file": str(ROOT / "include" / "config" / "controls.yaml"),
-                "exceptions_file": str(ROOT / "include" / "config" / "exceptions.yaml"),
-            },
-            "sources": [{"name": SOURCE, "kind": "postgres_config", "family": "config", **options}],
+        source = {"name": SOURCE, "kind": "postgres_config", "family": "config", **options}
+        validation = {
+            "controls_file": str(ROOT / "include" / "config" / "controls.yaml"),
+            "exceptions_file": str(ROOT / "include" / "config" / "exceptions.yaml"),
         }
-        path.write_text(yaml.safe_dump(document), encoding="utf-8")
-        return load_config(path)
+        path = tmp_path / "config" / "evidence.yaml"
+        return load_config(write_pipeline_config(tmp_path, [source], validation=validation, path=path))
 
     return configure
 

@@ -13,9 +13,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
 
-from conftest import git, make_repo
+from conftest import git, make_repo, write_pipeline_config
 from soc2_evidence.collectors.config_repo import glob_to_regex
 from soc2_evidence.config import load_config
 from soc2_evidence.evidence import RunContext, parse_rfc3339
@@ -86,15 +85,8 @@ def configure(tmp_path):
     """Write a config with one config_repo source and load it: ``configure(repo=..., **options)``."""
 
     def configure(**options):
-        path = tmp_path / "config" / "evidence.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        document = {
-            "store": {"url": f"file://{tmp_path / 'store'}"},
-            "staging_dir": str(tmp_path / "staging"),
-            "sources": [{"name": SOURCE, "kind": "config_repo", "family": "config", **options}],
-        }
-        path.write_text(yaml.safe_dump(document), encoding="utf-8")
-        return load_config(path)
+        source = {"name": SOURCE, "kind": "config_repo", "family": "config", **options}
+        return load_config(write_pipeline_config(tmp_path, [source], path=tmp_path / "config" / "evidence.yaml"))
 
     return configure
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conftest import ROOT, make_repo
+from conftest import ROOT, make_repo, write_pipeline_config
 from soc2_evidence import tags
 from soc2_evidence.archive import latest_link
 from soc2_evidence.stores import open_store
@@ -72,16 +72,10 @@ def test_config_snapshot_dag_shape(dag_bag):
 
 
 def write_config(tmp_path, store_url: str, sources: list[dict]) -> str:
-    config = {
-        "store": {"url": store_url},
-        "staging_dir": str(tmp_path / "staging"),
-        "validation": {"controls_file": str(ROOT / "include" / "config" / "controls.yaml"), "freshness_hours": 36},
-        "sources": sources,
-    }
-    (tmp_path / "exceptions.yaml").write_text("exceptions: []\n")
-    path = tmp_path / "evidence.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return str(path)
+    validation = {"controls_file": str(ROOT / "include" / "config" / "controls.yaml"), "freshness_hours": 36}
+    return str(
+        write_pipeline_config(tmp_path, sources, store_url=store_url, validation=validation, exceptions_stub=True)
+    )
 
 
 @pytest.fixture

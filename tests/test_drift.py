@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git, make_repo
+from conftest import git, make_repo, write_pipeline_config
 from soc2_evidence.config import load_config
 from soc2_evidence.drift import drift
 from soc2_evidence.evidence import RunContext
@@ -75,19 +75,13 @@ def config(tmp_path, monkeypatch):
     for name in ("EVIDENCE_STORE", "EVIDENCE_CONFIG", "EVIDENCE_STAGING"):
         monkeypatch.delenv(name, raising=False)
     repo = make_repo(tmp_path / "repo", {"a.yaml": "a: 1\n", "b.yaml": "b: 1\n", "c.yaml": "c: 1\n"})
-    path = tmp_path / "evidence.yaml"
-    path.write_text(
-        json.dumps(
-            {
-                "store": {"url": (tmp_path / "store").as_uri()},
-                "staging_dir": str(tmp_path / "staging"),
-                "validation": {
-                    "controls_file": str(ROOT / "include" / "config" / "controls.yaml"),
-                    "exceptions_file": str(ROOT / "include" / "config" / "exceptions.yaml"),
-                },
-                "sources": [{"name": "repo", "kind": "config_repo", "family": "config", "repo": str(repo)}],
-            }
-        )
+    path = write_pipeline_config(
+        tmp_path,
+        [{"name": "repo", "kind": "config_repo", "family": "config", "repo": str(repo)}],
+        validation={
+            "controls_file": str(ROOT / "include" / "config" / "controls.yaml"),
+            "exceptions_file": str(ROOT / "include" / "config" / "exceptions.yaml"),
+        },
     )
     return load_config(path), repo
 

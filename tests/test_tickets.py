@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fake_apis import Connection, FakeJira, Reply, jira_issue, run_collector
 
-from conftest import ROOT
+from conftest import ROOT, write_pipeline_config
 from soc2_evidence import tickets
 from soc2_evidence.evidence import rfc3339
 from soc2_evidence.exceptions import CollectorError
@@ -216,7 +216,6 @@ def test_watermark_advances_only_after_a_committed_passing_run(tmp_path):
     with FakeJira([jira_issue(n) for n in range(1, 4)]) as jira:
 
         def night(number: int, settle_minutes: int, *, archive: bool = True) -> dict:
-            path = tmp_path / "evidence.yaml"
             source = {
                 "name": "jira-changes",
                 "kind": "jira",
@@ -227,20 +226,11 @@ def test_watermark_advances_only_after_a_committed_passing_run(tmp_path):
                 "settle_minutes": settle_minutes,
                 "populations": {"changes": {"jql": "project = CHG"}},
             }
-            path.write_text(
-                json.dumps(
-                    {
-                        "store": {"url": (tmp_path / "store").as_uri()},
-                        "staging_dir": str(tmp_path / "staging"),
-                        "validation": {
-                            "controls_file": str(ROOT / "include" / "config" / "controls.yaml"),
-                            "exceptions_file": str(tmp_path / "exceptions.yaml"),
-                        },
-                        "sources": [source],
-                    }
-                )
-            )
-            config = load_config(path)
+            validation = {
+                "controls_file": str(ROOT / "include" / "config" / "controls.yaml"),
+                "exceptions_file": str(tmp_path / "exceptions.yaml"),
+            }
+            config = load_config(write_pipeline_config(tmp_path, [source], validation=validation))
             run = RunContext("evidence_tickets", f"manual__{number}", datetime.now(UTC))
             staged = extract_source(
                 config,

@@ -257,7 +257,7 @@ def test_validate_run_stages_the_proof_and_data_docs_open_from_a_copy(tmp_path, 
     from html.parser import HTMLParser
     from urllib.parse import urlparse
 
-    from conftest import make_repo
+    from conftest import make_repo, write_pipeline_config
     from soc2_evidence.archive import SourceOutcome, archive_run
     from soc2_evidence.config import load_config
     from soc2_evidence.evidence import RunContext
@@ -268,16 +268,11 @@ def test_validate_run_stages_the_proof_and_data_docs_open_from_a_copy(tmp_path, 
 
     root = Path(__file__).resolve().parents[1] / "include" / "config"
     repo = make_repo(tmp_path / "repo", {"app.yaml": "password: hunter2\n", "ok.yaml": "mfa: true\n"})
-    (tmp_path / "evidence.yaml").write_text(
-        json.dumps(
-            {
-                "store": {"url": (tmp_path / "store").as_uri()},
-                "staging_dir": str(tmp_path / "staging"),
-                "sources": [{"name": "repo", "kind": "config_repo", "family": "config", "repo": str(repo)}],
-            }
+    config = load_config(
+        write_pipeline_config(
+            tmp_path, [{"name": "repo", "kind": "config_repo", "family": "config", "repo": str(repo)}]
         )
     )
-    config = load_config(tmp_path / "evidence.yaml")
     run = RunContext(run_context.dag_id, "manual__now", datetime.now(UTC))
     staged = Bundle.load(extract_source(config, "repo", run)["bundle"])
     store = open_store(config.store_url)
