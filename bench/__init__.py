@@ -95,7 +95,7 @@ def median(values: Sequence[float]) -> float:
 def isolated_aws_environ(tmp: Path) -> Iterator[None]:
     """Only the dummy credentials in the AWS environment: no profile, config file or instance
     metadata of this machine can change what a benchmark's boto3 or AWS CLI does."""
-    from soc2_evidence.local_services import DUMMY_AWS_ENV
+    from soc2_evidence.demo.local_services import DUMMY_AWS_ENV
 
     empty = tmp / "aws-empty-config"
     empty.touch()

@@ -1,7 +1,7 @@
 """Archive throughput: ``archive_run`` vs ``aws s3 cp --recursive``, both to one local moto server.
 
 A bundle of 200 random files of 2.5 MiB (500 MiB; ``--quick``: 40 files, 100 MiB) is archived
-with :func:`soc2_evidence.archive.archive_run` (fail-closed bucket check, 8 upload threads
+with :func:`soc2_evidence.archive.run.archive_run` (fail-closed bucket check, 8 upload threads
 with ChecksumSHA256, COMPLIANCE lock and IfNoneMatch, then the hash-chained manifest) and
 copied with the AWS CLI, to separate prefixes of one Object Lock bucket on a moto server on
 loopback. Ratio = CLI time / our time. Target: >= 1.0x (we are at least as fast as the CLI).
@@ -28,7 +28,7 @@ RETENTION_DAYS = 400
 
 
 def run(quick: bool = False) -> Result:
-    from soc2_evidence.local_services import create_object_lock_bucket, moto_server
+    from soc2_evidence.demo.local_services import create_object_lock_bucket, moto_server
 
     files = QUICK_FILES if quick else FILES
     with bench_tempdir(NAME) as tmp:
@@ -85,9 +85,9 @@ def write_random_files(directory: Path, count: int) -> Path:
 def staged_bundle(directory: Path):
     """A finished bundle of the files in ``directory/items``, built as BundleWriter would, without redaction."""
     from soc2_evidence import __version__
-    from soc2_evidence.evidence import EvidenceItem, RunContext, code_revision, rfc3339, utc_now
-    from soc2_evidence.hashing import digest_file
-    from soc2_evidence.staging import Bundle, StagedItem
+    from soc2_evidence.core.evidence import EvidenceItem, RunContext, code_revision, rfc3339, utc_now
+    from soc2_evidence.core.hashing import digest_file
+    from soc2_evidence.core.staging import Bundle, StagedItem
 
     run = RunContext(
         dag_id="bench_archive",
@@ -125,8 +125,8 @@ def staged_bundle(directory: Path):
 
 
 def archive_bundle(bundle):
-    from soc2_evidence.archive import SourceOutcome, archive_run
-    from soc2_evidence.stores.s3 import S3ObjectLockStore
+    from soc2_evidence.archive.run import SourceOutcome, archive_run
+    from soc2_evidence.archive.stores.s3 import S3ObjectLockStore
 
     return archive_run(
         S3ObjectLockStore(BUCKET, "ours"),

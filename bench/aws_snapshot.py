@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(quick: bool = False) -> Result:
-    from soc2_evidence.local_services import moto_server, s3_control_env
+    from soc2_evidence.demo.local_services import moto_server, s3_control_env
 
     sizes = QUICK_SIZES if quick else SIZES
     with bench_tempdir(NAME) as tmp, moto_server(tmp / "moto.log") as endpoint, isolated_aws_environ(tmp):
@@ -142,10 +142,10 @@ def snapshot(config: Path) -> dict:
 def child(config_path: str) -> None:
     from datetime import UTC, datetime
 
-    from soc2_evidence.config import load_config
-    from soc2_evidence.evidence import RunContext
-    from soc2_evidence.pipeline import extract_source
-    from soc2_evidence.staging import Bundle
+    from soc2_evidence.core.config import load_config
+    from soc2_evidence.core.evidence import RunContext
+    from soc2_evidence.core.staging import Bundle
+    from soc2_evidence.orchestration.pipeline import extract_source
 
     run = RunContext("bench_aws_snapshot", f"manual__{time.time_ns()}", datetime.now(UTC))
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Hashing throughput: ``soc2_evidence.hashing.digest_file`` vs ``openssl dgst -sha256``.
+"""Hashing throughput: ``soc2_evidence.core.hashing.digest_file`` vs ``openssl dgst -sha256``.
 
 Both hash the same 1 GiB file (``--quick``: 256 MiB) from a warm page cache, best of 3 each;
 the two digests must agree. Ratio = openssl time / our time. Target: >= 0.9x (our streaming
@@ -21,7 +21,7 @@ RUNS, QUICK_RUNS = 3, 2
 
 
 def run(quick: bool = False) -> Result:
-    from soc2_evidence.hashing import digest_file
+    from soc2_evidence.core.hashing import digest_file
 
     size = QUICK_SIZE if quick else SIZE
     runs = QUICK_RUNS if quick else RUNS

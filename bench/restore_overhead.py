@@ -53,7 +53,7 @@ def run(quick: bool = False) -> Result:
     runs = QUICK_RUNS if quick else RUNS
     token = uuid.uuid4().hex[:8]
     with bench_tempdir(NAME) as tmp, database(f"soc2_bench_source_{token}") as source:
-        from soc2_evidence.pg_backup import PgConnection, find_bin_dir, take_backup
+        from soc2_evidence.collectors.support.postgres import PgConnection, find_bin_dir, take_backup
 
         table_bytes = build_table(source, rows)
         backups = {mode: tmp / mode for mode in ("full", "sample")}
@@ -162,10 +162,10 @@ def restore_test(staging: Path, source: str, backups: Path) -> float:
     import json
 
     from soc2_evidence.collectors import CollectContext, pg_restore
-    from soc2_evidence.config import SourceConfig
-    from soc2_evidence.evidence import RunContext
-    from soc2_evidence.redaction import Redactor
-    from soc2_evidence.staging import BundleWriter
+    from soc2_evidence.core.config import SourceConfig
+    from soc2_evidence.core.evidence import RunContext
+    from soc2_evidence.core.redaction import Redactor
+    from soc2_evidence.core.staging import BundleWriter
 
     options = {"dsn": source, "backups": str(backups), "rto_target_minutes": 60, "rpo_target_hours": 24}
     config = SourceConfig(name="bench-restore-overhead", kind="pg_restore", family="backup", options=options)

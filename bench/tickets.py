@@ -185,10 +185,10 @@ def _bare(url: str) -> int:
 def _ours(url: str, staging: Path) -> Path:
     """The collector as the extract task runs it; returns the population's JSON Lines file."""
     from soc2_evidence.collectors import CollectContext, jira
-    from soc2_evidence.config import SourceConfig
-    from soc2_evidence.evidence import RunContext, utc_now
-    from soc2_evidence.redaction import Redactor
-    from soc2_evidence.staging import BundleWriter
+    from soc2_evidence.core.config import SourceConfig
+    from soc2_evidence.core.evidence import RunContext, utc_now
+    from soc2_evidence.core.redaction import Redactor
+    from soc2_evidence.core.staging import BundleWriter
 
     class Connection:
         login, password = "bench", "bench-token"

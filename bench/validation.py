@@ -23,8 +23,8 @@ STATES = ("active", "suspended")
 
 
 def run(quick: bool = False) -> Result:
-    from soc2_evidence.datasets import Dataset, to_frame
-    from soc2_evidence.gx_runner import Target, Validator
+    from soc2_evidence.core.datasets import Dataset, to_frame
+    from soc2_evidence.validation.gx import Target, Validator
 
     rows = QUICK_ROWS if quick else ROWS
     dataset = Dataset(
@@ -76,7 +76,7 @@ def run(quick: bool = False) -> Result:
 
 def hand_written(frame, dataset, parameters) -> bool:
     """The same expectations, written the way an engineer would without GX."""
-    from soc2_evidence.datasets import COLLECTED_AT, TYPE_NAMES
+    from soc2_evidence.core.datasets import COLLECTED_AT, TYPE_NAMES
 
     ok = set(frame.columns) == {*dataset.columns, COLLECTED_AT}
     for column, kind in dataset.columns.items():

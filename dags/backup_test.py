@@ -52,8 +52,14 @@ from datetime import timedelta
 
 from airflow.sdk import dag
 
-from soc2_evidence.config import read_schedule
-from soc2_evidence.dag_tasks import extract, list_sources, nightly_dag_settings, sources_param, validate_and_archive
+from soc2_evidence.core.config import read_schedule
+from soc2_evidence.orchestration.tasks import (
+    extract,
+    list_sources,
+    nightly_dag_settings,
+    sources_param,
+    validate_and_archive,
+)
 
 FAMILY = "backup"
 RESTORE_POOL = "evidence_restores"

@@ -45,8 +45,14 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag
 
-from soc2_evidence.config import read_schedule
-from soc2_evidence.dag_tasks import extract, list_sources, nightly_dag_settings, sources_param, validate_and_archive
+from soc2_evidence.core.config import read_schedule
+from soc2_evidence.orchestration.tasks import (
+    extract,
+    list_sources,
+    nightly_dag_settings,
+    sources_param,
+    validate_and_archive,
+)
 
 FAMILY = "tickets"
 

@@ -27,10 +27,10 @@ os.environ.update(
     AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
 )
 
-from soc2_evidence.evidence import RunContext  # noqa: E402
-from soc2_evidence.local_services import DUMMY_AWS_ENV, create_object_lock_bucket, moto_server  # noqa: E402
-from soc2_evidence.redaction import Redactor  # noqa: E402
-from soc2_evidence.staging import BundleWriter  # noqa: E402
+from soc2_evidence.core.evidence import RunContext  # noqa: E402
+from soc2_evidence.core.redaction import Redactor  # noqa: E402
+from soc2_evidence.core.staging import BundleWriter  # noqa: E402
+from soc2_evidence.demo.local_services import DUMMY_AWS_ENV, create_object_lock_bucket, moto_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +65,7 @@ def lock_bucket(s3_client) -> str:
 
 @pytest.fixture
 def s3_store(lock_bucket):
-    from soc2_evidence.stores import open_store
+    from soc2_evidence.archive.stores import open_store
 
     return open_store(f"s3://{lock_bucket}/evidence")
 
@@ -166,9 +166,9 @@ def validate_config_bundle(config, run: RunContext, bundle, source: str, calenda
     it: the validation's summary and its findings."""
     from datetime import date
 
-    from soc2_evidence.controls import load_control_map
-    from soc2_evidence.stores import open_store
-    from soc2_evidence.validation import ValidationSettings, summary_of, validate_run
+    from soc2_evidence.archive.stores import open_store
+    from soc2_evidence.validation.controls import load_control_map
+    from soc2_evidence.validation.run import ValidationSettings, summary_of, validate_run
 
     settings = ValidationSettings(
         control_map=load_control_map(ROOT / "include" / "config" / "controls.yaml"),
@@ -211,7 +211,7 @@ def airflow_db() -> Path:
 @pytest.fixture(scope="session")
 def gcs_endpoint(tmp_path_factory) -> Iterator[str]:
     """gcp-storage-emulator on a free loopback port, reached by google-cloud-storage over HTTP."""
-    from soc2_evidence.local_services import gcs_emulator
+    from soc2_evidence.demo.local_services import gcs_emulator
 
     with gcs_emulator(tmp_path_factory.mktemp("gcs") / "gcs.log") as endpoint:
         yield endpoint

@@ -463,9 +463,9 @@ def run_collector(
     """Collect like ``pipeline.extract_source`` (finish only on success), recording sleeps instead of sleeping."""
     from conftest import bundle_writer
     from soc2_evidence.collectors import CollectContext, collector_for
-    from soc2_evidence.config import SourceConfig
-    from soc2_evidence.evidence import RunContext
-    from soc2_evidence.redaction import Redactor
+    from soc2_evidence.core.config import SourceConfig
+    from soc2_evidence.core.evidence import RunContext
+    from soc2_evidence.core.redaction import Redactor
 
     collector = collector_for(kind)
     run = RunContext("evidence_tickets", f"scheduled__{logical_date.isoformat()}", logical_date)

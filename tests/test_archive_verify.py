@@ -15,12 +15,12 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from conftest import bundle_writer
-from soc2_evidence import archive as archive_module
-from soc2_evidence.archive import SourceOutcome, archive_run, latest_link
-from soc2_evidence.exceptions import ObjectExistsError
-from soc2_evidence.redaction import Redactor
-from soc2_evidence.stores import open_store
-from soc2_evidence.verify import verify_store
+from soc2_evidence.archive import run as archive_module
+from soc2_evidence.archive.run import SourceOutcome, archive_run, latest_link
+from soc2_evidence.archive.stores import open_store
+from soc2_evidence.archive.verify import verify_store
+from soc2_evidence.core.errors import ObjectExistsError
+from soc2_evidence.core.redaction import Redactor
 
 SOURCE = SourceOutcome("repo-a", "config_repo", "archived")
 

@@ -24,11 +24,11 @@ import pytest
 
 from conftest import ROOT, bundle_writer, write_pipeline_config
 from soc2_evidence.collectors import CollectContext, aws_backup
-from soc2_evidence.config import SourceConfig, load_config
-from soc2_evidence.evidence import RunContext
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.pipeline import validate_staged
-from soc2_evidence.staging import Bundle
+from soc2_evidence.core.config import SourceConfig, load_config
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.evidence import RunContext
+from soc2_evidence.core.staging import Bundle
+from soc2_evidence.orchestration.pipeline import validate_staged
 
 REGION = "eu-north-1"  # this module's own region: other tests share the session's moto server
 ACCOUNT = "123456789012"  # moto's default account

@@ -24,13 +24,11 @@ import pytest
 from psycopg import sql
 
 from conftest import ROOT, bundle_writer, write_pipeline_config
-from soc2_evidence.archive import latest_link
+from soc2_evidence.archive.run import latest_link
+from soc2_evidence.archive.stores import open_store
+from soc2_evidence.archive.verify import verify_store
 from soc2_evidence.collectors import CollectContext, pg_restore
-from soc2_evidence.config import SourceConfig
-from soc2_evidence.evidence import RunContext
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.local_services import embedded_postgres, load_sample_data
-from soc2_evidence.pg_backup import (
+from soc2_evidence.collectors.support.postgres import (
     GUARD_WORK_DIR_ENV,
     MANIFEST_SUFFIX,
     embedded_bin_dir,
@@ -38,9 +36,11 @@ from soc2_evidence.pg_backup import (
     scratch_prefix,
     take_backup,
 )
-from soc2_evidence.staging import Bundle
-from soc2_evidence.stores import open_store
-from soc2_evidence.verify import verify_store
+from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.evidence import RunContext
+from soc2_evidence.core.staging import Bundle
+from soc2_evidence.demo.local_services import embedded_postgres, load_sample_data
 
 SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 CANARY_PASSWORD = "Canary-Pg-Passw0rd-4417"  # trust auth ignores it; it must reach no evidence all the same
@@ -349,7 +349,7 @@ def test_a_killed_restore_task_leaves_nothing_behind(slow_backup, tmp_path):
     process = start_restore_process(tmp_path, "task-killed", {"dsn": dsn, "backups": backups})
     parent = psutil.Process(process.pid)
     restore = wait_for(lambda: pg_restore_of(parent), what="pg_restore to start")
-    [guard] = children(parent, "soc2_evidence.pg_backup")
+    [guard] = children(parent, "soc2_evidence.collectors.support.postgres")
     work_dir = Path(guard.environ()[GUARD_WORK_DIR_ENV])
     [scratch] = wait_for(lambda: scratch_databases("task-killed"), what="the scratch database")
     assert work_dir.is_dir()
@@ -376,7 +376,7 @@ def test_the_next_run_drops_a_leftover_scratch_database_by_its_prefix(slow_backu
     process = start_restore_process(tmp_path, "crashed", options)
     parent = psutil.Process(process.pid)
     wait_for(lambda: pg_restore_of(parent), what="pg_restore to start")
-    [guard] = children(parent, "soc2_evidence.pg_backup")
+    [guard] = children(parent, "soc2_evidence.collectors.support.postgres")
     work_dir = Path(guard.environ()[GUARD_WORK_DIR_ENV])
     [leftover] = scratch_databases("crashed")
     for victim in (guard, *parent.children(recursive=True), parent):

@@ -11,11 +11,11 @@ import pytest
 
 from conftest import ROOT, bundle_writer, write_pipeline_config
 from soc2_evidence.collectors import CollectContext, backup_results
-from soc2_evidence.config import SourceConfig, load_config
-from soc2_evidence.evidence import RunContext
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.pipeline import validate_staged
-from soc2_evidence.staging import Bundle
+from soc2_evidence.core.config import SourceConfig, load_config
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.evidence import RunContext
+from soc2_evidence.core.staging import Bundle
+from soc2_evidence.orchestration.pipeline import validate_staged
 
 NOW = datetime.now(UTC)
 

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import bundle_writer
-from soc2_evidence.archive import SourceOutcome, archive_run
+from soc2_evidence.archive.run import SourceOutcome, archive_run
 from soc2_evidence.cli import main
-from soc2_evidence.evidence import RunContext
+from soc2_evidence.core.evidence import RunContext
 
 RUN = RunContext("evidence_config_snapshot", "scheduled__2026-11-25", datetime(2026, 11, 25, 2, tzinfo=UTC))
 

@@ -46,15 +46,15 @@ import boto3
 import pytest
 
 from conftest import validate_config_bundle, write_pipeline_config
-from soc2_evidence import pipeline
 from soc2_evidence.collectors import CollectContext, aws
-from soc2_evidence.config import load_config
-from soc2_evidence.datasets import load_records
-from soc2_evidence.evidence import RunContext
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.local_services import DUMMY_AWS_ENV, moto_server, s3_control_env
-from soc2_evidence.pipeline import extract_source
-from soc2_evidence.staging import BUNDLE_FILE, Bundle
+from soc2_evidence.core.config import load_config
+from soc2_evidence.core.datasets import load_records
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.evidence import RunContext
+from soc2_evidence.core.staging import BUNDLE_FILE, Bundle
+from soc2_evidence.demo.local_services import DUMMY_AWS_ENV, moto_server, s3_control_env
+from soc2_evidence.orchestration import pipeline
+from soc2_evidence.orchestration.pipeline import extract_source
 
 SOURCE = "aws-prod"
 KEY = b"k"

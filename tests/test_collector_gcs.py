@@ -33,11 +33,11 @@ import pytest
 
 from conftest import write_pipeline_config
 from soc2_evidence.collectors.gcs_config import BUCKETS, bucket_record, service_account_credentials
-from soc2_evidence.config import load_config
-from soc2_evidence.evidence import RunContext
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.pipeline import extract_source
-from soc2_evidence.staging import Bundle
+from soc2_evidence.core.config import load_config
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.evidence import RunContext
+from soc2_evidence.core.staging import Bundle
+from soc2_evidence.orchestration.pipeline import extract_source
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDED = Path(__file__).resolve().parent / "data" / "gcs"
@@ -161,9 +161,9 @@ def test_buckets_from_the_emulator(extract, buckets):
 
 
 def test_findings_through_validate_run(extract, buckets, configure, run):
-    from soc2_evidence.controls import load_control_map
-    from soc2_evidence.stores import open_store
-    from soc2_evidence.validation import ValidationSettings, summary_of, validate_run
+    from soc2_evidence.archive.stores import open_store
+    from soc2_evidence.validation.controls import load_control_map
+    from soc2_evidence.validation.run import ValidationSettings, summary_of, validate_run
 
     summary = extract(project=PROJECT, prefix=buckets.prefix)
     config = configure(project=PROJECT)
@@ -246,8 +246,8 @@ def test_locked_retention_and_conditional_public_binding_from_recorded_resources
 def test_public_access_prevention_overrides_a_leftover_public_binding(tmp_path):
     """The not_public check: a public binding is a finding unless public access prevention is enforced."""
     from soc2_evidence.collectors.gcs_config import control_expectations
-    from soc2_evidence.datasets import to_frame
-    from soc2_evidence.gx_runner import Target, Validator
+    from soc2_evidence.core.datasets import to_frame
+    from soc2_evidence.validation.gx import Target, Validator
 
     records = [
         bucket_record(recorded("bucket-locked-retention.json"), recorded("iam-policy-locked-retention.json")),

@@ -18,13 +18,13 @@ import psycopg
 import pytest
 
 from conftest import validate_config_bundle, write_pipeline_config
-from soc2_evidence.config import load_config
-from soc2_evidence.evidence import RunContext
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.local_services import free_port
-from soc2_evidence.pipeline import extract_source
-from soc2_evidence.redaction import Redactor
-from soc2_evidence.staging import BUNDLE_FILE, Bundle
+from soc2_evidence.core.config import load_config
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.evidence import RunContext
+from soc2_evidence.core.redaction import Redactor
+from soc2_evidence.core.staging import BUNDLE_FILE, Bundle
+from soc2_evidence.demo.local_services import free_port
+from soc2_evidence.orchestration.pipeline import extract_source
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "db"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from soc2_evidence.collectors import KINDS
-from soc2_evidence.config import (
+from soc2_evidence.core.config import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_RETENTION_DAYS,
     PROJECT_ROOT,
@@ -18,8 +18,8 @@ from soc2_evidence.config import (
     load_config,
     read_schedule,
 )
-from soc2_evidence.evidence import FAMILIES
-from soc2_evidence.exceptions import ConfigError
+from soc2_evidence.core.errors import ConfigError
+from soc2_evidence.core.evidence import FAMILIES
 
 MINIMAL = "store:\n  url: file:///srv/evidence\n"
 

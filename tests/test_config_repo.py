@@ -16,11 +16,11 @@ import pytest
 
 from conftest import git, make_repo, write_pipeline_config
 from soc2_evidence.collectors.config_repo import glob_to_regex
-from soc2_evidence.config import load_config
-from soc2_evidence.evidence import RunContext, parse_rfc3339
-from soc2_evidence.exceptions import CollectorError, ConfigError
-from soc2_evidence.pipeline import extract_source
-from soc2_evidence.staging import BUNDLE_FILE, Bundle
+from soc2_evidence.core.config import load_config
+from soc2_evidence.core.errors import CollectorError, ConfigError
+from soc2_evidence.core.evidence import RunContext, parse_rfc3339
+from soc2_evidence.core.staging import BUNDLE_FILE, Bundle
+from soc2_evidence.orchestration.pipeline import extract_source
 
 SOURCE = "app-config"
 KEY = b"k"

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conftest import ROOT, make_repo, write_pipeline_config
-from soc2_evidence import tags
-from soc2_evidence.archive import latest_link
-from soc2_evidence.stores import open_store
-from soc2_evidence.verify import verify_store
+from soc2_evidence.archive.run import latest_link
+from soc2_evidence.archive.stores import open_store
+from soc2_evidence.archive.verify import verify_store
+from soc2_evidence.orchestration import tags
 
 CANARY_PASSWORD = "Canary-Passw0rd-7781"
 CANARY_AWS_SECRET = "Zq9vCanaryCanaryCanaryCanaryCanary0AWSk1"
@@ -116,7 +116,7 @@ def test_nightly_run_archives_and_verifies(
     store_url = f"s3://{lock_bucket}/evidence"
     sources = [{"name": "app-config", "kind": "config_repo", "family": "config", "repo": str(config_repo)}]
     findings = []
-    monkeypatch.setattr("soc2_evidence.alerts._notifiers", [findings.append])
+    monkeypatch.setattr("soc2_evidence.orchestration.alerts._notifiers", [findings.append])
     dag_run = run_dag(dag_bag, monkeypatch, write_config(tmp_path, store_url, sources), today())
 
     assert dag_run.state == "success"  # a control exception is a finding, not a failure

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from conftest import git, make_repo, write_pipeline_config
-from soc2_evidence.config import load_config
-from soc2_evidence.drift import drift
-from soc2_evidence.evidence import RunContext
-from soc2_evidence.pipeline import archive_bundles, extract_source, validate_staged
-from soc2_evidence.staging import Bundle
+from soc2_evidence.core.config import load_config
+from soc2_evidence.core.evidence import RunContext
+from soc2_evidence.core.staging import Bundle
+from soc2_evidence.orchestration.pipeline import archive_bundles, extract_source, validate_staged
+from soc2_evidence.validation.drift import drift
 
 ROOT = Path(__file__).resolve().parents[1]
 

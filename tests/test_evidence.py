@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soc2_evidence import evidence
-from soc2_evidence.evidence import (
+from soc2_evidence.core import evidence
+from soc2_evidence.core.evidence import (
     FAMILIES,
     EvidenceItem,
     RunContext,

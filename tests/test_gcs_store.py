@@ -18,12 +18,12 @@ import pytest
 from google.api_core import exceptions as google_exceptions
 
 from conftest import bundle_writer
-from soc2_evidence.archive import SourceOutcome, archive_run, latest_link
-from soc2_evidence.exceptions import StoreConfigError
-from soc2_evidence.hashing import digest_bytes
-from soc2_evidence.stores import open_store
-from soc2_evidence.stores.gcs import BUCKET_LOCK, OBJECT_LOCK, retention_mode
-from soc2_evidence.verify import verify_store
+from soc2_evidence.archive.run import SourceOutcome, archive_run, latest_link
+from soc2_evidence.archive.stores import open_store
+from soc2_evidence.archive.stores.gcs import BUCKET_LOCK, OBJECT_LOCK, retention_mode
+from soc2_evidence.archive.verify import verify_store
+from soc2_evidence.core.errors import StoreConfigError
+from soc2_evidence.core.hashing import digest_bytes
 
 RETAIN = datetime(2030, 1, 1, tzinfo=UTC)
 DAYS = 400

@@ -10,7 +10,7 @@ from email.utils import formatdate
 import pytest
 from fake_apis import Connection, FakeGitHub, Reply, github_pull, items, run_collector
 
-from soc2_evidence.exceptions import CollectorError
+from soc2_evidence.core.errors import CollectorError
 
 T = datetime(2026, 11, 20, 12, tzinfo=UTC)
 

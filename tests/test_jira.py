@@ -12,7 +12,7 @@ import json
 import pytest
 from fake_apis import NOW, Connection, FakeJira, Reply, cloud_token, items, jira_issue, run_collector
 
-from soc2_evidence.exceptions import CollectorError
+from soc2_evidence.core.errors import CollectorError
 
 CHANGES = {
     "jql": "project = CHG",

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from soc2_evidence.redaction import DETECTORS, MARKER_PATTERN, Redactor
+from soc2_evidence.core.redaction import DETECTORS, MARKER_PATTERN, Redactor
 
 KEY = b"test-redaction-key"
 HEX16 = r"[0-9a-f]{16}"

@@ -17,11 +17,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from botocore.exceptions import ClientError
 
-from soc2_evidence.exceptions import ObjectExistsError, StoreConfigError
-from soc2_evidence.hashing import digest_bytes
-from soc2_evidence.local_services import create_object_lock_bucket
-from soc2_evidence.stores import open_store
-from soc2_evidence.stores import s3 as s3_module
+from soc2_evidence.archive.stores import open_store
+from soc2_evidence.archive.stores import s3 as s3_module
+from soc2_evidence.core.errors import ObjectExistsError, StoreConfigError
+from soc2_evidence.core.hashing import digest_bytes
+from soc2_evidence.demo.local_services import create_object_lock_bucket
 
 RETAIN = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from conftest import bundle_writer
-from soc2_evidence import http
-from soc2_evidence.http import read_ahead
+from soc2_evidence.collectors.support import http
+from soc2_evidence.collectors.support.http import read_ahead
 
 
 def test_read_ahead_yields_every_page_in_order_fetched_off_the_callers_thread():

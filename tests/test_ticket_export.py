@@ -10,8 +10,8 @@ import pytest
 from fake_apis import items, run_collector
 
 from conftest import ROOT
-from soc2_evidence.config import DEFAULT_CONFIG_PATH, load_config
-from soc2_evidence.exceptions import CollectorError
+from soc2_evidence.core.config import DEFAULT_CONFIG_PATH, load_config
+from soc2_evidence.core.errors import CollectorError
 
 SAMPLES = ROOT / "include" / "samples" / "tickets"
 

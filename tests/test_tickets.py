@@ -10,10 +10,10 @@ import pytest
 from fake_apis import Connection, FakeJira, Reply, jira_issue, run_collector
 
 from conftest import ROOT, write_pipeline_config
-from soc2_evidence import tickets
-from soc2_evidence.evidence import rfc3339
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.tickets import Approval, Person, collection_window
+from soc2_evidence.collectors.support import tickets
+from soc2_evidence.collectors.support.tickets import Approval, Person, collection_window
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.evidence import rfc3339
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 NIGHT = datetime(2026, 11, 25, 2, 30, tzinfo=UTC)
@@ -129,8 +129,8 @@ def test_ticket_keys_from_title_branch_and_body():
 def settings():
     from datetime import date
 
-    from soc2_evidence.controls import load_control_map
-    from soc2_evidence.validation import ValidationSettings
+    from soc2_evidence.validation.controls import load_control_map
+    from soc2_evidence.validation.run import ValidationSettings
 
     return ValidationSettings(
         control_map=load_control_map(ROOT / "include" / "config" / "controls.yaml"),
@@ -144,9 +144,9 @@ def settings():
 def test_reconciliation_findings_and_quality_failures(tmp_path, settings):
     """One validation of two sources: the samples' planted control exceptions become findings; a Jira
     population whose count disagrees with the API's total, with one issue twice, fails data quality."""
-    from soc2_evidence.config import DEFAULT_CONFIG_PATH, load_config
-    from soc2_evidence.stores import open_store
-    from soc2_evidence.validation import summary_of, validate_run
+    from soc2_evidence.archive.stores import open_store
+    from soc2_evidence.core.config import DEFAULT_CONFIG_PATH, load_config
+    from soc2_evidence.validation.run import summary_of, validate_run
 
     config = load_config(DEFAULT_CONFIG_PATH)
     [source] = [source for source in config.sources if source.kind == "ticket_export"]
@@ -208,9 +208,9 @@ def test_reconciliation_findings_and_quality_failures(tmp_path, settings):
 
 
 def test_watermark_advances_only_after_a_committed_passing_run(tmp_path):
-    from soc2_evidence.config import load_config
-    from soc2_evidence.evidence import RunContext
-    from soc2_evidence.pipeline import archive_bundles, extract_source, validate_staged
+    from soc2_evidence.core.config import load_config
+    from soc2_evidence.core.evidence import RunContext
+    from soc2_evidence.orchestration.pipeline import archive_bundles, extract_source, validate_staged
 
     (tmp_path / "exceptions.yaml").write_text("exceptions: []\n")
     with FakeJira([jira_issue(n) for n in range(1, 4)]) as jira:
@@ -340,8 +340,8 @@ def test_streamed_records_are_redacted_exactly_as_by_the_full_walk():
     """The writer's shortcut (no candidate in the record's JSON: write it as is) equals the full walk."""
     from hypothesis import given, settings
 
-    from soc2_evidence.evidence import canonical_json
-    from soc2_evidence.redaction import DETECTORS, Redactor, may_hold_secret
+    from soc2_evidence.core.evidence import canonical_json
+    from soc2_evidence.core.redaction import DETECTORS, Redactor, may_hold_secret
 
     class FullWalk(Redactor):
         def redact_text(self, text: str) -> str:  # every detector, no shortcut

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from soc2_evidence.calendar import evidence_calendar
-from soc2_evidence.controls import AcceptedException, apply_exceptions, load_control_map, load_exceptions
-from soc2_evidence.datasets import Dataset, to_frame
-from soc2_evidence.exceptions import ConfigError
+from soc2_evidence.core.datasets import Dataset, to_frame
+from soc2_evidence.core.errors import ConfigError
+from soc2_evidence.validation.calendar import evidence_calendar
+from soc2_evidence.validation.controls import AcceptedException, apply_exceptions, load_control_map, load_exceptions
 
 USERS = Dataset(
     name="tests.users",
@@ -35,13 +35,13 @@ GOOD = [
 
 @pytest.fixture(scope="module")
 def validator(tmp_path_factory):
-    from soc2_evidence.gx_runner import Validator
+    from soc2_evidence.validation.gx import Validator
 
     return Validator(tmp_path_factory.mktemp("gx"))
 
 
 def run(validator, records, *, collected_at="2026-11-25T03:00:00Z", total=None, controls=(), name=None):
-    from soc2_evidence.gx_runner import Target
+    from soc2_evidence.validation.gx import Target
 
     dataset = replace(USERS, name=name or f"tests.users{next(_names)}")
     target = Target(
@@ -108,7 +108,7 @@ def test_each_quality_expectation_names_itself(validator, records, kwargs, expec
 
 
 def test_control_expectation_reports_failing_rows(validator):
-    from soc2_evidence.gx_runner import expectations
+    from soc2_evidence.validation.gx import expectations
 
     control = expectations.ExpectColumnValuesToBeInSet(
         column="mfa", value_set=[True], meta={"check": "tests.users.mfa_enabled", "description": "MFA on"}
@@ -219,7 +219,7 @@ def test_unmapped_check_is_a_config_error(tmp_path):
 
 
 def test_calendar_marks_gaps_and_starts_at_a_sources_first_night(tmp_path):
-    from soc2_evidence.stores import open_store
+    from soc2_evidence.archive.stores import open_store
 
     store = open_store((tmp_path / "store").as_uri())
 
@@ -258,13 +258,13 @@ def test_validate_run_stages_the_proof_and_data_docs_open_from_a_copy(tmp_path, 
     from urllib.parse import urlparse
 
     from conftest import make_repo, write_pipeline_config
-    from soc2_evidence.archive import SourceOutcome, archive_run
-    from soc2_evidence.config import load_config
-    from soc2_evidence.evidence import RunContext
-    from soc2_evidence.pipeline import extract_source
-    from soc2_evidence.staging import Bundle
-    from soc2_evidence.stores import open_store
-    from soc2_evidence.validation import ValidationSettings, summary_of, validate_run
+    from soc2_evidence.archive.run import SourceOutcome, archive_run
+    from soc2_evidence.archive.stores import open_store
+    from soc2_evidence.core.config import load_config
+    from soc2_evidence.core.evidence import RunContext
+    from soc2_evidence.core.staging import Bundle
+    from soc2_evidence.orchestration.pipeline import extract_source
+    from soc2_evidence.validation.run import ValidationSettings, summary_of, validate_run
 
     root = Path(__file__).resolve().parents[1] / "include" / "config"
     repo = make_repo(tmp_path / "repo", {"app.yaml": "password: hunter2\n", "ok.yaml": "mfa: true\n"})

@@ -8,9 +8,9 @@ from datetime import date
 
 import click
 
-from soc2_evidence.evidence import FAMILIES
-from soc2_evidence.exceptions import EvidenceError
-from soc2_evidence.stores import open_store
+from soc2_evidence.archive.stores import open_store
+from soc2_evidence.core.errors import EvidenceError
+from soc2_evidence.core.evidence import FAMILIES
 
 
 @click.group()
@@ -44,7 +44,7 @@ def verify(store_url, since, until, family, retention_days, as_json) -> None:
 
         evidence verify --store s3://soc2-evidence/evidence --since 2026-01-01 --until 2026-12-31
     """
-    from soc2_evidence.verify import verify_store
+    from soc2_evidence.archive.verify import verify_store
 
     since_date: date | None = since.date() if since else None
     until_date: date | None = until.date() if until else None

@@ -16,8 +16,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from soc2_evidence.evidence import utc_now
-from soc2_evidence.exceptions import CollectorError, ConfigError
+from soc2_evidence.core.errors import CollectorError, ConfigError
+from soc2_evidence.core.evidence import utc_now
 
 KINDS = (
     # configuration snapshots

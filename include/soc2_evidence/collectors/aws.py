@@ -37,12 +37,12 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from soc2_evidence.collectors import CollectContext, reject_unknown_options
-from soc2_evidence.config import SourceConfig
-from soc2_evidence.datasets import Dataset
-from soc2_evidence.evidence import rfc3339
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.redaction import Redactor
-from soc2_evidence.staging import BundleWriter
+from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.evidence import rfc3339
+from soc2_evidence.core.redaction import Redactor
+from soc2_evidence.core.staging import BundleWriter
 
 KIND = "aws"
 FAMILY = "config"
@@ -384,7 +384,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     """The controls each dataset evidences; a failing record is a finding, not a failed run."""
     from great_expectations.expectations.row_conditions import Column
 
-    from soc2_evidence.gx_runner import control, expectations
+    from soc2_evidence.validation.gx import control, expectations
 
     def equals(column: str, value: Any, name: str, description: str, **condition: Any) -> Any:
         return control(

@@ -20,11 +20,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from soc2_evidence.collectors import CollectContext, reject_unknown_options
-from soc2_evidence.config import SourceConfig
-from soc2_evidence.datasets import Dataset
-from soc2_evidence.evidence import rfc3339, utc_now
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.staging import BundleWriter
+from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.evidence import rfc3339, utc_now
+from soc2_evidence.core.staging import BundleWriter
 
 KIND = "aws_backup"
 FAMILY = "backup"
@@ -253,7 +253,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
 
 def control_expectations(dataset: Dataset) -> list[Any]:
     """Backup controls: plans with rules, locked vaults, RPO per resource, restores that work, nightly tests."""
-    from soc2_evidence.gx_runner import control, expectations
+    from soc2_evidence.validation.gx import control, expectations
 
     by_dataset = {
         PLANS.name: [

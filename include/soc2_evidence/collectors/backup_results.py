@@ -34,15 +34,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree
 
-from soc2_evidence import restore_results
-from soc2_evidence.backup_locations import BackupObject, open_location
 from soc2_evidence.collectors import CollectContext, reject_unknown_options
-from soc2_evidence.config import SourceConfig
-from soc2_evidence.datasets import Dataset
-from soc2_evidence.evidence import parse_rfc3339, rfc3339, utc_now
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.hashing import digest_bytes
-from soc2_evidence.staging import BundleWriter
+from soc2_evidence.collectors.support import restore_results
+from soc2_evidence.collectors.support.locations import BackupObject, open_location
+from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.evidence import parse_rfc3339, rfc3339, utc_now
+from soc2_evidence.core.hashing import digest_bytes
+from soc2_evidence.core.staging import BundleWriter
 
 KIND = "backup_results"
 FAMILY = "backup"
@@ -139,7 +139,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     if dataset is RESULTS:
         return restore_results.control_expectations(dataset)
     if dataset is COVERAGE:
-        from soc2_evidence.gx_runner import control, expectations
+        from soc2_evidence.validation.gx import control, expectations
 
         return [
             control(

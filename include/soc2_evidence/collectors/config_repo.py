@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from soc2_evidence.collectors import CollectContext
-from soc2_evidence.config import SourceConfig
-from soc2_evidence.datasets import Dataset
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.redaction import Redactor
-from soc2_evidence.staging import BundleWriter, safe_segment
+from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.redaction import Redactor
+from soc2_evidence.core.staging import BundleWriter, safe_segment
 
 KIND = "config_repo"
 FAMILY = "config"
@@ -160,7 +160,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
 
 def control_expectations(dataset: Dataset) -> list[Any]:
     """Control checks on the snapshot: findings, not failures, when they do not hold."""
-    from soc2_evidence.gx_runner import control, expectations
+    from soc2_evidence.validation.gx import control, expectations
 
     if dataset is not FILES:
         return []

@@ -20,11 +20,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from soc2_evidence.collectors import CollectContext
-from soc2_evidence.config import SourceConfig
-from soc2_evidence.datasets import Dataset
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.redaction import Redactor
-from soc2_evidence.staging import BundleWriter
+from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.redaction import Redactor
+from soc2_evidence.core.staging import BundleWriter
 
 KIND = "gcs_config"
 FAMILY = "config"
@@ -143,7 +143,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     """Control checks on bucket configuration: findings, not failures, when they do not hold."""
     from great_expectations.expectations.row_conditions import Column
 
-    from soc2_evidence.gx_runner import control, expectations
+    from soc2_evidence.validation.gx import control, expectations
 
     if dataset is not BUCKETS:
         return []

@@ -8,7 +8,7 @@ the window ``GET /pulls/{n}`` (merged_by is only there), ``/pulls/{n}/reviews``,
 base branch has required checks ``/commits/{head}/check-runs`` and ``/commits/{head}/status``;
 with ``deployments: true``, ``/deployments?sha={merge commit}``. GitHub's own count of the
 population comes from ``GET /search/issues`` (``is:pr is:merged`` in the window) and is the
-reported total. The record schema is in :mod:`soc2_evidence.tickets`.
+reported total. The record schema is in :mod:`soc2_evidence.collectors.support.tickets`.
 
 A reviewer's state at merge is their last review (approve, request changes, dismissed) submitted
 before the merge; only reviewers whose state at merge is APPROVED count as approving it.
@@ -21,8 +21,8 @@ without), ``api_url``, ``base`` (only pull requests into this branch), ``ticket_
 ``emergency_review_days`` (5), ``required_checks`` (names; default: the base branch's branch
 protection, read once per branch, none when unprotected), ``deployments`` (false),
 ``environment`` (recorded when no deployment names one), ``page_size`` (100), ``ca_bundle``, the
-HTTP options of :func:`soc2_evidence.tickets.retry_policy` and the window options of
-:func:`soc2_evidence.tickets.collection_window`.
+HTTP options of :func:`soc2_evidence.collectors.support.tickets.retry_policy` and the window options of
+:func:`soc2_evidence.collectors.support.tickets.collection_window`.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from soc2_evidence import tickets
 from soc2_evidence.collectors import CollectContext
-from soc2_evidence.config import SourceConfig
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.http import HttpClient, PageGuard, next_link
-from soc2_evidence.staging import BundleWriter
-from soc2_evidence.tickets import Approval, Person, Window, parse_time, record
+from soc2_evidence.collectors.support import tickets
+from soc2_evidence.collectors.support.http import HttpClient, PageGuard, next_link
+from soc2_evidence.collectors.support.tickets import Approval, Person, Window, parse_time, record
+from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.staging import BundleWriter
 
 KIND = "github"
 FAMILY = "tickets"

@@ -7,12 +7,12 @@ the connection's login and password). Data Center: ``GET /rest/api/2/search`` (`
 Both with ``expand=changelog``; a changelog longer than the search embeds (Cloud: 40
 histories) is read whole from ``/rest/api/3/issue/{key}/changelog`` (Cloud) or
 ``/rest/api/2/issue/{key}?expand=changelog`` (Data Center). The records' schema is in
-:mod:`soc2_evidence.tickets`.
+:mod:`soc2_evidence.collectors.support.tickets`.
 
 Options: ``conn_id`` (required), ``url`` (else the connection's host), ``deployment``
 (``cloud``/``datacenter``; default by host), ``page_size`` (100), ``ca_bundle``, the HTTP options
-of :func:`soc2_evidence.tickets.retry_policy`, the window options of
-:func:`soc2_evidence.tickets.collection_window`, and ``populations``:
+of :func:`soc2_evidence.collectors.support.tickets.retry_policy`, the window options of
+:func:`soc2_evidence.collectors.support.tickets.collection_window`, and ``populations``:
 a mapping of ``changes``/``access_reviews``/``incidents`` to
 
 - ``jql`` (required; no ``ORDER BY``: the collector orders by key), ``period_field`` (the JQL
@@ -42,13 +42,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from soc2_evidence import tickets
 from soc2_evidence.collectors import CollectContext, reject_unknown_options
-from soc2_evidence.config import SourceConfig
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.http import HttpClient, PageGuard, base_url_of, read_ahead
-from soc2_evidence.staging import BundleWriter
-from soc2_evidence.tickets import Approval, Person, Window, parse_time, record
+from soc2_evidence.collectors.support import tickets
+from soc2_evidence.collectors.support.http import HttpClient, PageGuard, base_url_of, read_ahead
+from soc2_evidence.collectors.support.tickets import Approval, Person, Window, parse_time, record
+from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.staging import BundleWriter
 
 KIND = "jira"
 FAMILY = "tickets"

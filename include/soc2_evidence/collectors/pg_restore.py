@@ -41,15 +41,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from soc2_evidence import restore_results
-from soc2_evidence.backup_locations import BackupLocation, LocalLocation, open_location
 from soc2_evidence.collectors import CollectContext, reject_unknown_options
-from soc2_evidence.config import SourceConfig
-from soc2_evidence.datasets import Dataset
-from soc2_evidence.evidence import check_name, parse_rfc3339, rfc3339, utc_now
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.hashing import digest_file
-from soc2_evidence.pg_backup import (
+from soc2_evidence.collectors.support import restore_results
+from soc2_evidence.collectors.support.locations import BackupLocation, LocalLocation, open_location
+from soc2_evidence.collectors.support.postgres import (
     CHECKSUM_MODES,
     DEFAULT_SAMPLE_PERCENT,
     MANIFEST_SUFFIX,
@@ -69,7 +64,12 @@ from soc2_evidence.pg_backup import (
     scratch_prefix,
     take_backup,
 )
-from soc2_evidence.staging import BundleWriter
+from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.evidence import check_name, parse_rfc3339, rfc3339, utc_now
+from soc2_evidence.core.hashing import digest_file
+from soc2_evidence.core.staging import BundleWriter
 
 KIND = "pg_restore"
 FAMILY = "backup"

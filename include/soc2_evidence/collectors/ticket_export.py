@@ -6,7 +6,7 @@ dumps (a list of pull requests as ``GET /repos/{repo}/pulls/{n}`` returns them, 
 ``reviews`` list as ``/pulls/{n}/reviews`` returns it, and optionally ``required_checks``
 (names), ``check_runs``, ``statuses`` and ``deployments``), from a directory, a file, or a
 bucket prefix (``s3://bucket/prefix``; ``gs://bucket/prefix``). The output is the same
-normalised populations as the API collectors (:mod:`soc2_evidence.tickets`).
+normalised populations as the API collectors (:mod:`soc2_evidence.collectors.support.tickets`).
 
 An export is its own population: everything in the files is evidenced, with no window or
 watermark, and the reported total is the total the export declares (a Jira search response's
@@ -36,14 +36,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from soc2_evidence import tickets
 from soc2_evidence.collectors import CollectContext, github, jira
 from soc2_evidence.collectors.config_repo import glob_to_regex
-from soc2_evidence.config import SourceConfig
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.hashing import digest_file
-from soc2_evidence.staging import BundleWriter
-from soc2_evidence.tickets import Approval, Person, parse_time, record
+from soc2_evidence.collectors.support import tickets
+from soc2_evidence.collectors.support.tickets import Approval, Person, parse_time, record
+from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.hashing import digest_file
+from soc2_evidence.core.staging import BundleWriter
 
 KIND = "ticket_export"
 FAMILY = "tickets"

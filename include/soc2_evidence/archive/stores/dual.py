@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from soc2_evidence.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.archive.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
 
 
 class DualStore(EvidenceStore):

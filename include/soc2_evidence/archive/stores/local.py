@@ -8,9 +8,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from soc2_evidence.exceptions import ObjectExistsError, StoreConfigError
-from soc2_evidence.hashing import digest_bytes
-from soc2_evidence.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.archive.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.core.errors import ObjectExistsError, StoreConfigError
+from soc2_evidence.core.hashing import digest_bytes
 
 
 class LocalStore(EvidenceStore):

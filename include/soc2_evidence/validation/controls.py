@@ -12,8 +12,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from soc2_evidence.config import read_yaml
-from soc2_evidence.exceptions import ConfigError
+from soc2_evidence.core.config import read_yaml
+from soc2_evidence.core.errors import ConfigError
 
 CRITERION = re.compile(r"^(CC[1-9]\.[1-9]|A1\.[1-3]|C1\.[12]|PI1\.[1-5]|P[1-8]\.[1-9])$")
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from soc2_evidence.evidence import parse_rfc3339, retain_until
-from soc2_evidence.hashing import digest_bytes, digest_stream
-from soc2_evidence.layout import CHAIN_PREFIX, MANIFEST_NAME, attempt_folder_of
-from soc2_evidence.stores.base import EvidenceStore, ObjectInfo
-from soc2_evidence.stores.s3 import LOCK_MODE
+from soc2_evidence.archive.layout import CHAIN_PREFIX, MANIFEST_NAME, attempt_folder_of
+from soc2_evidence.archive.stores.base import EvidenceStore, ObjectInfo
+from soc2_evidence.archive.stores.s3 import LOCK_MODE
+from soc2_evidence.core.evidence import parse_rfc3339, retain_until
+from soc2_evidence.core.hashing import digest_bytes, digest_stream
 
 HASH_THREADS = 8
 
@@ -78,7 +78,7 @@ def verify_store(
     A dual store is verified copy by copy, each against its own manifests, and then the copies
     are compared: both must hold the same objects and byte-identical manifests.
     """
-    from soc2_evidence.stores.dual import DualStore
+    from soc2_evidence.archive.stores.dual import DualStore
 
     if isinstance(store, DualStore):
         return _verify_copies(store, since=since, until=until, family=family, retention_days=retention_days)

@@ -17,15 +17,15 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from soc2_evidence import calendar, drift
+from soc2_evidence.archive.stores.base import EvidenceStore
 from soc2_evidence.collectors import collector_for
-from soc2_evidence.controls import AcceptedException, ControlMap, apply_exceptions
-from soc2_evidence.datasets import Dataset, load_records, to_frame
-from soc2_evidence.evidence import RunContext, canonical_json
-from soc2_evidence.hashing import digest_bytes
-from soc2_evidence.redaction import Redactor
-from soc2_evidence.staging import Bundle, BundleWriter
-from soc2_evidence.stores.base import EvidenceStore
+from soc2_evidence.core.datasets import Dataset, load_records, to_frame
+from soc2_evidence.core.evidence import RunContext, canonical_json
+from soc2_evidence.core.hashing import digest_bytes
+from soc2_evidence.core.redaction import Redactor
+from soc2_evidence.core.staging import Bundle, BundleWriter
+from soc2_evidence.validation import calendar, drift
+from soc2_evidence.validation.controls import AcceptedException, ControlMap, apply_exceptions
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def validate_run(
     try_number: int = 1,
 ) -> Bundle:
     """Validate every dataset of every bundle and the calendar; return the staged validation bundle."""
-    from soc2_evidence.gx_runner import Target, Validator
+    from soc2_evidence.validation.gx import Target, Validator
 
     writer = BundleWriter(
         staging_root,

@@ -1,4 +1,4 @@
-"""The Airflow side: thin tasks over :mod:`soc2_evidence.pipeline`, shared by every evidence DAG.
+"""The Airflow side: thin tasks over :mod:`soc2_evidence.orchestration.pipeline`, shared by every evidence DAG.
 
 Only ``airflow.sdk`` is imported at module level; the pipeline, boto3 and the collectors
 are imported inside the tasks, so DAG files stay cheap to parse.
@@ -12,8 +12,8 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, TaskGroup, TriggerRule, get_current_context, task
 
-from soc2_evidence.alerts import on_task_failure
-from soc2_evidence.tags import dag_tags
+from soc2_evidence.orchestration.alerts import on_task_failure
+from soc2_evidence.orchestration.tags import dag_tags
 
 EXTRACT_RETRIES = 3
 EXTRACT_RETRY_DELAY = timedelta(seconds=30)
@@ -50,7 +50,7 @@ def evidence_asset(family: str) -> Asset:
 
 
 def run_context(context: dict[str, Any]):
-    from soc2_evidence.evidence import RunContext
+    from soc2_evidence.core.evidence import RunContext
 
     dag_run = context["dag_run"]
     return RunContext(
@@ -78,8 +78,8 @@ def _get_connection(conn_id: str):
 @task
 def list_sources(family: str) -> list[str]:
     """The configured sources of ``family``, or the subset named in the ``sources`` param."""
-    from soc2_evidence.config import load_config
-    from soc2_evidence.exceptions import ConfigError
+    from soc2_evidence.core.config import load_config
+    from soc2_evidence.core.errors import ConfigError
 
     config = load_config()
     names = [source.name for source in config.sources_of(family)]
@@ -99,8 +99,8 @@ def list_sources(family: str) -> list[str]:
 )
 def extract(source_name: str) -> dict[str, Any]:
     """Collect one source into staging. Safe to retry: each try stages afresh and archives nothing."""
-    from soc2_evidence.config import load_config
-    from soc2_evidence.pipeline import extract_source
+    from soc2_evidence.core.config import load_config
+    from soc2_evidence.orchestration.pipeline import extract_source
 
     context = get_current_context()
     config = load_config()
@@ -127,8 +127,8 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def validate(staged_summaries) -> dict[str, Any]:
-            from soc2_evidence.config import load_config
-            from soc2_evidence.pipeline import validate_staged
+            from soc2_evidence.core.config import load_config
+            from soc2_evidence.orchestration.pipeline import validate_staged
 
             context = get_current_context()
             return validate_staged(
@@ -141,10 +141,10 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
 
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[evidence_asset(family)])
         def archive(staged_summaries) -> dict[str, Any]:
-            from soc2_evidence.alerts import notify_findings
-            from soc2_evidence.config import load_config
-            from soc2_evidence.exceptions import DataQualityError
-            from soc2_evidence.pipeline import archive_bundles
+            from soc2_evidence.core.config import load_config
+            from soc2_evidence.core.errors import DataQualityError
+            from soc2_evidence.orchestration.alerts import notify_findings
+            from soc2_evidence.orchestration.pipeline import archive_bundles
 
             context = get_current_context()
             # Pulled, not passed: if validation crashed, the evidence is still archived (marked not validated).

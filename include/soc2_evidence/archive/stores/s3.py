@@ -16,9 +16,9 @@ from typing import Any, BinaryIO
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from soc2_evidence.exceptions import ObjectExistsError, StoreConfigError
-from soc2_evidence.hashing import digest_bytes
-from soc2_evidence.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.archive.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.core.errors import ObjectExistsError, StoreConfigError
+from soc2_evidence.core.hashing import digest_bytes
 
 LOCK_MODE = "COMPLIANCE"
 MULTIPART_THRESHOLD = 16 * 1024 * 1024

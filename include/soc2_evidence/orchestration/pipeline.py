@@ -9,17 +9,17 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from soc2_evidence.archive import ArchivedRun, SourceOutcome, archive_run, committed_manifests, passed_items
+from soc2_evidence.archive.run import ArchivedRun, SourceOutcome, archive_run, committed_manifests, passed_items
+from soc2_evidence.archive.stores import open_store
+from soc2_evidence.archive.stores.base import EvidenceStore
 from soc2_evidence.collectors import CollectContext, collector_for
-from soc2_evidence.config import PipelineConfig, SourceConfig
-from soc2_evidence.evidence import RunContext
-from soc2_evidence.exceptions import CollectorError, ConfigError
-from soc2_evidence.hashing import digest_bytes
-from soc2_evidence.redaction import Redactor
-from soc2_evidence.staging import Bundle, BundleWriter
-from soc2_evidence.stores import open_store
-from soc2_evidence.stores.base import EvidenceStore
-from soc2_evidence.validation import VALIDATION_SOURCE, summary_of
+from soc2_evidence.core.config import PipelineConfig, SourceConfig
+from soc2_evidence.core.errors import CollectorError, ConfigError
+from soc2_evidence.core.evidence import RunContext
+from soc2_evidence.core.hashing import digest_bytes
+from soc2_evidence.core.redaction import Redactor
+from soc2_evidence.core.staging import Bundle, BundleWriter
+from soc2_evidence.validation.run import VALIDATION_SOURCE, summary_of
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,8 @@ def validate_staged(
     aws_conn_id: str | None = None,
 ) -> dict[str, Any]:
     """Validate what was staged; return the validation bundle's path and summary (secret-free, for XCom)."""
-    from soc2_evidence.controls import load_control_map, load_exceptions
-    from soc2_evidence.validation import ValidationSettings, today_utc, validate_run
+    from soc2_evidence.validation.controls import load_control_map, load_exceptions
+    from soc2_evidence.validation.run import ValidationSettings, today_utc, validate_run
 
     settings = ValidationSettings(
         control_map=load_control_map(config.controls_path),

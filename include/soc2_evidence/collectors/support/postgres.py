@@ -35,9 +35,9 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from soc2_evidence.evidence import canonical_json, parse_rfc3339, rfc3339, utc_now
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.hashing import digest_file
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.evidence import canonical_json, parse_rfc3339, rfc3339, utc_now
+from soc2_evidence.core.hashing import digest_file
 
 MANIFEST_SCHEMA = "soc2-evidence/pg-backup-manifest/v1"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -454,7 +454,7 @@ def take_backup(
     the snapshot was taken, the dump's size and sha256, the catalog fingerprint, and each table's
     row count and checksum). The manifest is stored last: a dump without one is unfinished.
     """
-    from soc2_evidence.backup_locations import open_location
+    from soc2_evidence.collectors.support.locations import open_location
 
     if checksums not in CHECKSUM_MODES:
         raise ValueError(f"checksums must be one of {', '.join(CHECKSUM_MODES)}, got {checksums!r}")
@@ -608,7 +608,7 @@ class Guard:
         if work_dir is not None:
             env[GUARD_WORK_DIR_ENV] = str(work_dir)
         process = subprocess.Popen(
-            [sys.executable, "-m", "soc2_evidence.pg_backup"],
+            [sys.executable, "-m", "soc2_evidence.collectors.support.postgres"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

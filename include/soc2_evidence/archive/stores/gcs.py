@@ -18,9 +18,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from soc2_evidence.exceptions import ObjectExistsError, StoreConfigError
-from soc2_evidence.hashing import digest_bytes
-from soc2_evidence.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.archive.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.core.errors import ObjectExistsError, StoreConfigError
+from soc2_evidence.core.hashing import digest_bytes
 
 LOCKED = "COMPLIANCE"  # what a locked GCS retention means, in the S3 vocabulary verify speaks
 BUCKET_LOCK, OBJECT_LOCK, EMULATOR = "bucket_lock", "object_lock", "emulator"

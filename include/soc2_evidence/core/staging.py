@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from soc2_evidence.evidence import EvidenceItem, RunContext, canonical_json, code_revision, rfc3339, utc_now
-from soc2_evidence.hashing import digest_bytes, digest_file
-from soc2_evidence.redaction import Redactor, may_hold_secret
+from soc2_evidence.core.evidence import EvidenceItem, RunContext, canonical_json, code_revision, rfc3339, utc_now
+from soc2_evidence.core.hashing import digest_bytes, digest_file
+from soc2_evidence.core.redaction import Redactor, may_hold_secret
 
 BUNDLE_FILE = "bundle.json"
 _JSONL_BUFFER = 1 << 20  # a write call per MiB, not per 8 KiB: populations run to millions of lines

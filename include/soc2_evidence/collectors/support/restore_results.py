@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from soc2_evidence.datasets import Dataset
-from soc2_evidence.evidence import rfc3339
+from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.evidence import rfc3339
 
 OUTCOMES = ("passed", "failed")
 CHECK_STATUSES = ("passed", "failed", "skipped")
@@ -141,7 +141,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     An unknown RTO or RPO (no target, or nothing restored to time) is no finding here; a failed
     restore is already one, and a missing backup is recorded as an RPO missed.
     """
-    from soc2_evidence.gx_runner import control, expectations
+    from soc2_evidence.validation.gx import control, expectations
 
     in_set = expectations.ExpectColumnValuesToBeInSet
     return [

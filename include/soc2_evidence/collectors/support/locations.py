@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from soc2_evidence.exceptions import CollectorError
+from soc2_evidence.core.errors import CollectorError
 
 SCHEMES = ("s3", "gs", "file")
 

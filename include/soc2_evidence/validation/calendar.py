@@ -10,9 +10,9 @@ import json
 from datetime import date, timedelta
 from typing import Any
 
-from soc2_evidence.datasets import Dataset
-from soc2_evidence.layout import MANIFEST_NAME
-from soc2_evidence.stores.base import EvidenceStore
+from soc2_evidence.archive.layout import MANIFEST_NAME
+from soc2_evidence.archive.stores.base import EvidenceStore
+from soc2_evidence.core.datasets import Dataset
 
 STATUSES = ("passed", "failed", "missing")
 CALENDAR = Dataset(
@@ -28,7 +28,7 @@ CALENDAR = Dataset(
 
 
 def control_expectations(dataset: Dataset) -> list[Any]:
-    from soc2_evidence.gx_runner import control, expectations
+    from soc2_evidence.validation.gx import control, expectations
 
     return [
         control(

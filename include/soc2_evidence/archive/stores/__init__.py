@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from soc2_evidence.exceptions import StoreConfigError
-from soc2_evidence.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.archive.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.core.errors import StoreConfigError
 
 __all__ = ["EvidenceStore", "ObjectHead", "ObjectInfo", "StoredObject", "open_store"]
 
@@ -17,7 +17,7 @@ def open_store(url: str, aws_conn_id: str | None = None, gcp_conn_id: str | None
     """Open ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``file:///path``; two URLs joined by a comma
     make a dual store that writes every object to both. Connection ids take credentials from Airflow."""
     if "," in url:
-        from soc2_evidence.stores.dual import DualStore
+        from soc2_evidence.archive.stores.dual import DualStore
 
         urls = [part.strip() for part in url.split(",")]
         if len(urls) != 2 or not all(urls):
@@ -25,7 +25,7 @@ def open_store(url: str, aws_conn_id: str | None = None, gcp_conn_id: str | None
         return DualStore(*(open_store(part, aws_conn_id, gcp_conn_id) for part in urls))
     parsed = urlparse(url)
     if parsed.scheme == "s3":
-        from soc2_evidence.stores.s3 import S3ObjectLockStore
+        from soc2_evidence.archive.stores.s3 import S3ObjectLockStore
 
         if not parsed.netloc:
             raise StoreConfigError(f"store URL {url!r}: no bucket name")
@@ -33,7 +33,7 @@ def open_store(url: str, aws_conn_id: str | None = None, gcp_conn_id: str | None
             return S3ObjectLockStore(parsed.netloc, parsed.path, client_factory=_airflow_client(aws_conn_id))
         return S3ObjectLockStore(parsed.netloc, parsed.path)
     if parsed.scheme == "gs":
-        from soc2_evidence.stores.gcs import GCSRetentionStore
+        from soc2_evidence.archive.stores.gcs import GCSRetentionStore
 
         if not parsed.netloc:
             raise StoreConfigError(f"store URL {url!r}: no bucket name")
@@ -50,7 +50,7 @@ def open_store(url: str, aws_conn_id: str | None = None, gcp_conn_id: str | None
 
 
 def _local(root: Path) -> EvidenceStore:
-    from soc2_evidence.stores.local import LocalStore
+    from soc2_evidence.archive.stores.local import LocalStore
 
     return LocalStore(root)
 
@@ -84,7 +84,7 @@ def _airflow_client(aws_conn_id: str):
     def factory():
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        from soc2_evidence.stores.s3 import CLIENT_CONFIG
+        from soc2_evidence.archive.stores.s3 import CLIENT_CONFIG
 
         return S3Hook(aws_conn_id=aws_conn_id, config=CLIENT_CONFIG).get_conn()
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from soc2_evidence.evidence import FAMILIES, check_name
-from soc2_evidence.exceptions import ConfigError
+from soc2_evidence.core.errors import ConfigError
+from soc2_evidence.core.evidence import FAMILIES, check_name
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "include" / "config" / "evidence.yaml"
 DEFAULT_RETENTION_DAYS = 400
 

@@ -14,14 +14,13 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from soc2_evidence.config import PROJECT_ROOT, load_config
-from soc2_evidence.local_services import (
+from soc2_evidence.core.config import PROJECT_ROOT, load_config
+from soc2_evidence.demo.local_services import (
     DUMMY_AWS_ENV,
     create_object_lock_bucket,
     embedded_postgres,
@@ -201,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_restore_tests(store_url: str, manifest: dict) -> None:
     """The restore tests' outcome, RTO and RPO, read back from the archive."""
-    from soc2_evidence.stores import open_store
+    from soc2_evidence.archive.stores import open_store
 
     store = open_store(store_url)
     for item in manifest["items"]:
@@ -217,8 +216,8 @@ def _print_restore_tests(store_url: str, manifest: dict) -> None:
 
 
 def _latest_manifest(store_url: str, dag_id: str) -> tuple[str, dict]:
-    from soc2_evidence.archive import latest_link
-    from soc2_evidence.stores import open_store
+    from soc2_evidence.archive.run import latest_link
+    from soc2_evidence.archive.stores import open_store
 
     store = open_store(store_url)
     link = latest_link(store, dag_id)
@@ -250,7 +249,3 @@ def _print_manifest(store_url: str, key: str, manifest: dict) -> None:
     folder = key.rsplit("/", 1)[0]
     print(f"    findings:  {store_url}/{folder}/validation/findings.jsonl")
     print(f"    Data Docs: {store_url}/{folder}/validation/data-docs/index.html")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from soc2_evidence.datasets import COLLECTED_AT, TYPE_NAMES, Dataset
+from soc2_evidence.core.datasets import COLLECTED_AT, TYPE_NAMES, Dataset
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 for _name in ("great_expectations", "great_expectations.core", "great_expectations.data_context"):

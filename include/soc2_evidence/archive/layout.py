@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from soc2_evidence.evidence import RunContext
-from soc2_evidence.staging import safe_segment
+from soc2_evidence.core.evidence import RunContext
+from soc2_evidence.core.staging import safe_segment
 
 MANIFEST_NAME = "manifest.json"
 CHAIN_PREFIX = "_chain"

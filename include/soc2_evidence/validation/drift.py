@@ -16,11 +16,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from soc2_evidence.archive import committed_manifests, passed_items
-from soc2_evidence.datasets import Dataset, load_records
-from soc2_evidence.hashing import digest_bytes
-from soc2_evidence.staging import Bundle
-from soc2_evidence.stores.base import EvidenceStore
+from soc2_evidence.archive.run import committed_manifests, passed_items
+from soc2_evidence.archive.stores.base import EvidenceStore
+from soc2_evidence.core.datasets import Dataset, load_records
+from soc2_evidence.core.hashing import digest_bytes
+from soc2_evidence.core.staging import Bundle
 
 LOOKBACK_MANIFESTS = 31  # how far back the chain is walked for a source's previous snapshot
 

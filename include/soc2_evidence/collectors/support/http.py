@@ -26,8 +26,8 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import msgspec
 import urllib3
 
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.redaction import Redactor
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.redaction import Redactor
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,17 @@ from datetime import datetime
 from typing import Any
 
 from soc2_evidence import __version__
-from soc2_evidence.evidence import (
+from soc2_evidence.archive.layout import (
+    MANIFEST_NAME,
+    attempt_number,
+    attempt_prefix,
+    chain_key,
+    chain_prefix,
+    run_prefix,
+)
+from soc2_evidence.archive.stores.base import EvidenceStore, StoredObject
+from soc2_evidence.core.errors import ArchiveError, ObjectExistsError
+from soc2_evidence.core.evidence import (
     RunContext,
     canonical_json,
     code_revision,
@@ -25,11 +35,8 @@ from soc2_evidence.evidence import (
     rfc3339,
     utc_now,
 )
-from soc2_evidence.exceptions import ArchiveError, ObjectExistsError
-from soc2_evidence.hashing import digest_bytes
-from soc2_evidence.layout import MANIFEST_NAME, attempt_number, attempt_prefix, chain_key, chain_prefix, run_prefix
-from soc2_evidence.staging import Bundle, StagedItem
-from soc2_evidence.stores.base import EvidenceStore, StoredObject
+from soc2_evidence.core.hashing import digest_bytes
+from soc2_evidence.core.staging import Bundle, StagedItem
 
 log = logging.getLogger(__name__)
 

@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
-from soc2_evidence.datasets import Dataset
-from soc2_evidence.evidence import rfc3339
-from soc2_evidence.exceptions import CollectorError
-from soc2_evidence.http import RetryPolicy
+from soc2_evidence.collectors.support.http import RetryPolicy
+from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.evidence import rfc3339
 
 POPULATIONS = ("changes", "access_reviews", "incidents")
 SOURCES = ("jira", "github")
@@ -148,7 +148,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     a linked ticket, the emergency review after the fact, and required checks passing at merge."""
     from great_expectations.expectations.row_conditions import Column
 
-    from soc2_evidence.gx_runner import control, expectations
+    from soc2_evidence.validation.gx import control, expectations
 
     if not dataset.name.endswith(".changes"):
         return []
