@@ -1,22 +1,26 @@
 """Collectors: one module per source kind, each only collecting (checks live in validation).
 
-A collector module defines ``KIND``, ``FAMILY``, ``VERSION`` and
-``collect(source, writer, context)``; it writes evidence through the writer and returns
-nothing. Adding a source kind is adding one module here.
+A collector module defines ``KIND``, ``FAMILY``, ``VERSION``, ``Options`` (a
+:class:`soc2_evidence.core.config.Options` Struct: its keys in the YAML file, checked when the
+file is loaded) and ``collect(source, writer, context)``; it writes evidence through the writer
+and returns nothing. Adding a source kind is adding one module here and its name to ``KINDS``.
 """
 
 from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from soc2_evidence.core.errors import CollectorError, ConfigError
+import msgspec
+
+from soc2_evidence.core import config
+from soc2_evidence.core.errors import ConfigError
 from soc2_evidence.core.evidence import utc_now
 
 KINDS = (
@@ -60,9 +64,31 @@ def collector_for(kind: str) -> ModuleType:
     return importlib.import_module(f"soc2_evidence.collectors.{kind}")
 
 
-def reject_unknown_options(where: str, options: Mapping[str, Any], known: Iterable[str]) -> None:
-    """A misspelt option must fail loudly rather than be ignored: name it, and the options that exist."""
-    known = sorted(known)
-    unknown = sorted(set(options) - set(known), key=str)
-    if unknown:
-        raise CollectorError(f"{where}: unknown option(s) {', '.join(map(str, unknown))}; known: {', '.join(known)}")
+def kind_specs() -> dict[str, config.KindSpec]:
+    """Each kind's family and options type, as the config loader checks sources against them."""
+    specs = {}
+    for kind in KINDS:
+        module = collector_for(kind)
+        specs[kind] = config.KindSpec(family=module.FAMILY, options=module.Options)
+    return specs
+
+
+def load_config(path: str | Path | None = None) -> config.PipelineConfig:
+    """The pipeline's YAML file (default ``EVIDENCE_CONFIG``, else the shipped one), every source checked."""
+    return config.load_config(path, kind_specs())
+
+
+def source_config(name: str, kind: str, options: Mapping[str, Any], family: str | None = None) -> config.SourceConfig:
+    """One source built as the loader builds it, for code and tests that make a source without a file.
+
+    Raises ConfigError naming every problem of ``options``, as loading the file would.
+    """
+    spec = kind_specs().get(kind)
+    if spec is None:
+        raise ConfigError(f"unknown source kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    problems = list(config.check_value(dict(options), spec.options, ()))
+    if problems:
+        raise ConfigError(f"source {name}: " + "; ".join(f"{config.key_path(p.path)}: {p.message}" for p in problems))
+    return config.SourceConfig(
+        name=name, kind=kind, family=family or spec.family, options=msgspec.convert(dict(options), spec.options)
+    )

@@ -1,8 +1,8 @@
 """Configuration repository snapshot: the files of a git ref, with the commit that holds them.
 
-Options: ``repo`` (a path, or a URL cloned read-only), ``ref`` (default ``HEAD``),
-``globs`` (default every file), ``conn_id`` (an Airflow HTTP connection whose login and
-password authenticate the clone), ``max_file_bytes`` (default 1 MiB).
+Options (:class:`Options`): ``repo`` (a path relative to the config file, or a URL cloned
+read-only), ``ref`` (default ``HEAD``), ``globs`` (default every file), ``conn_id`` (an Airflow
+HTTP connection whose login and password authenticate the clone), ``max_file_bytes`` (default 1 MiB).
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from soc2_evidence.collectors import CollectContext
+from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
@@ -46,6 +49,17 @@ SIGNATURE_STATUSES = {
     "E": "cannot-check",
     "N": "none",
 }
+
+
+class Options(config.Options):
+    repo: Annotated[config.LocalPath, msgspec.Meta(description="A local repository, or a URL cloned read-only")]
+    ref: Annotated[str, msgspec.Meta(min_length=1)] = "HEAD"
+    globs: Annotated[list[str], msgspec.Meta(min_length=1, description="Paths to snapshot; ** crosses folders")] = (
+        msgspec.field(default_factory=lambda: ["**"])
+    )
+    conn_id: str | None = None
+    max_file_bytes: config.PositiveInt = DEFAULT_MAX_FILE_BYTES
+
 
 COMMIT = Dataset(
     name="config_repo.commit",
@@ -88,15 +102,8 @@ DATASETS = (COMMIT, FILES)
 
 
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
-    options = source.options
-    repo = options.get("repo")
-    if not isinstance(repo, str) or not repo:
-        raise CollectorError(f"source {source.name}: option 'repo' (a path or URL) is required")
-    ref = str(options.get("ref", "HEAD"))
-    globs = options.get("globs", ["**"])
-    if not isinstance(globs, list) or not all(isinstance(glob, str) for glob in globs):
-        raise CollectorError(f"source {source.name}: option 'globs' must be a list of strings")
-    max_bytes = int(options.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES))
+    options: Options = source.options
+    repo, ref, globs, max_bytes = options.repo, options.ref, options.globs, options.max_file_bytes
     matcher = re.compile("|".join(f"(?:{glob_to_regex(glob)})" for glob in globs))
 
     with _repository(source, repo, context) as (git_dir, env):
@@ -283,7 +290,7 @@ def _repository(source: SourceConfig, repo: str, context: CollectContext) -> Ite
         _require_top_level(_Git(source.name, str(path), env), path)
         yield str(path), env
         return
-    conn_id = source.options.get("conn_id")
+    conn_id = source.options.conn_id
     if conn_id:
         connection = context.get_connection(conn_id)
         token = base64.b64encode(f"{connection.login or 'git'}:{connection.password or ''}".encode()).decode()

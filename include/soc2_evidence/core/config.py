@@ -1,16 +1,31 @@
-"""The one YAML file that configures the pipeline: store, retention, schedules and sources.
+"""The one YAML file that configures the pipeline, as types checked when it is loaded.
 
-``EVIDENCE_CONFIG`` points at another file; ``EVIDENCE_STORE`` overrides the store URL,
-so the same file serves a laptop, CI and production.
+Evidence is locked for 400 days, so a typo must never silently change what is collected. The file
+is described by msgspec Structs (msgspec, not pydantic: it is already what the core parses JSON
+with, it needs no Airflow, its Structs are cheap to build at DAG-parse time, and it generates the
+JSON Schema editors use). Every section forbids unknown keys. Each source kind declares its own
+``Options`` Struct in its collector module; the loader is given them (``kinds``), so this layer
+never imports a collector.
+
+Loading reports every problem at once, each with the file, the YAML line, the key path, what was
+expected and, for a misspelt key, the nearest valid one. Relative paths resolve against the file,
+never the working directory. ``EVIDENCE_CONFIG`` points at another file; ``EVIDENCE_STORE``
+overrides ``store.url`` and ``EVIDENCE_STAGING`` ``staging_dir``.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
-from dataclasses import dataclass, field
+import re
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import yaml
 
 from soc2_evidence.core.errors import ConfigError
@@ -19,16 +34,102 @@ from soc2_evidence.core.evidence import FAMILIES, check_name
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "include" / "config" / "evidence.yaml"
 DEFAULT_RETENTION_DAYS = 400
+SCHEMA_ID = "https://github.com/soc2-evidence/soc2-evidence/schemas/evidence.schema.json"
+
+# The DAG each family's evidence is collected by, keyed as in ``schedules``.
+DAG_OF_FAMILY = {"config": "config_snapshot", "backup": "backup_test", "tickets": "tickets"}
+
+# A local path relative to the config file; loading fails when it does not exist. URLs (s3://,
+# gs://, https://, ssh://, git@host:...) are left to the collector.
+LocalPath = Annotated[str, msgspec.Meta(min_length=1, extra_json_schema={"x-soc2-path": True})]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/\s]+@[^/\s]+:")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
+_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually")
+
+
+class Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Base of every typed part of the file: unknown keys are refused, values are not coerced."""
+
+    def problems(self) -> Iterator[Problem]:
+        """What the types cannot say (one of two keys, a pattern that must compile): paths relative to self."""
+        return iter(())
+
+
+class Options(Section):
+    """Base of each collector's ``Options``: the keys of a source besides name, kind and family."""
+
+
+class StoreSection(Section):
+    url: Annotated[
+        str | None,
+        msgspec.Meta(description="s3://bucket/prefix, gs://bucket/prefix, or both joined with '+'"),
+    ] = None
+    aws_conn_id: Annotated[
+        str | None, msgspec.Meta(description="Airflow AWS connection; unset: boto3's standard chain")
+    ] = None
+
+
+class RedactionSection(Section):
+    secret_variable: Annotated[
+        str, msgspec.Meta(min_length=1, description="Airflow Variable holding the HMAC key of redaction fingerprints")
+    ] = "soc2_evidence_redaction_secret"  # noqa: S105 - the Variable's name, not a secret
+
+
+class ValidationSection(Section):
+    controls_file: LocalPath = "controls.yaml"
+    exceptions_file: LocalPath = "exceptions.yaml"
+    freshness_hours: PositiveInt = 48
+    calendar_days: PositiveInt = 31
+
+
+Schedule = Annotated[
+    str | None,
+    msgspec.Meta(description="A 5-field cron expression or an Airflow preset such as @daily; null: run only by hand"),
+]
+
+
+class SchedulesSection(Section):
+    config_snapshot: Schedule = "0 2 * * *"
+    tickets: Schedule = "30 2 * * *"
+    backup_test: Schedule = "0 4 * * *"
+
+    def problems(self) -> Iterator[Problem]:
+        for field in msgspec.structs.fields(self):
+            schedule = getattr(self, field.name)
+            problem = schedule_problem(schedule) if schedule is not None else None
+            if problem:
+                yield Problem((field.name,), problem)
+
+
+class ConfigFile(Section):
+    """The whole file; ``sources`` entries are checked against their kind's Options separately."""
+
+    store: StoreSection = msgspec.field(default_factory=StoreSection)
+    retention_days: PositiveInt = DEFAULT_RETENTION_DAYS
+    staging_dir: str | None = None
+    redaction: RedactionSection = msgspec.field(default_factory=RedactionSection)
+    validation: ValidationSection = msgspec.field(default_factory=ValidationSection)
+    schedules: SchedulesSection = msgspec.field(default_factory=SchedulesSection)
+    sources: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """What the loader needs to know of a source kind: its family and its options' type."""
+
+    family: str
+    options: type[Options]
 
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """One configured evidence source; ``options`` are checked by its collector."""
+    """One configured evidence source, its ``options`` typed by its collector's ``Options``."""
 
     name: str
     kind: str
     family: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Options
 
 
 @dataclass(frozen=True)
@@ -43,7 +144,7 @@ class PipelineConfig:
     exceptions_path: Path
     freshness_hours: int
     calendar_days: int
-    schedules: dict[str, str]
+    schedules: dict[str, str | None]
     sources: tuple[SourceConfig, ...]
 
     def sources_of(self, family: str) -> list[SourceConfig]:
@@ -51,100 +152,97 @@ class PipelineConfig:
 
     def resolve_path(self, value: str) -> Path:
         """Relative paths in the config are relative to the config file, not the working directory."""
-        path = Path(os.path.expanduser(value))
-        return path if path.is_absolute() else (self.path.parent / path).resolve()
+        return resolve_against(self.path, value)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in the file: where (key path), and what."""
+
+    path: tuple[str | int, ...]
+    message: str
 
 
 def config_path() -> Path:
     return Path(os.environ.get("EVIDENCE_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
-def read_schedule(dag_key: str, path: Path | None = None) -> str | None:
-    """Just the schedule, for DAG files: parsing must stay cheap and never fail on source options."""
-    try:
-        raw = read_yaml(path or config_path())
-    except ConfigError:
-        return None
-    schedules = raw.get("schedules") if isinstance(raw, dict) else None
-    return schedules.get(dag_key) if isinstance(schedules, dict) else None
+def resolve_against(config_file: Path, value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else (config_file.parent / path).resolve()
 
 
-def load_config(path: str | Path | None = None) -> PipelineConfig:
+def load_config(path: str | Path | None, kinds: Mapping[str, KindSpec]) -> PipelineConfig:
+    """The file at ``path`` (default: ``EVIDENCE_CONFIG``, else the shipped file), every problem in one error."""
     path = Path(path) if path else config_path()
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    _reject_unknown(
-        path,
-        "top level",
-        raw,
-        {"store", "retention_days", "staging_dir", "redaction", "validation", "schedules", "sources"},
+    text = read_text(path)
+    raw = parse_yaml(path, text)
+    problems = list(_problems(path, raw, kinds))
+    if problems:
+        raise ConfigError(_report(path, text, problems))
+    return _build(path, raw, kinds)
+
+
+def check_config(path: str | Path | None, kinds: Mapping[str, KindSpec]) -> list[str]:
+    """Every problem of the file as one line each (``file:line: key: message``); empty when it is valid."""
+    try:
+        load_config(path, kinds)
+    except ConfigError as error:
+        return str(error).splitlines()[1:] or [str(error)]
+    return []
+
+
+def json_schema(kinds: Mapping[str, KindSpec]) -> dict[str, Any]:
+    """The file's JSON Schema, generated from the types: sources are a union tagged by ``kind``."""
+    source_types = [
+        msgspec.defstruct(
+            f"{kind}_source",
+            [("name", str), ("family", Literal[spec.family], spec.family)],
+            bases=(spec.options,),
+            kw_only=True,
+            forbid_unknown_fields=True,
+            tag_field="kind",
+            tag=kind,
+        )
+        for kind, spec in sorted(kinds.items())
+    ]
+    file_type = msgspec.defstruct(
+        "evidence_config",
+        [("sources", list[typing.Union[tuple(source_types)]], [])],  # noqa: UP007 - a runtime union of types
+        bases=(ConfigFile,),
+        kw_only=True,
+        forbid_unknown_fields=True,
     )
+    schema = msgspec.json.schema(file_type)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
 
-    store = _mapping(path, "store", raw.get("store", {}))
-    store_url = os.environ.get("EVIDENCE_STORE") or store.get("url")
-    if not store_url or not isinstance(store_url, str):
-        raise ConfigError(f"{path}: store.url is missing (or set EVIDENCE_STORE)")
 
-    retention_days = _positive_int(path, "retention_days", raw.get("retention_days", DEFAULT_RETENTION_DAYS))
-
-    staging = os.environ.get("EVIDENCE_STAGING") or raw.get("staging_dir")
-    if staging:
-        staging_dir = Path(staging) if Path(staging).is_absolute() else (path.parent / staging).resolve()
-    else:
-        staging_dir = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "evidence-staging"
-
-    redaction = _mapping(path, "redaction", raw.get("redaction", {}))
-    validation = _mapping(path, "validation", raw.get("validation", {}))
-    _reject_unknown(
-        path, "validation", validation, {"controls_file", "exceptions_file", "freshness_hours", "calendar_days"}
-    )
-    freshness_hours = _positive_int(path, "validation.freshness_hours", validation.get("freshness_hours", 48))
-    calendar_days = _positive_int(path, "validation.calendar_days", validation.get("calendar_days", 31))
-    schedules = _mapping(path, "schedules", raw.get("schedules", {}))
-
-    sources_raw = raw.get("sources", [])
-    if not isinstance(sources_raw, list):
-        raise ConfigError(f"{path}: sources must be a list, got {type(sources_raw).__name__}")
-    sources = tuple(_source(path, index, entry) for index, entry in enumerate(sources_raw))
-    names = [source.name for source in sources]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ConfigError(f"{path}: source names must be unique; repeated: {', '.join(duplicates)}")
-
-    return PipelineConfig(
-        path=path.resolve(),
-        store_url=store_url,
-        aws_conn_id=store.get("aws_conn_id"),
-        retention_days=retention_days,
-        staging_dir=staging_dir,
-        redaction_secret_variable=redaction.get("secret_variable", "soc2_evidence_redaction_secret"),
-        controls_path=(path.parent / validation.get("controls_file", "controls.yaml")).resolve(),
-        exceptions_path=(path.parent / validation.get("exceptions_file", "exceptions.yaml")).resolve(),
-        freshness_hours=freshness_hours,
-        calendar_days=calendar_days,
-        schedules={str(key): str(value) for key, value in schedules.items()},
-        sources=sources,
-    )
-
+# --- reading ------------------------------------------------------------------------------------
 
 # libyaml's parser where PyYAML was built with it (the wheels are): the same safe loading, about ten
-# times faster, which matters because every DAG file reads its schedule here at parse time. An
-# invalid file is read again by the pure-Python loader, so its message is the same everywhere.
+# times faster, which matters because every DAG file loads the config at parse time. An invalid file
+# is read again by the pure-Python loader, so its message is the same everywhere.
 _FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def read_yaml(path: Path) -> Any:
-    """A YAML file of the pipeline's (config, controls, exceptions), safely loaded; errors name the file."""
+def read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read config file: {error.strerror or error}") from error
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: config file is not UTF-8 text (byte {error.start})") from error
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file of the pipeline's (config, controls, exceptions), safely loaded; errors name the file."""
+    return parse_yaml(path, read_text(path))
+
+
+def parse_yaml(path: Path, text: str) -> Any:
     try:
         return yaml.load(text, Loader=_FAST_SAFE_LOADER) or {}  # noqa: S506 - a safe loader, C or Python
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):
         pass
     try:
         return yaml.safe_load(text) or {}
@@ -153,41 +251,329 @@ def read_yaml(path: Path) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from error
+    except ValueError as error:  # a timestamp such as 2026-02-30: the resolver builds a date and fails
+        raise ConfigError(f"{path}: invalid YAML: {error}") from error
 
 
-def _mapping(path: Path, name: str, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: {name} must be a mapping, got {type(value).__name__}")
-    return value
+# --- checking -------------------------------------------------------------------------------------
 
 
-def _positive_int(path: Path, name: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{path}: {name} must be a whole number >= 1, got {value!r}")
-    return value
-
-
-def _reject_unknown(path: Path, where: str, value: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(value) - allowed, key=str)  # YAML keys need not be strings (1: x)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) in {where}: {', '.join(map(str, unknown))}")
-
-
-def _source(path: Path, index: int, entry: Any) -> SourceConfig:
-    where = f"sources[{index}]"
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{path}: {where} must be a mapping, got {type(entry).__name__}")
-    for required in ("name", "kind", "family"):
-        if not isinstance(entry.get(required), str) or not entry[required]:
-            raise ConfigError(f"{path}: {where} needs a string '{required}'")
-    name = entry["name"]
-    try:
-        check_name("source name", name)
-    except ValueError as error:
-        raise ConfigError(f"{path}: {where}: {error}") from error
-    if entry["family"] not in FAMILIES:
-        raise ConfigError(
-            f"{path}: source {name!r}: family must be one of {', '.join(FAMILIES)}, got {entry['family']!r}"
+def _problems(path: Path, raw: Any, kinds: Mapping[str, KindSpec]) -> Iterator[Problem]:
+    if not isinstance(raw, dict):
+        yield Problem((), f"expected a mapping at the top level, got {_type_name(raw)}")
+        return
+    yield from check_value(raw, ConfigFile, ())
+    yield from _local_paths(path, raw, ConfigFile, ())
+    store = raw.get("store") if isinstance(raw.get("store"), dict) else {}
+    if not (os.environ.get("EVIDENCE_STORE") or store.get("url")):
+        yield Problem(
+            ("store",), "missing required key 'url' (s3://bucket/prefix or gs://bucket/prefix), or set EVIDENCE_STORE"
         )
-    options = {key: value for key, value in entry.items() if key not in ("name", "kind", "family")}
-    return SourceConfig(name=name, kind=entry["kind"], family=entry["family"], options=options)
+    sources = raw.get("sources")
+    if not isinstance(sources, list):
+        return
+    names: dict[str, int] = {}
+    for index, entry in enumerate(sources):
+        where = ("sources", index)
+        yield from _source_problems(path, entry, where, kinds)
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            if entry["name"] in names:
+                yield Problem(
+                    (*where, "name"), f"source name {entry['name']!r} is also used by sources[{names[entry['name']]}]"
+                )
+            names.setdefault(entry["name"], index)
+    yield from _unscheduled_families(raw, kinds)
+
+
+def _source_problems(path: Path, entry: Any, where: tuple, kinds: Mapping[str, KindSpec]) -> Iterator[Problem]:
+    if not isinstance(entry, dict):
+        yield Problem(where, f"expected a mapping with name, kind and family, got {_type_name(entry)}")
+        return
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        yield Problem(where, "needs a string 'name'")
+    else:
+        try:
+            check_name("source name", name)
+        except ValueError as error:
+            yield Problem((*where, "name"), str(error))
+    kind = entry.get("kind")
+    spec = kinds.get(kind) if isinstance(kind, str) else None
+    if spec is None:
+        hint = _suggestion(kind, kinds) if isinstance(kind, str) else ""
+        yield Problem((*where, "kind"), f"unknown source kind {kind!r}{hint}; known kinds: {', '.join(sorted(kinds))}")
+    family = entry.get("family")
+    if family is not None and family not in FAMILIES:
+        yield Problem((*where, "family"), f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    elif spec is not None and family is not None and family != spec.family:
+        yield Problem(
+            (*where, "family"),
+            f"kind {kind} collects {spec.family} evidence, not {family}: set family: {spec.family} "
+            f"(its DAG is evidence_{DAG_OF_FAMILY[spec.family]})",
+        )
+    if spec is not None:
+        options = {key: value for key, value in entry.items() if key not in ("name", "kind", "family")}
+        yield from check_value(options, spec.options, where)
+        yield from _local_paths(path, options, spec.options, where)
+
+
+def _unscheduled_families(raw: dict[str, Any], kinds: Mapping[str, KindSpec]) -> Iterator[Problem]:
+    """A DAG whose family has no source would commit a 'passed' night that proves nothing."""
+    schedules = raw.get("schedules") if isinstance(raw.get("schedules"), dict) else {}
+    families = set()
+    for entry in raw.get("sources") or []:
+        if isinstance(entry, dict):
+            spec = kinds.get(entry.get("kind")) if isinstance(entry.get("kind"), str) else None
+            families.add(entry.get("family") or (spec.family if spec else None))
+    for family, dag_key in DAG_OF_FAMILY.items():
+        schedule = schedules.get(dag_key, getattr(SchedulesSection(), dag_key))
+        if family not in families and schedule is not None:
+            yield Problem(
+                ("schedules", dag_key),
+                f"no source has family {family}, so evidence_{dag_key} would archive an empty night as passed: "
+                f"add a {family} source, or set schedules.{dag_key}: null to leave it unscheduled",
+            )
+
+
+def check_value(value: Any, annotation: Any, path: tuple) -> Iterator[Problem]:
+    """Every problem of ``value`` against ``annotation`` (a Struct, a container of them, or a plain type).
+
+    msgspec stops at the first error, so Structs are walked here key by key: each unknown key, each
+    missing key and each bad value is reported, and only leaves are handed to msgspec.
+    """
+    base, _ = _unwrap(annotation)
+    if value is None and _allows_none(annotation):
+        return
+    if isinstance(base, type) and issubclass(base, msgspec.Struct):
+        yield from _check_struct(value, base, path)
+        return
+    origin, args = typing.get_origin(base), typing.get_args(base)
+    if origin is list and _has_struct(args[0]) and isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from check_value(item, args[0], (*path, index))
+        return
+    if origin is dict and _has_struct(args[1]) and isinstance(value, dict):
+        for key, item in value.items():
+            yield from check_value(key, args[0], (*path, key))
+            yield from check_value(item, args[1], (*path, key))
+        return
+    if _is_union(base) and any(_has_struct(arg) for arg in args):
+        yield from _check_union(value, args, path)
+        return
+    try:
+        msgspec.convert(value, annotation)
+    except msgspec.ValidationError as error:
+        problem = _from_msgspec(path, error)
+        shown = value if problem.path == path else None
+        suffix = f", got {shown!r}" if shown is not None and ", got" not in problem.message else ""
+        yield Problem(problem.path, problem.message + suffix)
+
+
+def _check_struct(value: Any, struct: type[msgspec.Struct], path: tuple) -> Iterator[Problem]:
+    if not isinstance(value, dict):
+        yield Problem(path, f"expected a mapping, got {_type_name(value)}")
+        return
+    fields = {field.encode_name: field for field in msgspec.structs.fields(struct)}
+    found = [
+        Problem((*path, key), f"unknown key {key!r}{_suggestion(key, fields)}; valid keys: {', '.join(fields)}")
+        for key in value
+        if key not in fields
+    ]
+    for name, field in fields.items():
+        if name in value:
+            found.extend(check_value(value[name], field.type, (*path, name)))
+        elif field.required:
+            found.append(Problem(path, f"missing required key {name!r}"))
+    yield from found
+    if all(problem.message.startswith("unknown key") for problem in found):
+        known = {key: item for key, item in value.items() if key in fields}
+        for problem in msgspec.convert(known, struct).problems():
+            yield Problem((*path, *problem.path), problem.message)
+
+
+def _check_union(value: Any, args: tuple, path: tuple) -> Iterator[Problem]:
+    """A value that may take several shapes: fine if one fits; else the problems of the closest shape."""
+    candidates = [list(check_value(value, arg, path)) for arg in args if arg is not type(None)]
+    if not all(candidates):
+        return
+    yield from min(candidates, key=len)
+
+
+def _local_paths(config_file: Path, value: Any, struct: type[msgspec.Struct], path: tuple) -> Iterator[Problem]:
+    """Relative local paths must exist where the file says: they resolve against the file itself."""
+    if not isinstance(value, dict):
+        return
+    for field in msgspec.structs.fields(struct):
+        item = value.get(field.encode_name)
+        if not isinstance(item, str) or not _is_local_path(field.type) or _URL.match(item):
+            continue
+        if Path(os.path.expanduser(item)).is_absolute():
+            continue
+        resolved = resolve_against(config_file.resolve(), item)
+        if not resolved.exists():
+            yield Problem(
+                (*path, field.encode_name),
+                f"{item!r} does not exist: relative paths resolve against the config file's folder, here {resolved}",
+            )
+
+
+def _from_msgspec(path: tuple, error: msgspec.ValidationError) -> Problem:
+    """msgspec's 'Expected `int`, got `str` - at `$[2]`' as a problem at the full key path."""
+    message, _, where = str(error).partition(" - at `$")
+    suffix: list[str | int] = []
+    for part in re.findall(r"\[(\d+)\]|\.([^.\[`]+)|\[\"?([^\]\"]+)\"?\]", where):
+        index, key, quoted = part
+        suffix.append(int(index) if index else key or quoted)
+    message = message.replace("`", "")
+    return Problem((*path, *suffix), message[0].lower() + message[1:] if message else "invalid value")
+
+
+# --- building -------------------------------------------------------------------------------------
+
+
+def _build(path: Path, raw: dict[str, Any], kinds: Mapping[str, KindSpec]) -> PipelineConfig:
+    file = msgspec.convert(raw, ConfigFile)
+    staging = os.environ.get("EVIDENCE_STAGING") or file.staging_dir
+    if staging:
+        staging_dir = resolve_against(path.resolve(), staging)
+    else:
+        staging_dir = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "evidence-staging"
+    sources = tuple(
+        SourceConfig(
+            name=entry["name"],
+            kind=entry["kind"],
+            family=kinds[entry["kind"]].family,
+            options=msgspec.convert(
+                {key: value for key, value in entry.items() if key not in ("name", "kind", "family")},
+                kinds[entry["kind"]].options,
+            ),
+        )
+        for entry in file.sources
+    )
+    resolved = path.resolve()
+    return PipelineConfig(
+        path=resolved,
+        store_url=os.environ.get("EVIDENCE_STORE") or file.store.url or "",
+        aws_conn_id=file.store.aws_conn_id,
+        retention_days=file.retention_days,
+        staging_dir=staging_dir,
+        redaction_secret_variable=file.redaction.secret_variable,
+        controls_path=resolve_against(resolved, file.validation.controls_file),
+        exceptions_path=resolve_against(resolved, file.validation.exceptions_file),
+        freshness_hours=file.validation.freshness_hours,
+        calendar_days=file.validation.calendar_days,
+        schedules={
+            field.name: getattr(file.schedules, field.name) for field in msgspec.structs.fields(SchedulesSection)
+        },
+        sources=sources,
+    )
+
+
+def schedule_problem(schedule: str) -> str | None:
+    """Why ``schedule`` is neither a 5-field cron expression nor an Airflow preset; None when it is one."""
+    if schedule.startswith("@"):
+        return None if schedule in _PRESETS else f"unknown preset {schedule!r}; presets: {', '.join(_PRESETS)}"
+    fields = schedule.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(field) for field in fields):
+        return f"{schedule!r} is not a 5-field cron expression (minute hour day month weekday) or a preset"
+    return None
+
+
+# --- reporting ------------------------------------------------------------------------------------
+
+
+def _report(path: Path, text: str, problems: list[Problem]) -> str:
+    lines = _LineFinder(text)
+    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+    located = sorted(((lines.line(problem.path), index, problem) for index, problem in enumerate(problems)))
+    details = [f"{path}:{line}: {key_path(problem.path)}: {problem.message}" for line, _, problem in located]
+    if len(problems) == 1:
+        return details[0]
+    return f"{path}: {count}\n" + "\n".join(details)
+
+
+def key_path(path: tuple) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "top level"
+
+
+class _LineFinder:
+    """The YAML line of a key path, from the node tree (composed only when there is something to report)."""
+
+    def __init__(self, text: str) -> None:
+        try:
+            self.root = yaml.compose(text, Loader=_FAST_SAFE_LOADER)
+        except yaml.YAMLError:
+            self.root = None
+
+    def line(self, path: tuple) -> int:
+        node, line = self.root, 1
+        if node is not None:
+            line = node.start_mark.line + 1
+        for part in path:
+            child = self._child(node, part)
+            if child is None:
+                break
+            node, line = child
+        return line
+
+    @staticmethod
+    def _child(node: Any, part: str | int) -> tuple[Any, int] | None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part):
+                    return value, key.start_mark.line + 1
+        if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            item = node.value[part]
+            return item, item.start_mark.line + 1
+        return None
+
+
+# --- type helpers ---------------------------------------------------------------------------------
+
+
+def _unwrap(annotation: Any) -> tuple[Any, tuple]:
+    if typing.get_origin(annotation) is Annotated:
+        base, *metadata = typing.get_args(annotation)
+        return base, tuple(metadata)
+    return annotation, ()
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _allows_none(annotation: Any) -> bool:
+    base, _ = _unwrap(annotation)
+    return base is None or base is type(None) or (_is_union(base) and type(None) in typing.get_args(base))
+
+
+def _has_struct(annotation: Any) -> bool:
+    base, _ = _unwrap(annotation)
+    if isinstance(base, type) and issubclass(base, msgspec.Struct):
+        return True
+    return any(_has_struct(arg) for arg in typing.get_args(base))
+
+
+def _is_local_path(annotation: Any) -> bool:
+    if annotation is LocalPath:
+        return True
+    base, metadata = _unwrap(annotation)
+    if _is_union(base):
+        return any(_is_local_path(arg) for arg in typing.get_args(base))
+    return any(
+        isinstance(meta, msgspec.Meta) and (meta.extra_json_schema or {}).get("x-soc2-path") for meta in metadata
+    )
+
+
+def _suggestion(key: Any, valid: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(str(key), [str(name) for name in valid], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
