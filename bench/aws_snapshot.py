@@ -142,7 +142,7 @@ def snapshot(config: Path) -> dict:
 def child(config_path: str) -> None:
     from datetime import UTC, datetime
 
-    from soc2_evidence.core.config import load_config
+    from soc2_evidence.collectors import load_config
     from soc2_evidence.core.evidence import RunContext
     from soc2_evidence.core.staging import Bundle
     from soc2_evidence.orchestration.pipeline import extract_source

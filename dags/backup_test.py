@@ -52,8 +52,8 @@ from datetime import timedelta
 
 from airflow.sdk import dag
 
-from soc2_evidence.core.config import read_schedule
 from soc2_evidence.orchestration.tasks import (
+    dag_schedule,
     extract,
     list_sources,
     nightly_dag_settings,
@@ -68,7 +68,7 @@ RESTORE_TIMEOUT = timedelta(hours=6)
 
 @dag(
     dag_id="evidence_backup_test",
-    schedule=read_schedule("backup_test") or "0 4 * * *",
+    schedule=dag_schedule("backup_test"),
     doc_md=__doc__,
     params={"sources": sources_param()},
     **nightly_dag_settings(FAMILY),

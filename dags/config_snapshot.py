@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
-from soc2_evidence.core.config import read_schedule
 from soc2_evidence.orchestration.tasks import (
+    dag_schedule,
     extract,
     list_sources,
     nightly_dag_settings,
@@ -43,7 +43,7 @@ FAMILY = "config"
 
 @dag(
     dag_id="evidence_config_snapshot",
-    schedule=read_schedule("config_snapshot") or "0 2 * * *",
+    schedule=dag_schedule("config_snapshot"),
     doc_md=__doc__,
     params={"sources": sources_param()},
     **nightly_dag_settings(FAMILY),

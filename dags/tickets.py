@@ -45,8 +45,8 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag
 
-from soc2_evidence.core.config import read_schedule
 from soc2_evidence.orchestration.tasks import (
+    dag_schedule,
     extract,
     list_sources,
     nightly_dag_settings,
@@ -59,7 +59,7 @@ FAMILY = "tickets"
 
 @dag(
     dag_id="evidence_tickets",
-    schedule=read_schedule("tickets") or "30 2 * * *",
+    schedule=dag_schedule("tickets"),
     doc_md=__doc__,
     params={
         "sources": sources_param(),

@@ -23,8 +23,8 @@ import boto3
 import pytest
 
 from conftest import ROOT, bundle_writer, write_pipeline_config
-from soc2_evidence.collectors import CollectContext, aws_backup
-from soc2_evidence.core.config import SourceConfig, load_config
+from soc2_evidence.collectors import CollectContext, aws_backup, load_config
+from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import Bundle

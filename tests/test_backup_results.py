@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, bundle_writer, write_pipeline_config
-from soc2_evidence.collectors import CollectContext, backup_results
-from soc2_evidence.core.config import SourceConfig, load_config
+from soc2_evidence.collectors import CollectContext, backup_results, load_config
+from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import Bundle

@@ -46,8 +46,7 @@ import boto3
 import pytest
 
 from conftest import validate_config_bundle, write_pipeline_config
-from soc2_evidence.collectors import CollectContext, aws
-from soc2_evidence.core.config import load_config
+from soc2_evidence.collectors import CollectContext, aws, load_config
 from soc2_evidence.core.datasets import load_records
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import RunContext

@@ -32,8 +32,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import write_pipeline_config
+from soc2_evidence.collectors import load_config
 from soc2_evidence.collectors.gcs_config import BUCKETS, bucket_record, service_account_credentials
-from soc2_evidence.core.config import load_config
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import Bundle

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from conftest import validate_config_bundle, write_pipeline_config
-from soc2_evidence.core.config import load_config
+from soc2_evidence.collectors import load_config
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.redaction import Redactor

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import git, make_repo, write_pipeline_config
+from soc2_evidence.collectors import load_config
 from soc2_evidence.collectors.config_repo import glob_to_regex
-from soc2_evidence.core.config import load_config
 from soc2_evidence.core.errors import CollectorError, ConfigError
 from soc2_evidence.core.evidence import RunContext, parse_rfc3339
 from soc2_evidence.core.staging import BUNDLE_FILE, Bundle

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import git, make_repo, write_pipeline_config
-from soc2_evidence.core.config import load_config
+from soc2_evidence.collectors import load_config
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import Bundle
 from soc2_evidence.orchestration.pipeline import archive_bundles, extract_source, validate_staged

@@ -10,7 +10,8 @@ import pytest
 from fake_apis import items, run_collector
 
 from conftest import ROOT
-from soc2_evidence.core.config import DEFAULT_CONFIG_PATH, load_config
+from soc2_evidence.collectors import load_config
+from soc2_evidence.core.config import DEFAULT_CONFIG_PATH
 from soc2_evidence.core.errors import CollectorError
 
 SAMPLES = ROOT / "include" / "samples" / "tickets"

@@ -145,7 +145,8 @@ def test_reconciliation_findings_and_quality_failures(tmp_path, settings):
     """One validation of two sources: the samples' planted control exceptions become findings; a Jira
     population whose count disagrees with the API's total, with one issue twice, fails data quality."""
     from soc2_evidence.archive.stores import open_store
-    from soc2_evidence.core.config import DEFAULT_CONFIG_PATH, load_config
+    from soc2_evidence.collectors import load_config
+    from soc2_evidence.core.config import DEFAULT_CONFIG_PATH
     from soc2_evidence.validation.run import summary_of, validate_run
 
     config = load_config(DEFAULT_CONFIG_PATH)
@@ -208,7 +209,7 @@ def test_reconciliation_findings_and_quality_failures(tmp_path, settings):
 
 
 def test_watermark_advances_only_after_a_committed_passing_run(tmp_path):
-    from soc2_evidence.core.config import load_config
+    from soc2_evidence.collectors import load_config
     from soc2_evidence.core.evidence import RunContext
     from soc2_evidence.orchestration.pipeline import archive_bundles, extract_source, validate_staged
 

@@ -260,7 +260,7 @@ def test_validate_run_stages_the_proof_and_data_docs_open_from_a_copy(tmp_path, 
     from conftest import make_repo, write_pipeline_config
     from soc2_evidence.archive.run import SourceOutcome, archive_run
     from soc2_evidence.archive.stores import open_store
-    from soc2_evidence.core.config import load_config
+    from soc2_evidence.collectors import load_config
     from soc2_evidence.core.evidence import RunContext
     from soc2_evidence.core.staging import Bundle
     from soc2_evidence.orchestration.pipeline import extract_source

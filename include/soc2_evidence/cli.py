@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import date
+from pathlib import Path
 
 import click
 
@@ -78,3 +79,55 @@ def _print_report(report) -> None:
     for problem in report.errors:
         click.echo(f"ERROR      {problem.check}: {problem.key}: {problem.detail}")
     click.echo("result     " + ("OK: archive verified" if report.ok else f"FAILED: {len(report.errors)} problem(s)"))
+
+
+@main.group()
+def config() -> None:
+    """Check the pipeline's YAML configuration, or print its JSON Schema."""
+
+
+@config.command("check")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="EVIDENCE_CONFIG",
+    help="The file to check (default: $EVIDENCE_CONFIG, else the shipped include/config/evidence.yaml).",
+)
+def config_check(path: Path | None) -> None:
+    """List every problem of the configuration, one per line, and exit 1 if there is any.
+
+    Each line names the file, the YAML line, the key path and what was expected; a misspelt key
+    gets the nearest valid one. Relative paths are checked against the file's own folder.
+
+    Example:
+
+        evidence config check --file include/config/evidence.yaml
+    """
+    from soc2_evidence.collectors import kind_specs
+    from soc2_evidence.core.config import check_config, config_path
+
+    target = path or config_path()
+    problems = check_config(target, kind_specs())
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        raise click.ClickException(f"{target}: {len(problems)} problem(s)")
+    click.echo(f"{target}: OK")
+
+
+@config.command("schema")
+def config_schema() -> None:
+    """Print the configuration's JSON Schema, generated from the types the loader checks against.
+
+    Editors that speak the YAML language server use it through the ``# yaml-language-server:
+    $schema=...`` line at the top of evidence.yaml.
+
+    Example:
+
+        evidence config schema > include/config/evidence.schema.json
+    """
+    from soc2_evidence.collectors import kind_specs
+    from soc2_evidence.core.config import json_schema
+
+    click.echo(json.dumps(json_schema(kind_specs()), indent=2, sort_keys=True))

@@ -83,9 +83,8 @@ def source_config(name: str, kind: str, options: Mapping[str, Any], family: str 
 
     Raises ConfigError naming every problem of ``options``, as loading the file would.
     """
-    spec = kind_specs().get(kind)
-    if spec is None:
-        raise ConfigError(f"unknown source kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    module = collector_for(kind)
+    spec = config.KindSpec(family=module.FAMILY, options=module.Options)
     problems = list(config.check_value(dict(options), spec.options, ()))
     if problems:
         raise ConfigError(f"source {name}: " + "; ".join(f"{config.key_path(p.path)}: {p.message}" for p in problems))

@@ -14,30 +14,33 @@ A reviewer's state at merge is their last review (approve, request changes, dism
 before the merge; only reviewers whose state at merge is APPROVED count as approving it.
 Approvals submitted after the merge are the after-the-fact review of an emergency change.
 
-Options: ``repositories`` (``owner/name`` list, required), ``conn_id`` (optional: anonymous
-without), ``api_url``, ``base`` (only pull requests into this branch), ``ticket_pattern``
+Options (:class:`Options`): ``repositories`` (``owner/name`` list, required), ``conn_id`` (optional:
+anonymous without), ``api_url``, ``base`` (only pull requests into this branch), ``ticket_pattern``
 (regex for ticket keys in title, branch and body; default Jira-style keys), ``emergency_labels``
 (default ``[emergency, hotfix]``), ``emergency_branch_prefixes`` (default ``[hotfix/]``),
 ``emergency_review_days`` (5), ``required_checks`` (names; default: the base branch's branch
 protection, read once per branch, none when unprotected), ``deployments`` (false),
-``environment`` (recorded when no deployment names one), ``page_size`` (100), ``ca_bundle``, the
-HTTP options of :func:`soc2_evidence.collectors.support.tickets.retry_policy` and the window options of
-:func:`soc2_evidence.collectors.support.tickets.collection_window`.
+``environment`` (recorded when no deployment names one), and the paging, HTTP and window options
+of :class:`soc2_evidence.collectors.support.tickets.ApiOptions`. The change rules (``base`` to
+``environment``) are also what a ``github_json`` export file takes (:data:`RULE_FIELDS`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlsplit
+
+import msgspec
 
 from soc2_evidence.collectors import CollectContext
 from soc2_evidence.collectors.support import tickets
-from soc2_evidence.collectors.support.http import HttpClient, PageGuard, next_link
+from soc2_evidence.collectors.support.http import HttpClient, PageGuard, RetryPolicy, next_link
 from soc2_evidence.collectors.support.tickets import Approval, Person, Window, parse_time, record
+from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.staging import BundleWriter
@@ -52,8 +55,42 @@ _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _STATEFUL_REVIEWS = ("APPROVED", "CHANGES_REQUESTED", "DISMISSED")
 
 
+RULE_FIELDS = (
+    "base",
+    "ticket_pattern",
+    "emergency_labels",
+    "emergency_branch_prefixes",
+    "emergency_review_days",
+    "required_checks",
+    "deployments",
+    "environment",
+)
+
+
+class Options(tickets.ApiOptions):
+    repositories: Annotated[
+        list[Annotated[str, msgspec.Meta(pattern=_REPOSITORY.pattern)]],
+        msgspec.Meta(min_length=1, description="owner/name of each repository"),
+    ]
+    conn_id: str | None = None
+    api_url: str = DEFAULT_API_URL
+    base: str | None = None
+    ticket_pattern: str = tickets.DEFAULT_TICKET_PATTERN
+    emergency_labels: list[str] = msgspec.field(default_factory=lambda: ["emergency", "hotfix"])
+    emergency_branch_prefixes: list[str] = msgspec.field(default_factory=lambda: ["hotfix/"])
+    emergency_review_days: config.NonNegativeInt = tickets.DEFAULT_EMERGENCY_REVIEW_DAYS
+    required_checks: list[str] | None = None
+    deployments: bool = False
+    environment: str | None = None
+
+    def problems(self) -> Iterator[config.Problem]:
+        return tickets.pattern_problems("ticket_pattern", self.ticket_pattern)
+
+
 @dataclass(frozen=True)
 class GitHubOptions:
+    """The change rules as the reader applies them, from a source's or an export file's options."""
+
     repositories: tuple[str, ...]
     base: str | None
     ticket_pattern: re.Pattern[str]
@@ -67,43 +104,34 @@ class GitHubOptions:
     max_pages: int
 
     @classmethod
-    def from_options(cls, source: str, options: Mapping[str, Any], *, need_repositories: bool = True) -> GitHubOptions:
-        repositories = tickets.option_list(source, options, "repositories", [])
-        if need_repositories and not repositories:
-            raise CollectorError(f"source {source}: option 'repositories' (a list of owner/name) is required")
-        bad = [name for name in repositories if not _REPOSITORY.match(name)]
-        if bad:
-            raise CollectorError(f"source {source}: repositories must be owner/name, got {', '.join(bad)}")
-        required = options.get("required_checks")
-        if required is not None:
-            required = tuple(tickets.option_list(source, options, "required_checks", []))
-        for name in ("base", "environment"):
-            if options.get(name) is not None and not isinstance(options[name], str):
-                raise CollectorError(f"source {source}: option {name!r} must be a string")
+    def of(
+        cls,
+        rules: Any,
+        repositories: tuple[str, ...] = (),
+        page_size: int = 100,
+        max_pages: int = RetryPolicy.max_pages,
+    ) -> GitHubOptions:
+        """``rules``: anything with the :data:`RULE_FIELDS` (this kind's Options, an export file's entry)."""
         return cls(
-            repositories=tuple(repositories),
-            base=options.get("base"),
-            ticket_pattern=tickets.ticket_pattern(source, options.get("ticket_pattern")),
-            emergency_labels=tuple(tickets.option_list(source, options, "emergency_labels", ["emergency", "hotfix"])),
-            emergency_branch_prefixes=tuple(
-                tickets.option_list(source, options, "emergency_branch_prefixes", ["hotfix/"])
-            ),
-            emergency_review_days=tickets.option_int(
-                source, options, "emergency_review_days", tickets.DEFAULT_EMERGENCY_REVIEW_DAYS
-            ),
-            required_checks=required,
-            deployments=bool(options.get("deployments", False)),
-            environment=options.get("environment"),
-            page_size=tickets.option_int(source, options, "page_size", 100, minimum=1),
-            max_pages=tickets.retry_policy(source, options).max_pages,
+            repositories=repositories,
+            base=rules.base,
+            ticket_pattern=re.compile(rules.ticket_pattern),
+            emergency_labels=tuple(rules.emergency_labels),
+            emergency_branch_prefixes=tuple(rules.emergency_branch_prefixes),
+            emergency_review_days=rules.emergency_review_days,
+            required_checks=None if rules.required_checks is None else tuple(rules.required_checks),
+            deployments=rules.deployments,
+            environment=rules.environment,
+            page_size=page_size,
+            max_pages=max_pages,
         )
 
 
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
-    options = source.options
-    settings = GitHubOptions.from_options(source.name, options)
+    options: Options = source.options
+    settings = GitHubOptions.of(options, tuple(options.repositories), options.page_size, options.max_pages)
     headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
-    conn_id = options.get("conn_id")
+    conn_id = options.conn_id
     if conn_id:
         connection = context.get_connection(conn_id)
         if not connection.password:
@@ -111,11 +139,11 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
         headers["Authorization"] = f"Bearer {connection.password}"
     client = HttpClient(
         source.name,
-        options.get("api_url", DEFAULT_API_URL),
+        options.api_url,
         headers=headers,
-        policy=tickets.retry_policy(source.name, options),
+        policy=options.retry_policy(),
         auth_hint=f"renew the token in connection {conn_id!r}" if conn_id else "set conn_id to a token's connection",
-        ca_bundle=str(context.resolve_path(options["ca_bundle"])) if options.get("ca_bundle") else None,
+        ca_bundle=str(context.resolve_path(options.ca_bundle)) if options.ca_bundle else None,
         sleep=context.sleep,
     )
     window = tickets.open_window(source.name, options, writer, context, "changes")

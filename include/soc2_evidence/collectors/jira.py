@@ -9,11 +9,10 @@ histories) is read whole from ``/rest/api/3/issue/{key}/changelog`` (Cloud) or
 ``/rest/api/2/issue/{key}?expand=changelog`` (Data Center). The records' schema is in
 :mod:`soc2_evidence.collectors.support.tickets`.
 
-Options: ``conn_id`` (required), ``url`` (else the connection's host), ``deployment``
-(``cloud``/``datacenter``; default by host), ``page_size`` (100), ``ca_bundle``, the HTTP options
-of :func:`soc2_evidence.collectors.support.tickets.retry_policy`, the window options of
-:func:`soc2_evidence.collectors.support.tickets.collection_window`, and ``populations``:
-a mapping of ``changes``/``access_reviews``/``incidents`` to
+Options (:class:`Options`): ``conn_id`` (required), ``url`` (else the connection's host),
+``deployment`` (``cloud``/``datacenter``; default by host), the paging, HTTP and window options of
+:class:`soc2_evidence.collectors.support.tickets.ApiOptions`, and ``populations``: a mapping of
+``changes``/``access_reviews``/``incidents`` (:data:`POPULATION_OPTIONS`) to
 
 - ``jql`` (required; no ``ORDER BY``: the collector orders by key), ``period_field`` (the JQL
   date field of a full period: ``resolved`` for changes and access reviews, ``created`` for
@@ -36,16 +35,19 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from soc2_evidence.collectors import CollectContext, reject_unknown_options
+import msgspec
+
+from soc2_evidence.collectors import CollectContext
 from soc2_evidence.collectors.support import tickets
 from soc2_evidence.collectors.support.http import HttpClient, PageGuard, base_url_of, read_ahead
 from soc2_evidence.collectors.support.tickets import Approval, Person, Window, parse_time, record
+from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.staging import BundleWriter
@@ -54,8 +56,6 @@ KIND = "jira"
 FAMILY = "tickets"
 VERSION = "1.0.0"
 DATASETS = tickets.datasets(KIND)
-DEPLOYMENTS = ("cloud", "datacenter")
-DEFAULT_PAGE_SIZE = 100
 CHANGELOG_PAGE_SIZE = 100
 STANDARD_FIELDS = (
     "summary",
@@ -69,18 +69,87 @@ STANDARD_FIELDS = (
     "resolutiondate",
     "issuelinks",
 )
-ROLES = {
-    "changes": {"approver": None, "environment": None, "change_type": None},
-    "access_reviews": {
-        "system": None,
-        "reviewer": "assignee",
-        "period_start": None,
-        "period_end": None,
-        "decisions": None,
-    },
-    "incidents": {"severity": "priority", "post_mortem": None},
+
+JqlField = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$", description="A JQL date field")]
+
+
+class ChangeFields(config.Options):
+    """Jira field ids of a change's roles; ``approver`` is an "approved by" user field."""
+
+    approver: str | None = None
+    environment: str | None = None
+    change_type: str | None = None
+
+
+class AccessReviewFields(config.Options):
+    system: str | None = None
+    reviewer: str | None = "assignee"
+    period_start: str | None = None
+    period_end: str | None = None
+    decisions: str | None = None
+
+
+class IncidentFields(config.Options):
+    severity: str | None = "priority"
+    post_mortem: str | None = None
+
+
+class Population(config.Options):
+    """How one population is selected: ``jql`` (no ORDER BY: the collector orders by key)."""
+
+    jql: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+
+    def problems(self) -> Iterator[config.Problem]:
+        if self.jql is not None and "order by" in self.jql.lower():
+            yield config.Problem(("jql",), "the JQL must not have ORDER BY; the collector orders by key")
+
+
+class ChangesPopulation(Population):
+    fields: ChangeFields = msgspec.field(default_factory=ChangeFields)
+    period_field: JqlField = "resolved"
+    approved_statuses: list[str] = msgspec.field(default_factory=lambda: ["Approved"])
+    implemented_statuses: list[str] = msgspec.field(default_factory=lambda: ["Done", "Deployed", "Closed"])
+    emergency_values: list[str] = msgspec.field(default_factory=lambda: ["Emergency"])
+    emergency_review_days: config.NonNegativeInt = tickets.DEFAULT_EMERGENCY_REVIEW_DAYS
+
+
+class AccessReviewsPopulation(Population):
+    fields: AccessReviewFields = msgspec.field(default_factory=AccessReviewFields)
+    period_field: JqlField = "resolved"
+
+
+class IncidentsPopulation(Population):
+    fields: IncidentFields = msgspec.field(default_factory=IncidentFields)
+    period_field: JqlField = "created"
+
+
+# The options of each population, by its name in ``populations`` (and an export file's ``population``).
+POPULATION_OPTIONS: dict[str, type[Population]] = {
+    "changes": ChangesPopulation,
+    "access_reviews": AccessReviewsPopulation,
+    "incidents": IncidentsPopulation,
 }
-PERIOD_FIELDS = {"changes": "resolved", "access_reviews": "resolved", "incidents": "created"}
+
+
+class Populations(config.Options):
+    changes: ChangesPopulation | None = None
+    access_reviews: AccessReviewsPopulation | None = None
+    incidents: IncidentsPopulation | None = None
+
+    def problems(self) -> Iterator[config.Problem]:
+        configured = [name for name in tickets.POPULATIONS if getattr(self, name) is not None]
+        if not configured:
+            yield config.Problem((), f"configure one or more of {', '.join(tickets.POPULATIONS)}")
+        for name in configured:
+            if getattr(self, name).jql is None:
+                yield config.Problem((name,), "missing required key 'jql' (the JQL filter of the population)")
+
+
+class Options(tickets.ApiOptions):
+    conn_id: Annotated[str, msgspec.Meta(min_length=1, description="Airflow connection of the Jira site")]
+    populations: Populations
+    url: str | None = None
+    deployment: Literal["cloud", "datacenter"] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,57 +164,19 @@ class PopulationSpec:
     implemented_statuses: tuple[str, ...] = ()
     emergency_values: tuple[str, ...] = ()
     emergency_review_days: int = tickets.DEFAULT_EMERGENCY_REVIEW_DAYS
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_options(
-        cls, source: str, name: str, options: Any, *, require_jql: bool, extra_keys: tuple[str, ...] = ()
-    ) -> PopulationSpec:
-        where = f"source {source}: population {name!r}"
-        if name not in tickets.POPULATIONS:
-            raise CollectorError(f"{where} is unknown; use {', '.join(tickets.POPULATIONS)}")
-        if not isinstance(options, Mapping):
-            raise CollectorError(f"{where} must be a mapping of options")
-        known = {"jql", "fields", "period_field", *extra_keys}
-        if name == "changes":
-            known |= {"approved_statuses", "implemented_statuses", "emergency_values", "emergency_review_days"}
-        reject_unknown_options(where, options, known)
-        jql = options.get("jql")
-        if require_jql and (not isinstance(jql, str) or not jql.strip()):
-            raise CollectorError(f"{where}: option 'jql' (a JQL filter) is required")
-        if isinstance(jql, str) and "order by" in jql.lower():
-            raise CollectorError(f"{where}: the JQL must not have ORDER BY; the collector orders by key")
-        mapped = options.get("fields", {})
-        if not isinstance(mapped, Mapping) or not all(isinstance(value, str) for value in mapped.values()):
-            raise CollectorError(f"{where}: option 'fields' must map roles to Jira field ids")
-        unknown_roles = sorted(set(mapped) - set(ROLES[name]))
-        if unknown_roles:
-            raise CollectorError(
-                f"{where}: unknown field role(s) {', '.join(unknown_roles)}; use {', '.join(ROLES[name])}"
-            )
-        period_field = options.get("period_field", PERIOD_FIELDS[name])
-        if not isinstance(period_field, str) or not period_field.isidentifier():
-            raise CollectorError(f"{where}: option 'period_field' must be a JQL date field name")
-        spec = {
-            "name": name,
-            "jql": jql,
-            "fields": {**ROLES[name], **mapped},
-            "period_field": period_field,
-            "extra": {key: options[key] for key in extra_keys if key in options},
-        }
-        if name == "changes":
-            opts = {**options}
-            spec.update(
-                approved_statuses=tuple(tickets.option_list(source, opts, "approved_statuses", ["Approved"])),
-                implemented_statuses=tuple(
-                    tickets.option_list(source, opts, "implemented_statuses", ["Done", "Deployed", "Closed"])
-                ),
-                emergency_values=tuple(tickets.option_list(source, opts, "emergency_values", ["Emergency"])),
-                emergency_review_days=tickets.option_int(
-                    source, opts, "emergency_review_days", tickets.DEFAULT_EMERGENCY_REVIEW_DAYS
-                ),
-            )
-        return cls(**spec)
+    def of(cls, name: str, population: Population) -> PopulationSpec:
+        return cls(
+            name=name,
+            jql=population.jql,
+            fields=msgspec.structs.asdict(population.fields),
+            period_field=population.period_field,
+            approved_statuses=tuple(getattr(population, "approved_statuses", ())),
+            implemented_statuses=tuple(getattr(population, "implemented_statuses", ())),
+            emergency_values=tuple(getattr(population, "emergency_values", ())),
+            emergency_review_days=getattr(population, "emergency_review_days", tickets.DEFAULT_EMERGENCY_REVIEW_DAYS),
+        )
 
     @functools.cached_property
     def emergency_folded(self) -> frozenset[str]:
@@ -157,31 +188,25 @@ class PopulationSpec:
         return list(dict.fromkeys([*STANDARD_FIELDS, *mapped]))
 
 
-def populations_of(source: str, options: Mapping[str, Any], **kwargs: Any) -> dict[str, PopulationSpec]:
-    raw = options.get("populations")
-    if not isinstance(raw, Mapping) or not raw:
-        raise CollectorError(
-            f"source {source}: option 'populations' must map one or more of {', '.join(tickets.POPULATIONS)} "
-            "to their JQL and field mapping"
-        )
-    return {name: PopulationSpec.from_options(source, str(name), value, **kwargs) for name, value in raw.items()}
+def populations_of(populations: Populations) -> dict[str, PopulationSpec]:
+    return {
+        name: PopulationSpec.of(name, getattr(populations, name))
+        for name in tickets.POPULATIONS
+        if getattr(populations, name) is not None
+    }
 
 
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
-    options = source.options
-    specs = populations_of(source.name, options, require_jql=True)
-    conn_id = options.get("conn_id")
-    if not isinstance(conn_id, str) or not conn_id:
-        raise CollectorError(f"source {source.name}: option 'conn_id' (an Airflow connection) is required")
+    options: Options = source.options
+    specs = populations_of(options.populations)
+    conn_id = options.conn_id
     connection = context.get_connection(conn_id)
-    base_url = options.get("url") or base_url_of(connection)
+    base_url = options.url or base_url_of(connection)
     if not base_url:
         raise CollectorError(f"source {source.name}: no Jira URL: set option 'url' or the host of {conn_id}")
-    deployment = options.get("deployment") or ("cloud" if ".atlassian.net" in base_url else "datacenter")
-    if deployment not in DEPLOYMENTS:
-        raise CollectorError(f"source {source.name}: option 'deployment' must be one of {', '.join(DEPLOYMENTS)}")
-    page_size = tickets.option_int(source.name, options, "page_size", DEFAULT_PAGE_SIZE, minimum=1)
-    policy = tickets.retry_policy(source.name, options)
+    deployment = options.deployment or ("cloud" if ".atlassian.net" in base_url else "datacenter")
+    page_size = options.page_size
+    policy = options.retry_policy()
     client = HttpClient(
         source.name,
         base_url,
@@ -189,7 +214,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
         policy=policy,
         auth_hint=f"renew the {'API token' if deployment == 'cloud' else 'personal access token'} in connection "
         f"{conn_id!r}",
-        ca_bundle=str(context.resolve_path(options["ca_bundle"])) if options.get("ca_bundle") else None,
+        ca_bundle=str(context.resolve_path(options.ca_bundle)) if options.ca_bundle else None,
         sleep=context.sleep,
     )
     window = tickets.open_window(source.name, options, writer, context, "tickets")

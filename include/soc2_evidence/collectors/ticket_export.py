@@ -29,17 +29,20 @@ import csv
 import json
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+
+import msgspec
 
 from soc2_evidence.collectors import CollectContext, github, jira
 from soc2_evidence.collectors.config_repo import glob_to_regex
 from soc2_evidence.collectors.support import tickets
 from soc2_evidence.collectors.support.tickets import Approval, Person, parse_time, record
+from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.hashing import digest_file
@@ -49,9 +52,7 @@ KIND = "ticket_export"
 FAMILY = "tickets"
 VERSION = "1.0.0"
 DATASETS = tickets.datasets(KIND)
-FORMATS = ("jira_json", "jira_csv", "github_json")
 DEFAULT_DATE_FORMATS = ("%d/%b/%y %I:%M %p", "%d/%b/%Y %I:%M %p", "%Y-%m-%d %H:%M")
-_ENTRY_KEYS = ("glob", "format", "population", "browse_url", "columns", "date_formats")
 CSV_COLUMNS = {
     "common": {"id": "Issue key", "title": "Summary", "status": "Status", "created": "Created", "resolved": "Resolved"},
     "changes": {
@@ -72,6 +73,72 @@ CSV_COLUMNS = {
     },
     "incidents": {"severity": "Priority", "post_mortem": None},
 }
+
+
+class ExportEntry(config.Options, tag_field="format"):
+    """One ``files`` entry: a glob, and the ``format`` that says which entry type it is."""
+
+    glob: Annotated[str, msgspec.Meta(min_length=1, description="Files to read, relative to location")]
+
+
+# The keys of a Jira population an export file may set (its JQL is the export itself).
+_JIRA_POPULATION_KEYS = (
+    "fields",
+    "period_field",
+    "approved_statuses",
+    "implemented_statuses",
+    "emergency_values",
+    "emergency_review_days",
+)
+
+
+class JiraJsonFile(ExportEntry, tag="jira_json"):
+    population: Literal["changes", "access_reviews", "incidents"]
+    browse_url: str | None = None
+    fields: dict[str, str] | None = None
+    period_field: str | None = None
+    approved_statuses: list[str] | None = None
+    implemented_statuses: list[str] | None = None
+    emergency_values: list[str] | None = None
+    emergency_review_days: int | None = None
+
+    def population_options(self) -> dict[str, Any]:
+        """The population keys this entry sets, as the Jira collector's population options take them."""
+        return {key: getattr(self, key) for key in _JIRA_POPULATION_KEYS if getattr(self, key) is not None}
+
+    def problems(self) -> Iterator[config.Problem]:
+        return config.check_value(self.population_options(), jira.POPULATION_OPTIONS[self.population], ())
+
+    def spec(self) -> jira.PopulationSpec:
+        options = msgspec.convert(self.population_options(), jira.POPULATION_OPTIONS[self.population])
+        return jira.PopulationSpec.of(self.population, options)
+
+
+class JiraCsvFile(JiraJsonFile, tag="jira_csv"):
+    columns: dict[str, str] = msgspec.field(default_factory=dict)
+    date_formats: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_DATE_FORMATS))
+
+    def problems(self) -> Iterator[config.Problem]:
+        yield from super().problems()
+        roles = {**CSV_COLUMNS["common"], **CSV_COLUMNS[self.population]}
+        for role in self.columns:
+            if role not in roles:
+                yield config.Problem(("columns", role), f"unknown column role {role!r}; roles: {', '.join(roles)}")
+
+    def column_map(self) -> dict[str, str | None]:
+        return {**CSV_COLUMNS["common"], **CSV_COLUMNS[self.population], **self.columns}
+
+
+# A GitHub JSON export takes the GitHub collector's change rules, declared once there.
+GithubJsonFile = config.with_fields_of(
+    github.Options, github.RULE_FIELDS, ExportEntry, "GithubJsonFile", tag="github_json"
+)
+
+
+class Options(config.Options):
+    location: Annotated[config.LocalPath, msgspec.Meta(description="A folder or file, s3:// or gs:// prefix")]
+    files: Annotated[list[JiraJsonFile | JiraCsvFile | GithubJsonFile], msgspec.Meta(min_length=1)]
+    aws_conn_id: str | None = None
 
 
 @dataclass
@@ -102,11 +169,9 @@ class ExportFile:
 
 
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
-    options = source.options
-    location = options.get("location")
-    if not isinstance(location, str) or not location:
-        raise CollectorError(f"source {source.name}: option 'location' (a path, s3:// or gs:// prefix) is required")
-    entries = _entries(source.name, options.get("files"))
+    options: Options = source.options
+    location = options.location
+    entries = [_entry(entry) for entry in options.files]
     now = context.now()
     with tempfile.TemporaryDirectory(prefix="soc2-evidence-export-") as scratch:
         available = _fetch(source, location, context, Path(scratch))
@@ -139,46 +204,16 @@ def control_expectations(dataset):
     return tickets.control_expectations(dataset)
 
 
-def _entries(source: str, raw: Any) -> list[dict[str, Any]]:
-    if not isinstance(raw, list) or not raw:
-        raise CollectorError(f"source {source}: option 'files' must list {{glob, format}} entries")
-    entries = []
-    for index, entry in enumerate(raw):
-        where = f"source {source}: files[{index}]"
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("glob"), str):
-            raise CollectorError(f"{where} needs a 'glob'")
-        kind = entry.get("format")
-        if kind not in FORMATS:
-            raise CollectorError(f"{where}: format must be one of {', '.join(FORMATS)}, got {kind!r}")
-        entry = dict(entry)
-        mapping = {key: value for key, value in entry.items() if key not in _ENTRY_KEYS}
-        if kind == "github_json":
-            entry["population"] = "changes"
-            entry["settings"] = github.GitHubOptions.from_options(source, mapping, need_repositories=False)
-        else:
-            population = entry.get("population")
-            extra = ("columns", "date_formats") if kind == "jira_csv" else ()
-            options = {**mapping, **{key: entry[key] for key in extra if key in entry}}
-            entry["spec"] = jira.PopulationSpec.from_options(
-                source, str(population), options, require_jql=False, extra_keys=extra
-            )
-            if kind == "jira_csv":
-                entry["columns"] = _csv_columns(where, entry["spec"].name, entry.get("columns", {}))
-                entry["date_formats"] = tuple(
-                    tickets.option_list(source, entry, "date_formats", list(DEFAULT_DATE_FORMATS))
-                )
-        entries.append(entry)
-    return entries
-
-
-def _csv_columns(where: str, population: str, given: Any) -> dict[str, str | None]:
-    defaults = {**CSV_COLUMNS["common"], **CSV_COLUMNS[population]}
-    if not isinstance(given, Mapping) or not all(isinstance(value, str) for value in given.values()):
-        raise CollectorError(f"{where}: 'columns' must map roles to CSV column headers")
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise CollectorError(f"{where}: unknown column role(s) {', '.join(unknown)}; use {', '.join(defaults)}")
-    return {**defaults, **given}
+def _entry(entry: ExportEntry) -> dict[str, Any]:
+    """What the readers need of one typed ``files`` entry."""
+    found: dict[str, Any] = {"glob": entry.glob, "format": type(entry).__struct_config__.tag}
+    if isinstance(entry, JiraJsonFile):
+        found.update(population=entry.population, browse_url=entry.browse_url, spec=entry.spec())
+        if isinstance(entry, JiraCsvFile):
+            found.update(columns=entry.column_map(), date_formats=tuple(entry.date_formats))
+    else:
+        found.update(population="changes", settings=github.GitHubOptions.of(entry))
+    return found
 
 
 # --- where the files are -------------------------------------------------------------------------
@@ -217,7 +252,7 @@ def _local_name(scratch: Path, name: str) -> Path:
 
 def _fetch_s3(source: SourceConfig, location: str, scratch: Path) -> dict[str, Path]:
     bucket, prefix = _bucket_and_prefix(location)
-    conn_id = source.options.get("aws_conn_id")
+    conn_id = source.options.aws_conn_id
     try:
         if conn_id:
             from airflow.providers.amazon.aws.hooks.s3 import S3Hook

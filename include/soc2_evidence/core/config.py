@@ -43,12 +43,45 @@ DAG_OF_FAMILY = {"config": "config_snapshot", "backup": "backup_test", "tickets"
 # gs://, https://, ssh://, git@host:...) are left to the collector.
 LocalPath = Annotated[str, msgspec.Meta(min_length=1, extra_json_schema={"x-soc2-path": True})]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/\s]+@[^/\s]+:")
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
 _PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually")
 
 
-class Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class _KeywordFields(type(msgspec.Struct)):
+    """Makes every subclass's fields keyword-only, as YAML keys are: msgspec applies ``kw_only`` per class,
+    and a collector's required option would otherwise be refused after its base's optional ones."""
+
+    def __new__(mcls, name: str, bases: tuple, namespace: dict, **options: Any) -> type:
+        options.setdefault("kw_only", True)
+        return super().__new__(mcls, name, bases, namespace, **options)
+
+
+def with_fields_of(
+    source: type[Section], names: tuple[str, ...], base: type[Section], name: str, **options: Any
+) -> type:
+    """A subclass of ``base`` that also declares ``names`` exactly as ``source`` does (type, default, docs).
+
+    msgspec Structs cannot inherit from two bases with fields; this shares a group of options between
+    two types (a collector's and an export file entry's) without writing them twice.
+    """
+    fields = [field for field in msgspec.structs.fields(source) if field.name in names]
+    namespace: dict[str, Any] = {
+        "__module__": base.__module__,
+        "__annotations__": {field.name: field.type for field in fields},
+        "problems": source.problems,
+    }
+    for field in fields:
+        if field.default is not msgspec.NODEFAULT:
+            namespace[field.name] = field.default
+        elif field.default_factory is not msgspec.NODEFAULT:
+            namespace[field.name] = msgspec.field(default_factory=field.default_factory)
+    return _KeywordFields(name, (base,), namespace, **options)
+
+
+class Section(msgspec.Struct, metaclass=_KeywordFields, frozen=True, forbid_unknown_fields=True):
     """Base of every typed part of the file: unknown keys are refused, values are not coerced."""
 
     def problems(self) -> Iterator[Problem]:
@@ -341,24 +374,23 @@ def check_value(value: Any, annotation: Any, path: tuple) -> Iterator[Problem]:
     msgspec stops at the first error, so Structs are walked here key by key: each unknown key, each
     missing key and each bad value is reported, and only leaves are handed to msgspec.
     """
-    base, _ = _unwrap(annotation)
+    base, metadata = _unwrap(annotation)
     if value is None and _allows_none(annotation):
         return
     if isinstance(base, type) and issubclass(base, msgspec.Struct):
         yield from _check_struct(value, base, path)
         return
     origin, args = typing.get_origin(base), typing.get_args(base)
-    if origin is list and _has_struct(args[0]) and isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from check_value(item, args[0], (*path, index))
-        return
-    if origin is dict and _has_struct(args[1]) and isinstance(value, dict):
-        for key, item in value.items():
-            yield from check_value(key, args[0], (*path, key))
-            yield from check_value(item, args[1], (*path, key))
+    if origin in (list, dict) and _has_struct(args[-1]) and isinstance(value, origin):
+        yield from _check_container(value, origin, args, metadata, path)
         return
     if _is_union(base) and any(_has_struct(arg) for arg in args):
         yield from _check_union(value, args, path)
+        return
+    choices = _literal_choices(base)
+    if choices is not None and value not in choices:
+        shown = ", ".join(map(str, choices))
+        yield Problem(path, f"expected one of {shown}, got {value!r}{_suggestion(value, dict.fromkeys(choices))}")
         return
     try:
         msgspec.convert(value, annotation)
@@ -367,6 +399,20 @@ def check_value(value: Any, annotation: Any, path: tuple) -> Iterator[Problem]:
         shown = value if problem.path == path else None
         suffix = f", got {shown!r}" if shown is not None and ", got" not in problem.message else ""
         yield Problem(problem.path, problem.message + suffix)
+
+
+def _check_container(value: Any, origin: type, args: tuple, metadata: tuple, path: tuple) -> Iterator[Problem]:
+    """A list or mapping of Structs: its own constraints (a minimum length), then each member."""
+    if metadata:
+        try:
+            msgspec.convert(value, Annotated[(origin[Any] if origin is list else dict[Any, Any]), *metadata])
+        except msgspec.ValidationError as error:
+            yield Problem(path, f"{_from_msgspec(path, error).message}, got {value!r}")
+    members = enumerate(value) if origin is list else value.items()
+    for key, item in members:
+        if origin is dict:
+            yield from check_value(key, args[0], (*path, key))
+        yield from check_value(item, args[-1], (*path, key))
 
 
 def _check_struct(value: Any, struct: type[msgspec.Struct], path: tuple) -> Iterator[Problem]:
@@ -385,18 +431,39 @@ def _check_struct(value: Any, struct: type[msgspec.Struct], path: tuple) -> Iter
         elif field.required:
             found.append(Problem(path, f"missing required key {name!r}"))
     yield from found
-    if all(problem.message.startswith("unknown key") for problem in found):
-        known = {key: item for key, item in value.items() if key in fields}
-        for problem in msgspec.convert(known, struct).problems():
+    if all(problem.message.startswith("unknown key") and len(problem.path) == len(path) + 1 for problem in found):
+        # What the types cannot say is checked once the values themselves are right.
+        known = msgspec.convert({key: item for key, item in value.items() if key in fields}, struct)
+        for problem in known.problems():
             yield Problem((*path, *problem.path), problem.message)
 
 
 def _check_union(value: Any, args: tuple, path: tuple) -> Iterator[Problem]:
-    """A value that may take several shapes: fine if one fits; else the problems of the closest shape."""
+    """A value that may take several shapes: a tagged union by its tag; else fine if one shape fits,
+    or the problems of the closest."""
+    tagged = _tagged_structs(args)
+    if tagged and isinstance(value, dict):
+        tag_field, by_tag = tagged
+        tag = value.get(tag_field)
+        if tag not in by_tag:
+            yield Problem(
+                (*path, tag_field), f"expected one of {', '.join(by_tag)}, got {tag!r}{_suggestion(tag, by_tag)}"
+            )
+            return
+        yield from check_value({key: item for key, item in value.items() if key != tag_field}, by_tag[tag], path)
+        return
     candidates = [list(check_value(value, arg, path)) for arg in args if arg is not type(None)]
     if not all(candidates):
         return
     yield from min(candidates, key=len)
+
+
+def _tagged_structs(args: tuple) -> tuple[str, dict[str, type]] | None:
+    structs = [arg for arg in args if isinstance(arg, type) and issubclass(arg, msgspec.Struct)]
+    fields = {struct.__struct_config__.tag_field for struct in structs}
+    if not structs or len(fields) != 1 or None in fields:
+        return None
+    return fields.pop(), {struct.__struct_config__.tag: struct for struct in structs}
 
 
 def _local_paths(config_file: Path, value: Any, struct: type[msgspec.Struct], path: tuple) -> Iterator[Problem]:
@@ -539,6 +606,17 @@ def _unwrap(annotation: Any) -> tuple[Any, tuple]:
         base, *metadata = typing.get_args(annotation)
         return base, tuple(metadata)
     return annotation, ()
+
+
+def _literal_choices(annotation: Any) -> tuple | None:
+    """The allowed values of a ``Literal`` (or an optional one); None for any other type."""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    if _is_union(annotation):
+        literals = [arg for arg in typing.get_args(annotation) if typing.get_origin(arg) is Literal]
+        if literals:
+            return tuple(choice for arg in literals for choice in typing.get_args(arg))
+    return None
 
 
 def _is_union(annotation: Any) -> bool:

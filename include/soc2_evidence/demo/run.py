@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from soc2_evidence.core.config import PROJECT_ROOT, load_config
+from soc2_evidence.collectors import load_config
+from soc2_evidence.core.config import PROJECT_ROOT
 from soc2_evidence.demo.local_services import (
     DUMMY_AWS_ENV,
     create_object_lock_bucket,

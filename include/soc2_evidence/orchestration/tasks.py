@@ -6,6 +6,7 @@ are imported inside the tasks, so DAG files stay cheap to parse.
 
 from __future__ import annotations
 
+import functools
 import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +39,30 @@ def nightly_dag_settings(family: str) -> dict[str, Any]:
         "tags": dag_tags(family),
         "default_args": {"owner": "data-team", "retries": 0, "on_failure_callback": on_task_failure},
     }
+
+
+def dag_schedule(dag_key: str) -> str | None:
+    """The DAG's schedule from the configuration, which is loaded and checked whole at parse time.
+
+    A broken file raises here, so Airflow shows it as the DAG's import error, naming every problem;
+    a DAG never falls back to a default schedule. One parse process loads the file once per version
+    of it (path, size, modification time), however many DAG files ask.
+    """
+    from soc2_evidence.core.config import config_path
+
+    path = config_path()
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None  # load_config reports the unreadable file
+    return _parsed_config(str(path), stat and (stat.st_size, stat.st_mtime_ns)).schedules[dag_key]
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_config(path: str, _version: tuple[int, int] | None):
+    from soc2_evidence.collectors import load_config
+
+    return load_config(path)
 
 
 def sources_param() -> Param:
@@ -78,11 +103,13 @@ def _get_connection(conn_id: str):
 @task
 def list_sources(family: str) -> list[str]:
     """The configured sources of ``family``, or the subset named in the ``sources`` param."""
-    from soc2_evidence.core.config import load_config
+    from soc2_evidence.collectors import load_config
     from soc2_evidence.core.errors import ConfigError
 
     config = load_config()
     names = [source.name for source in config.sources_of(family)]
+    if not names:
+        raise ConfigError(f"{config.path}: no source has family {family}; a night without sources proves nothing")
     wanted = get_current_context()["params"].get("sources") or names
     unknown = sorted(set(wanted) - set(names))
     if unknown:
@@ -99,7 +126,7 @@ def list_sources(family: str) -> list[str]:
 )
 def extract(source_name: str) -> dict[str, Any]:
     """Collect one source into staging. Safe to retry: each try stages afresh and archives nothing."""
-    from soc2_evidence.core.config import load_config
+    from soc2_evidence.collectors import load_config
     from soc2_evidence.orchestration.pipeline import extract_source
 
     context = get_current_context()
@@ -127,7 +154,7 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def validate(staged_summaries) -> dict[str, Any]:
-            from soc2_evidence.core.config import load_config
+            from soc2_evidence.collectors import load_config
             from soc2_evidence.orchestration.pipeline import validate_staged
 
             context = get_current_context()
@@ -141,7 +168,7 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
 
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[evidence_asset(family)])
         def archive(staged_summaries) -> dict[str, Any]:
-            from soc2_evidence.core.config import load_config
+            from soc2_evidence.collectors import load_config
             from soc2_evidence.core.errors import DataQualityError
             from soc2_evidence.orchestration.alerts import notify_findings
             from soc2_evidence.orchestration.pipeline import archive_bundles

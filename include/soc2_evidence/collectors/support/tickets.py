@@ -36,12 +36,15 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
+
+import msgspec
 
 from soc2_evidence.collectors.support.http import RetryPolicy
+from soc2_evidence.core import config
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import rfc3339
@@ -239,16 +242,6 @@ def parse_time(value: Any, formats: tuple[str, ...] = ()) -> datetime | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-def ticket_pattern(source: str, value: Any) -> re.Pattern[str]:
-    pattern = DEFAULT_TICKET_PATTERN if value is None else value
-    if not isinstance(pattern, str):
-        raise CollectorError(f"source {source}: option 'ticket_pattern' must be a regular expression string")
-    try:
-        return re.compile(pattern)
-    except re.error as error:
-        raise CollectorError(f"source {source}: option 'ticket_pattern' is not a valid regex: {error}") from error
-
-
 def ticket_keys(pattern: re.Pattern[str], *texts: str | None) -> list[str]:
     """Ticket keys mentioned in the texts, in order of first mention."""
     found: dict[str, None] = {}
@@ -296,38 +289,42 @@ def approval_facts(
 # --- options -----------------------------------------------------------------------------------
 
 
-def option_list(source: str, options: Mapping[str, Any], name: str, default: list[str]) -> list[str]:
-    value = options.get(name, default)
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise CollectorError(f"source {source}: option {name!r} must be a list of strings")
-    return value
+class WindowOptions(config.Options):
+    """How a run picks its window: see :func:`collection_window`."""
+
+    monthly_full_population: Annotated[
+        bool, msgspec.Meta(description="On the 1st of a month, collect the whole previous month")
+    ] = True
+    settle_minutes: config.NonNegativeInt = DEFAULT_SETTLE_MINUTES
+    overlap_minutes: config.NonNegativeInt = DEFAULT_OVERLAP_MINUTES
+    initial_lookback_days: config.PositiveInt = DEFAULT_INITIAL_LOOKBACK_DAYS
 
 
-def option_int(source: str, options: Mapping[str, Any], name: str, default: int, minimum: int = 0) -> int:
-    value = options.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise CollectorError(f"source {source}: option {name!r} must be a whole number >= {minimum}, got {value!r}")
-    return value
+class ApiOptions(WindowOptions):
+    """What every ticket API source shares: the window, paging and the HTTP retry policy."""
+
+    tries: config.PositiveInt = RetryPolicy.tries
+    timeout_seconds: config.PositiveSeconds = RetryPolicy.timeout_seconds
+    max_rate_limit_wait_seconds: config.PositiveSeconds = RetryPolicy.max_wait_seconds
+    max_pages: config.PositiveInt = RetryPolicy.max_pages
+    page_size: config.PositiveInt = 100
+    ca_bundle: config.LocalPath | None = None
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            tries=self.tries,
+            timeout_seconds=float(self.timeout_seconds),
+            max_wait_seconds=float(self.max_rate_limit_wait_seconds),
+            max_pages=self.max_pages,
+        )
 
 
-def retry_policy(source: str, options: Mapping[str, Any]) -> RetryPolicy:
-    """The HTTP policy from options: ``tries``, ``timeout_seconds``, ``max_rate_limit_wait_seconds``, ``max_pages``."""
-    default = RetryPolicy()
-    numbers = {}
-    for name, default_value in (
-        ("timeout_seconds", default.timeout_seconds),
-        ("max_rate_limit_wait_seconds", default.max_wait_seconds),
-    ):
-        value = options.get(name, default_value)
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise CollectorError(f"source {source}: option {name!r} must be a positive number of seconds")
-        numbers[name] = float(value)
-    return RetryPolicy(
-        tries=option_int(source, options, "tries", default.tries, minimum=1),
-        timeout_seconds=numbers["timeout_seconds"],
-        max_wait_seconds=numbers["max_rate_limit_wait_seconds"],
-        max_pages=option_int(source, options, "max_pages", default.max_pages, minimum=1),
-    )
+def pattern_problems(name: str, pattern: str) -> Iterator[config.Problem]:
+    """A regular expression option that does not compile, as a problem at load time."""
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        yield config.Problem((name,), f"not a valid regular expression: {error}")
 
 
 # --- the window: incremental from the watermark, or a full period --------------------------------
@@ -350,7 +347,7 @@ class Window:
         return {"mode": self.mode, "start": rfc3339(self.start), "end": rfc3339(self.end), "reason": self.reason}
 
 
-def open_window(source: str, options: Mapping[str, Any], writer: Any, context: Any, what: str) -> Window:
+def open_window(source: str, options: WindowOptions, writer: Any, context: Any, what: str) -> Window:
     """The run's collection window, archived as evidence before anything is collected."""
     window = collection_window(
         source,
@@ -366,7 +363,7 @@ def open_window(source: str, options: Mapping[str, Any], writer: Any, context: A
 
 def collection_window(
     source: str,
-    options: Mapping[str, Any],
+    options: WindowOptions,
     logical_date: datetime,
     params: Mapping[str, Any],
     watermark: bytes | None,
@@ -381,12 +378,10 @@ def collection_window(
     if params.get("full_population"):
         start, end = _period(source, params, logical_date)
         return Window("full", start, end, "requested")
-    if options.get("monthly_full_population", True) and logical_date.astimezone(UTC).day == 1:
+    if options.monthly_full_population and logical_date.astimezone(UTC).day == 1:
         start, end = previous_month(logical_date)
         return Window("full", start, end, "monthly")
-    settle = option_int(source, options, "settle_minutes", DEFAULT_SETTLE_MINUTES)
-    overlap = option_int(source, options, "overlap_minutes", DEFAULT_OVERLAP_MINUTES)
-    lookback = option_int(source, options, "initial_lookback_days", DEFAULT_INITIAL_LOOKBACK_DAYS, minimum=1)
+    settle, overlap, lookback = options.settle_minutes, options.overlap_minutes, options.initial_lookback_days
     end = (now - timedelta(minutes=settle)).replace(second=0, microsecond=0)
     if watermark is None:
         return Window("incremental", end - timedelta(days=lookback), end, "first run: no committed watermark")
