@@ -462,8 +462,7 @@ def run_collector(
 ):
     """Collect like ``pipeline.extract_source`` (finish only on success), recording sleeps instead of sleeping."""
     from conftest import bundle_writer
-    from soc2_evidence.collectors import CollectContext, collector_for
-    from soc2_evidence.core.config import SourceConfig
+    from soc2_evidence.collectors import CollectContext, collector_for, source_config
     from soc2_evidence.core.evidence import RunContext
     from soc2_evidence.core.redaction import Redactor
 
@@ -488,8 +487,9 @@ def run_collector(
         sleep=recorded.append,
         now=lambda: now,
     )
+    configured = source_config(source, kind, options)
     try:
-        collector.collect(SourceConfig(source, kind, "tickets", options), writer, context)
+        collector.collect(configured, writer, context)
     except Exception:
         assert not (writer.directory / "bundle.json").exists()
         raise

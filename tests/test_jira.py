@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 from fake_apis import NOW, Connection, FakeJira, Reply, cloud_token, items, jira_issue, run_collector
 
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.errors import CollectorError, ConfigError
 
 CHANGES = {
     "jql": "project = CHG",
@@ -302,22 +303,49 @@ def test_populations_map_access_reviews_and_incidents(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        pytest.param({"populations": {}}, "option 'populations' must map one or more", id="no-populations"),
-        pytest.param({"populations": {"changes": {"jql": "a ORDER BY b"}}}, "must not have ORDER BY", id="order-by"),
-        pytest.param({"populations": {"changes": {"fields": {}}}}, "option 'jql'", id="no-jql"),
-        pytest.param({"populations": {"bugs": {"jql": "x"}}}, "population 'bugs' is unknown", id="unknown-population"),
+        pytest.param(
+            {"populations": {}},
+            "populations: configure one or more of changes, access_reviews, incidents",
+            id="no-populations",
+        ),
+        pytest.param(
+            {"populations": {"changes": {"jql": "a ORDER BY b"}}},
+            "populations.changes.jql: the JQL must not have ORDER BY; the collector orders by key",
+            id="order-by",
+        ),
+        pytest.param(
+            {"populations": {"changes": {"fields": {}}}},
+            "populations.changes: missing required key 'jql' (the JQL filter of the population)",
+            id="no-jql",
+        ),
+        pytest.param(
+            {"populations": {"bugs": {"jql": "x"}}},
+            "populations.bugs: unknown key 'bugs'; valid keys: changes, access_reviews, incidents",
+            id="unknown-population",
+        ),
         pytest.param(
             {"populations": {"changes": {"jql": "x", "fields": {"owner": "customfield_1"}}}},
-            "unknown field role",
+            "populations.changes.fields.owner: unknown key 'owner'; valid keys: approver, environment, change_type",
             id="unknown-role",
         ),
-        pytest.param({"deployment": "server"}, "option 'deployment' must be one of", id="bad-deployment"),
-        pytest.param({"tries": 0}, "option 'tries' must be a whole number >= 1", id="bad-tries"),
+        pytest.param(
+            {"populations": {"incidents": {"jql": "x", "fields": {"severty": "priority"}}}},
+            "populations.incidents.fields.severty: unknown key 'severty'; did you mean 'severity'?",
+            id="misspelt-role",
+        ),
+        pytest.param(
+            {"deployment": "server"},
+            "deployment: expected one of cloud, datacenter, got 'server'",
+            id="bad-deployment",
+        ),
+        pytest.param({"tries": 0}, "tries: expected int >= 1, got 0", id="bad-tries"),
+        pytest.param({"page_sise": 50}, "page_sise: unknown key 'page_sise'; did you mean 'page_size'?", id="misspelt"),
     ],
 )
-def test_bad_options_name_the_source(tmp_path, overrides, message):
-    with FakeJira([]) as jira, pytest.raises(CollectorError, match=rf"^source tickets-src: .*{message}"):
+def test_bad_options_are_refused_before_anything_is_collected(tmp_path, overrides, message):
+    with FakeJira([]) as jira, pytest.raises(ConfigError, match="^source tickets-src: .*" + re.escape(message)):
         collect(jira, tmp_path, **overrides)
+    assert jira.requests == [], "a source whose options are wrong must not be fetched at all"
 
 
 def test_emergency_change_reviewed_late_or_not_at_all(tmp_path):

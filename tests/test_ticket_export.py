@@ -4,6 +4,7 @@ the same normalised populations as the API collectors, and clear errors for file
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -12,7 +13,7 @@ from fake_apis import items, run_collector
 from conftest import ROOT
 from soc2_evidence.collectors import load_config
 from soc2_evidence.core.config import DEFAULT_CONFIG_PATH
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.errors import CollectorError, ConfigError
 
 SAMPLES = ROOT / "include" / "samples" / "tickets"
 
@@ -131,6 +132,48 @@ def test_jira_csv_with_repeated_headers_and_jira_dates(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        pytest.param(
+            [{"glob": "*.json", "format": "xml"}],
+            "files[0].format: expected one of jira_json, jira_csv, github_json, got 'xml'",
+            id="bad-format",
+        ),
+        pytest.param(
+            [{"glob": "*.json", "format": "jira_jsn", "population": "changes"}],
+            "files[0].format: expected one of jira_json, jira_csv, github_json, got 'jira_jsn'; "
+            "did you mean 'jira_json'?",
+            id="misspelt-format",
+        ),
+        pytest.param(
+            [{"glob": "*.json", "format": "jira_json", "population": "changes", "jql": "x ORDER BY y"}],
+            "files[0].jql: unknown key 'jql'",
+            id="jql-in-an-export",
+        ),
+        pytest.param(
+            [{"glob": "*.json", "format": "jira_json", "population": "incidents", "approved_statuses": ["OK"]}],
+            "files[0].approved_statuses: unknown key 'approved_statuses'; valid keys: jql, fields, period_field",
+            id="change-option-on-incidents",
+        ),
+        pytest.param(
+            [{"glob": "*.csv", "format": "jira_csv", "population": "incidents", "columns": {"sevrity": "P"}}],
+            "files[0].columns.sevrity: unknown column role 'sevrity'",
+            id="unknown-column-role",
+        ),
+        pytest.param(
+            [{"glob": "*.json", "format": "github_json", "emergency_label": ["x"]}],
+            "files[0].emergency_label: unknown key 'emergency_label'; did you mean 'emergency_labels'?",
+            id="misspelt-github-rule",
+        ),
+        pytest.param([], "files: expected array of length >= 1, got []", id="no-files"),
+    ],
+)
+def test_bad_export_options_are_refused_at_load(tmp_path, files, message):
+    with pytest.raises(ConfigError, match="^source tickets-src: .*" + re.escape(message)):
+        run_collector("ticket_export", {"location": str(tmp_path), "files": files}, tmp_path / "staging")
+
+
+@pytest.mark.parametrize(
     ("files", "content", "message"),
     [
         pytest.param(
@@ -163,19 +206,10 @@ def test_jira_csv_with_repeated_headers_and_jira_dates(tmp_path):
             r"x\.json: pull request 1 names no repository",
             id="no-repository",
         ),
-        pytest.param(
-            [{"glob": "*.json", "format": "xml"}], None, r"files\[0\]: format must be one of", id="bad-format"
-        ),
-        pytest.param(
-            [{"glob": "*.json", "format": "jira_json", "population": "changes", "jql": "x ORDER BY y"}],
-            None,
-            "must not have ORDER BY",
-            id="order-by",
-        ),
-        pytest.param([], None, r"option 'files' must list", id="no-files"),
     ],
 )
 def test_bad_exports_name_the_source_and_file(tmp_path, files, content, message):
+    """A file whose records do not parse fails the source, naming the file and the record."""
     (tmp_path / "x.json").write_bytes(content or b"[]")
     with pytest.raises(CollectorError, match=rf"^source tickets-src: .*{message}"):
         run_collector("ticket_export", {"location": str(tmp_path), "files": files}, tmp_path / "staging")

@@ -4,15 +4,17 @@ and reconciliation (control findings and data-quality failures) with Great Expec
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from fake_apis import Connection, FakeJira, Reply, jira_issue, run_collector
 
 from conftest import ROOT, write_pipeline_config
+from soc2_evidence.collectors import source_config
 from soc2_evidence.collectors.support import tickets
 from soc2_evidence.collectors.support.tickets import Approval, Person, collection_window
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.errors import CollectorError, ConfigError
 from soc2_evidence.core.evidence import rfc3339
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
@@ -20,7 +22,7 @@ NIGHT = datetime(2026, 11, 25, 2, 30, tzinfo=UTC)
 
 
 def window(params=None, watermark=None, logical_date=NIGHT, **options):
-    return collection_window("src", options, logical_date, params or {}, watermark, NOW)
+    return collection_window("src", tickets.WindowOptions(**options), logical_date, params or {}, watermark, NOW)
 
 
 def test_first_night_looks_back_and_stops_short_of_now():
@@ -112,14 +114,17 @@ def test_approval_facts(approvals, merged, emergency, expected):
 
 
 def test_ticket_keys_from_title_branch_and_body():
-    pattern = tickets.ticket_pattern("src", None)
+    pattern = re.compile(tickets.DEFAULT_TICKET_PATTERN)
     assert tickets.ticket_keys(pattern, "OPS-12 fix", "feature/OPS-12-and-SEC-3", "Closes SEC-3, see OPS-7") == [
         "OPS-12",
         "SEC-3",
         "OPS-7",
     ]
-    with pytest.raises(CollectorError, match="not a valid regex"):
-        tickets.ticket_pattern("src", "(")
+
+
+def test_a_ticket_pattern_that_does_not_compile_is_refused_at_load():
+    with pytest.raises(ConfigError, match=r"^source src: ticket_pattern: not a valid regular expression: missing \)"):
+        source_config("src", "github", {"repositories": ["acme/app"], "ticket_pattern": "("})
 
 
 # --- reconciliation with Great Expectations ----------------------------------------------------------
