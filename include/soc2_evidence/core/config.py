@@ -341,13 +341,16 @@ def check_value(value: Any, annotation: Any, path: tuple) -> Iterator[Problem]:
     msgspec stops at the first error, so Structs are walked here key by key: each unknown key, each
     missing key and each bad value is reported, and only leaves are handed to msgspec.
     """
-    base, _ = _unwrap(annotation)
+    base, metadata = _unwrap(annotation)
     if value is None and _allows_none(annotation):
         return
     if isinstance(base, type) and issubclass(base, msgspec.Struct):
         yield from _check_struct(value, base, path)
         return
     origin, args = typing.get_origin(base), typing.get_args(base)
+    if origin in (list, dict) and metadata and isinstance(value, origin):
+        # The container's own constraints (min_length, ...), which walking its items cannot see.
+        yield from _check_leaf(value, Annotated[(origin, *metadata)], path)
     if origin is list and _has_struct(args[0]) and isinstance(value, list):
         for index, item in enumerate(value):
             yield from check_value(item, args[0], (*path, index))
@@ -360,6 +363,10 @@ def check_value(value: Any, annotation: Any, path: tuple) -> Iterator[Problem]:
     if _is_union(base) and any(_has_struct(arg) for arg in args):
         yield from _check_union(value, args, path)
         return
+    yield from _check_leaf(value, annotation, path)
+
+
+def _check_leaf(value: Any, annotation: Any, path: tuple) -> Iterator[Problem]:
     try:
         msgspec.convert(value, annotation)
     except msgspec.ValidationError as error:
@@ -385,9 +392,16 @@ def _check_struct(value: Any, struct: type[msgspec.Struct], path: tuple) -> Iter
         elif field.required:
             found.append(Problem(path, f"missing required key {name!r}"))
     yield from found
-    if all(problem.message.startswith("unknown key") for problem in found):
+    # Keys unknown here are left out; anything else wrong (an unknown key further down included) means
+    # the Struct cannot be built, so its own rules are not asked.
+    if all(problem.message.startswith("unknown key") and len(problem.path) == len(path) + 1 for problem in found):
         known = {key: item for key, item in value.items() if key in fields}
-        for problem in msgspec.convert(known, struct).problems():
+        try:
+            checked = msgspec.convert(known, struct)
+        except msgspec.ValidationError as error:  # a rule the walk above missed: reported, never raised
+            yield _from_msgspec(path, error)
+            return
+        for problem in checked.problems():
             yield Problem((*path, *problem.path), problem.message)
 
 
