@@ -88,7 +88,12 @@ def source_config(name: str, kind: str, options: Mapping[str, Any], family: str 
     spec = kind_spec(kind)
     problems = list(config.check_value(dict(options), spec.options, ()))
     if problems:
-        raise ConfigError(f"source {name}: " + "; ".join(f"{config.key_path(p.path)}: {p.message}" for p in problems))
+        raise ConfigError(f"source {name}: " + "; ".join(map(_located, problems)))
     return config.SourceConfig(
         name=name, kind=kind, family=family or spec.family, options=msgspec.convert(dict(options), spec.options)
     )
+
+
+def _located(problem: config.Problem) -> str:
+    """A problem as ``key.path: message``; one of the whole source (no path) as its message alone."""
+    return f"{config.key_path(problem.path)}: {problem.message}" if problem.path else problem.message
