@@ -1,10 +1,10 @@
 """AWS Backup and RDS backup evidence: plans, vaults and their locks, recovery points and their age,
 restore jobs, restore-testing plans, and RDS backup retention and newest snapshot age.
 
-Options (:class:`Options`): ``regions`` (default: the session's region), ``aws_conn_id`` (an Airflow AWS connection;
-default boto3's chain, whose endpoint settings such as ``AWS_ENDPOINT_URL`` apply),
-``rpo_target_hours`` (default 24: the newest completed recovery point of each protected resource,
-and the newest snapshot of each RDS instance, must be younger), ``rds_min_retention_days``
+Options (:class:`Options`): ``regions`` (default: the session's region), ``aws_conn_id`` (an
+Airflow AWS connection; default boto3's chain, whose endpoint settings such as ``AWS_ENDPOINT_URL``
+apply), ``rpo_target_hours`` (default 24: the newest completed recovery point of each protected
+resource, and the newest snapshot of each RDS instance, must be younger), ``rds_min_retention_days``
 (default 7), ``restore_lookback_days`` (default 35: restore jobs created since then),
 ``restore_test_max_age_hours`` (default 26: each restore-testing plan ran within it, i.e.
 nightly), ``rds`` (default true).

@@ -1,10 +1,10 @@
 """Google Cloud Storage bucket configuration: access, public exposure, versioning, retention, encryption.
 
-Options (:class:`Options`): ``project`` (default: the connection's or the credentials' project), ``prefix`` (only
-buckets whose names start with it), ``conn_id`` (an Airflow ``google_cloud_platform``
-connection whose extra holds ``keyfile_dict`` or ``key_path``; default: Google's standard
-credential chain). With ``STORAGE_EMULATOR_HOST`` set the client talks to that endpoint with
-anonymous credentials, as Google's own client does.
+Options (:class:`Options`): ``project`` (default: the connection's or the credentials'
+project), ``prefix`` (only buckets whose names start with it), ``conn_id`` (an Airflow
+``google_cloud_platform`` connection whose extra holds ``keyfile_dict`` or ``key_path``; default:
+Google's standard credential chain). With ``STORAGE_EMULATOR_HOST`` set the client talks to that
+endpoint with anonymous credentials, as Google's own client does.
 
 Each bucket is one record, normalised from the documented JSON API resources (the bucket and
 its IAM policy) by :func:`bucket_record`. Legacy ACLs are not collected: with uniform

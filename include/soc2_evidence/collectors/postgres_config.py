@@ -1,8 +1,8 @@
 """PostgreSQL security configuration: roles, memberships, privileges, settings, pg_hba rules, extensions.
 
-Options (:class:`Options`): ``conn_id`` (an Airflow ``postgres`` connection) or ``dsn`` (a libpq connection string
-or URL), exactly one; ``superusers`` (roles approved to be superuser, default ``[postgres]``);
-``connect_timeout`` (seconds, default 10).
+Options (:class:`Options`): ``conn_id`` (an Airflow ``postgres`` connection) or ``dsn`` (a libpq
+connection string or URL), exactly one; ``superusers`` (roles approved to be superuser, default
+``[postgres]``); ``connect_timeout`` (seconds, default 10).
 
 Everything is read in one read-only REPEATABLE READ transaction, so every dataset and the
 totals counted beside it describe the same moment. Roles come from ``pg_roles``; whether a
