@@ -27,6 +27,7 @@ os.environ.update(
     AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
 )
 
+from soc2_evidence.core.config import DAG_OF_FAMILY  # noqa: E402
 from soc2_evidence.core.evidence import RunContext  # noqa: E402
 from soc2_evidence.core.redaction import Redactor  # noqa: E402
 from soc2_evidence.core.staging import BundleWriter  # noqa: E402
@@ -119,14 +120,15 @@ def write_pipeline_config(
     The store (unless ``store_url`` is given) is the file store ``directory/store`` and staging is
     ``directory/staging``. The file is ``path``, by default ``directory/evidence.yaml``; relative paths in
     it, and the default controls.yaml and exceptions.yaml, resolve against its directory. ``exceptions_stub``
-    writes an empty exceptions.yaml there, the register validation reads unless told another.
+    writes an empty exceptions.yaml there, the register validation reads unless told another. The DAG
+    of each family no source has is unscheduled, as loading requires.
     """
     path = path or directory / "evidence.yaml"
+    families = {source.get("family") for source in sources if isinstance(source, dict)}
     document: dict = {
         "store": {"url": (directory / "store").as_uri() if store_url is None else store_url},
         "staging_dir": str(directory / "staging"),
-        # Tests run DAGs by hand: none is scheduled, so a family without sources is no error here.
-        "schedules": dict.fromkeys(("config_snapshot", "tickets", "backup_test")),
+        "schedules": {dag: None for family, dag in DAG_OF_FAMILY.items() if family not in families},
     }
     if validation is not None:
         document["validation"] = validation

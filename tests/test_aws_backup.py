@@ -11,6 +11,7 @@ The collector makes the same real API calls either way; botocore parses the reco
 from __future__ import annotations
 
 import json
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -23,9 +24,8 @@ import boto3
 import pytest
 
 from conftest import ROOT, bundle_writer, write_pipeline_config
-from soc2_evidence.collectors import CollectContext, aws_backup, load_config
-from soc2_evidence.core.config import SourceConfig
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.collectors import CollectContext, aws_backup, load_config, source_config
+from soc2_evidence.core.errors import CollectorError, ConfigError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import Bundle
 from soc2_evidence.orchestration.pipeline import validate_staged
@@ -247,7 +247,7 @@ def aws_estate(backup_api):
 
 
 def collect(tmp_path: Path, options: dict) -> Bundle:
-    source = SourceConfig(name="aws-backup", kind="aws_backup", family="backup", options=options)
+    source = source_config("aws-backup", "aws_backup", options)
     run = RunContext("evidence_backup_test", "manual__aws", NOW)
     writer = bundle_writer(tmp_path / "staging", run, family="backup", source=source.name, kind="aws_backup")
     aws_backup.collect(source, writer, CollectContext(resolve_path=Path, get_connection=lambda conn_id: None))
@@ -335,8 +335,28 @@ def test_an_api_error_names_the_source_region_call_and_page(backup_api, tmp_path
     )
 
 
-def test_bad_options_name_the_source(tmp_path):
-    with pytest.raises(CollectorError, match="source aws-backup: option 'rpo_target_hours' must be a number > 0"):
-        collect(tmp_path, {"regions": [REGION], "rpo_target_hours": "daily"})
-    with pytest.raises(CollectorError, match=r"source aws-backup: unknown option\(s\) region"):
-        collect(tmp_path, {"region": REGION})
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"regions": [REGION], "rpo_target_hours": "daily"}, "rpo_target_hours: expected int | float, got str"),
+        (
+            {"region": REGION},
+            "region: unknown key 'region'; did you mean 'regions'?; valid keys: regions, aws_conn_id, "
+            "rpo_target_hours, rds_min_retention_days, restore_lookback_days, restore_test_max_age_hours, rds",
+        ),
+        (
+            {"rds_min_retention_day": 7},
+            "rds_min_retention_day: unknown key 'rds_min_retention_day'; did you mean 'rds_min_retention_days'?; "
+            "valid keys: regions, aws_conn_id, rpo_target_hours, rds_min_retention_days, restore_lookback_days, "
+            "restore_test_max_age_hours, rds",
+        ),
+        ({"regions": []}, "regions: expected array of length >= 1, got []"),
+        ({"restore_lookback_days": 0}, "restore_lookback_days: expected int >= 1, got 0"),
+        ({"restore_test_max_age_hours": -0.5}, "restore_test_max_age_hours: expected float > 0.0, got -0.5"),
+        ({"rds": "yes"}, "rds: expected bool, got str"),
+    ],
+    ids=["rpo-not-a-number", "unknown-option", "misspelt-key", "no-regions", "zero-days", "negative-hours", "rds-str"],
+)
+def test_bad_options_name_the_source(options, problem):
+    with pytest.raises(ConfigError, match="^" + re.escape(f"source aws-backup: {problem}") + "$"):
+        source_config("aws-backup", "aws_backup", options)

@@ -46,9 +46,9 @@ import boto3
 import pytest
 
 from conftest import validate_config_bundle, write_pipeline_config
-from soc2_evidence.collectors import CollectContext, aws, load_config
+from soc2_evidence.collectors import CollectContext, aws, load_config, source_config
 from soc2_evidence.core.datasets import load_records
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.errors import CollectorError, ConfigError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import BUNDLE_FILE, Bundle
 from soc2_evidence.demo.local_services import DUMMY_AWS_ENV, moto_server, s3_control_env
@@ -828,39 +828,49 @@ def test_no_known_region_at_all(moto_aws, tmp_path):
         extract_source(config, SOURCE, new_run())
 
 
+ACCOUNT = {"id": "123456789012", "regions": ["us-east-1"]}
+VALID_KEYS = "valid keys: accounts, conn_id, max_access_key_age_days, admin_allow_list"
+
+
 @pytest.mark.parametrize(
     ("options", "problem"),
     [
-        ({}, "option 'accounts' must be a non-empty list"),
-        ({"accounts": []}, "option 'accounts' must be a non-empty list"),
-        ({"accounts": [{"id": 123456789012, "regions": ["us-east-1"]}]}, "accounts[0]: id must be a 12-digit"),
-        ({"accounts": [{"id": "1234", "regions": ["us-east-1"]}]}, "accounts[0]: id must be a 12-digit"),
-        ({"accounts": [{"id": "123456789012"}]}, "accounts[0]: regions must be a non-empty list"),
+        ({}, "missing required key 'accounts'"),
+        ({"accounts": []}, "accounts: expected array of length >= 1, got []"),
+        ({"accounts": [{"id": 123456789012, "regions": ["us-east-1"]}]}, "accounts[0].id: expected str, got int"),
         (
-            {"accounts": [{"id": "123456789012", "regions": ["us-east-1"], "role_arn": "reader"}]},
-            "accounts[0]: role_arn 'reader' is not an IAM role ARN",
+            {"accounts": [{"id": "1234", "regions": ["us-east-1"]}]},
+            r"accounts[0].id: expected str matching regex '^\\d{12}$', got '1234'",  # the regex as repr() shows it
+        ),
+        ({"accounts": [{"id": "123456789012"}]}, "accounts[0]: missing required key 'regions'"),
+        (
+            {"accounts": [{**ACCOUNT, "role_arn": "reader"}]},
+            f"accounts[0].role_arn: expected str matching regex {aws._ROLE_ARN.pattern!r}, got 'reader'",
         ),
         (
-            {
-                "accounts": [
-                    {"id": "123456789012", "regions": ["us-east-1"], "role_arn": "arn:aws:iam::210987654321:role/r"}
-                ]
-            },
-            "accounts[0]: role_arn arn:aws:iam::210987654321:role/r is in account 210987654321, not 123456789012",
+            {"accounts": [{**ACCOUNT, "role_arn": "arn:aws:iam::210987654321:role/r"}]},
+            "accounts[0].role_arn: role arn:aws:iam::210987654321:role/r is in account 210987654321, not 123456789012",
         ),
         (
-            {"accounts": [{"id": "123456789012", "regions": ["us-east-1"], "region": "x"}]},
-            "accounts[0]: unknown key(s) region",
+            {"accounts": [{**ACCOUNT, "region": "x"}]},
+            "accounts[0].region: unknown key 'region'; did you mean 'regions'?; "
+            "valid keys: id, role_arn, external_id, regions",
         ),
+        ({"accounts": [ACCOUNT], "max_access_key_age_days": 0}, "max_access_key_age_days: expected int >= 1, got 0"),
+        ({"accounts": [ACCOUNT], "admin_allow_list": "root"}, "admin_allow_list: expected array, got str"),
+        ({"accounts": [ACCOUNT], "regions": ["x"]}, f"regions: unknown key 'regions'; {VALID_KEYS}"),
         (
-            {"accounts": [{"id": "123456789012", "regions": ["us-east-1"]}], "max_access_key_age_days": 0},
-            "option 'max_access_key_age_days' must be a whole number >= 1",
+            {"accounts": [{"id": "123456789012", "regions": ["us-east-1", "us-east-1"]}]},
+            "accounts[0].regions[1]: region 'us-east-1' is listed twice",
         ),
+        ({"accounts": [ACCOUNT, ACCOUNT]}, "accounts[1].id: account 123456789012 is also listed at accounts[0]"),
+        ({"accounts": [{**ACCOUNT, "regions": [""]}]}, "accounts[0].regions[0]: expected str of length >= 1"),
+        ({"accounts": [ACCOUNT], "conn_id": ""}, "conn_id: expected str of length >= 1, got ''"),
         (
-            {"accounts": [{"id": "123456789012", "regions": ["us-east-1"]}], "admin_allow_list": "root"},
-            "option 'admin_allow_list' must be a list of IAM user ARNs",
+            {"accounts": [ACCOUNT], "max_acess_key_age_days": 30},
+            "max_acess_key_age_days: unknown key 'max_acess_key_age_days'; "
+            f"did you mean 'max_access_key_age_days'?; {VALID_KEYS}",
         ),
-        ({"accounts": [{"id": "123456789012", "regions": ["us-east-1"]}], "regions": ["x"]}, "unknown option(s)"),
     ],
     ids=[
         "missing",
@@ -874,12 +884,16 @@ def test_no_known_region_at_all(moto_aws, tmp_path):
         "age-zero",
         "allow-list-string",
         "unknown-option",
+        "region-twice",
+        "account-twice",
+        "region-empty",
+        "conn-id-empty",
+        "misspelt-key",
     ],
 )
-def test_invalid_options(tmp_path, options, problem):
-    config = write_config(tmp_path, **options)
-    with pytest.raises(CollectorError, match="^" + re.escape(f"source {SOURCE}: {problem}")):
-        extract_source(config, SOURCE, new_run())
+def test_invalid_options(options, problem):
+    with pytest.raises(ConfigError, match="^" + re.escape(f"source {SOURCE}: {problem}") + "$"):
+        source_config(SOURCE, aws.KIND, options)
 
 
 @pytest.fixture(scope="module")

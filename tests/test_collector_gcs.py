@@ -32,9 +32,9 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import write_pipeline_config
-from soc2_evidence.collectors import load_config
-from soc2_evidence.collectors.gcs_config import BUCKETS, bucket_record, service_account_credentials
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.collectors import load_config, source_config
+from soc2_evidence.collectors.gcs_config import BUCKETS, KIND, bucket_record, service_account_credentials
+from soc2_evidence.core.errors import CollectorError, ConfigError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import Bundle
 from soc2_evidence.orchestration.pipeline import extract_source
@@ -374,13 +374,24 @@ def test_bad_connection(extract, emulator, connection, message):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"project": PROJECT, "prefix": ""}, "option 'prefix' must be a non-empty string"),
-        ({"project": PROJECT, "prefix": 3}, "option 'prefix' must be a non-empty string"),
-        ({"project": ["a"]}, "option 'project' must be a non-empty string"),
-        ({}, "no Google Cloud project; set option 'project'"),
+        ({"project": PROJECT, "prefix": ""}, "prefix: expected str of length >= 1, got ''"),
+        ({"project": PROJECT, "prefix": 3}, "prefix: expected str | null, got int"),
+        ({"project": ["a"]}, "project: expected str | null, got array"),
+        (
+            {"projet": PROJECT},
+            "projet: unknown key 'projet'; did you mean 'project'?; valid keys: project, prefix, conn_id",
+        ),
     ],
-    ids=["prefix-empty", "prefix-int", "project-list", "no-project"],
+    ids=["prefix-empty", "prefix-int", "project-list", "misspelt-key"],
 )
-def test_invalid_options(extract, emulator, options, message):
-    with pytest.raises(CollectorError, match="^" + re.escape(f"source {SOURCE}: {message}") + "$"):
-        extract(**options)
+def test_invalid_options(options, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(f"source {SOURCE}: {message}") + "$"):
+        source_config(SOURCE, KIND, options)
+
+
+def test_no_project_anywhere(extract, emulator):
+    """No project in the options, the connection or the credentials: known only when collecting."""
+    with pytest.raises(
+        CollectorError, match="^" + re.escape(f"source {SOURCE}: no Google Cloud project; set option 'project'") + "$"
+    ):
+        extract()

@@ -18,8 +18,9 @@ import psycopg
 import pytest
 
 from conftest import validate_config_bundle, write_pipeline_config
-from soc2_evidence.collectors import load_config
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.collectors import load_config, source_config
+from soc2_evidence.collectors.postgres_config import KIND
+from soc2_evidence.core.errors import CollectorError, ConfigError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.redaction import Redactor
 from soc2_evidence.core.staging import BUNDLE_FILE, Bundle
@@ -371,19 +372,28 @@ def test_refused_connection_names_source_and_host(extract, configure):
     [
         ({}, "set option 'conn_id' (an Airflow connection) or 'dsn'"),
         ({"dsn": ADMIN_DSN, "conn_id": "pg"}, "set only one of options 'conn_id' and 'dsn'"),
-        ({"dsn": ["x"]}, "option 'dsn' must be a string"),
+        ({"dsn": ["x"]}, "dsn: expected str | null, got array"),
+        ({"dsn": ADMIN_DSN, "superusers": "postgres"}, "superusers: expected array, got str"),
+        ({"dsn": ADMIN_DSN, "connect_timeout": 0}, "connect_timeout: expected int >= 1, got 0"),
         (
-            {"dsn": f"host=127.0.0.1 password={CANARY_DSN_PASSWORD} oops"},
-            "option 'dsn': not a valid PostgreSQL connection string",
+            {"dsn": ADMIN_DSN, "superuser": ["postgres"]},
+            "superuser: unknown key 'superuser'; did you mean 'superusers'?; "
+            "valid keys: conn_id, dsn, superusers, connect_timeout",
         ),
-        ({"dsn": ADMIN_DSN, "superusers": "postgres"}, "option 'superusers' must be a list of role names"),
-        ({"dsn": ADMIN_DSN, "connect_timeout": 0}, "option 'connect_timeout' must be a whole number >= 1"),
     ],
-    ids=["neither", "both", "dsn-list", "dsn-malformed", "superusers-string", "timeout-zero"],
+    ids=["neither", "both", "dsn-list", "superusers-string", "timeout-zero", "misspelt-key"],
 )
-def test_invalid_options(extract, options, problem):
+def test_invalid_options(options, problem):
+    with pytest.raises(ConfigError, match="^" + re.escape(f"source {SOURCE}: {problem}") + "$"):
+        source_config(SOURCE, KIND, options)
+
+
+def test_malformed_dsn(extract):
+    """A DSN libpq cannot parse is found when connecting; the message never quotes it (it may hold a password)."""
+    dsn = f"host=127.0.0.1 password={CANARY_DSN_PASSWORD} oops"
+    problem = "option 'dsn': not a valid PostgreSQL connection string"
     with pytest.raises(CollectorError, match="^" + re.escape(f"source {SOURCE}: {problem}") + "$"):
-        extract(**options)
+        extract(dsn=dsn)
 
 
 def test_hba_options_with_secrets_are_redacted():

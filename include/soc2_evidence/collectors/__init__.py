@@ -64,13 +64,15 @@ def collector_for(kind: str) -> ModuleType:
     return importlib.import_module(f"soc2_evidence.collectors.{kind}")
 
 
+def kind_spec(kind: str) -> config.KindSpec:
+    """One kind's family and options type; imports only that kind's collector."""
+    module = collector_for(kind)
+    return config.KindSpec(family=module.FAMILY, options=module.Options)
+
+
 def kind_specs() -> dict[str, config.KindSpec]:
     """Each kind's family and options type, as the config loader checks sources against them."""
-    specs = {}
-    for kind in KINDS:
-        module = collector_for(kind)
-        specs[kind] = config.KindSpec(family=module.FAMILY, options=module.Options)
-    return specs
+    return {kind: kind_spec(kind) for kind in KINDS}
 
 
 def load_config(path: str | Path | None = None) -> config.PipelineConfig:
@@ -83,11 +85,15 @@ def source_config(name: str, kind: str, options: Mapping[str, Any], family: str 
 
     Raises ConfigError naming every problem of ``options``, as loading the file would.
     """
-    module = collector_for(kind)
-    spec = config.KindSpec(family=module.FAMILY, options=module.Options)
+    spec = kind_spec(kind)
     problems = list(config.check_value(dict(options), spec.options, ()))
     if problems:
-        raise ConfigError(f"source {name}: " + "; ".join(f"{config.key_path(p.path)}: {p.message}" for p in problems))
+        raise ConfigError(f"source {name}: " + "; ".join(map(_located, problems)))
     return config.SourceConfig(
         name=name, kind=kind, family=family or spec.family, options=msgspec.convert(dict(options), spec.options)
     )
+
+
+def _located(problem: config.Problem) -> str:
+    """A problem as ``key.path: message``; one of the whole source (no path) as its message alone."""
+    return f"{config.key_path(problem.path)}: {problem.message}" if problem.path else problem.message

@@ -1,13 +1,14 @@
 """AWS configuration snapshot: IAM, S3, CloudTrail, KMS, security groups, RDS and AWS Config, per account and region.
 
-Options: ``accounts`` (a list of ``{id, role_arn, external_id, regions}``: ``id`` is the 12-digit
-account id as a string; ``role_arn`` is assumed once per account with STS, or omitted to read
-the account the base credentials belong to; ``regions`` lists the regions to read, the first
-one known to botocore serving the account's global calls), ``conn_id`` (an Airflow AWS
-connection: login is the access key id, password the secret, extra may hold ``region_name``,
-``endpoint_url`` and ``aws_session_token``; without it boto3's standard chain applies, with
-``AWS_ENDPOINT_URL*``), ``max_access_key_age_days`` (default 90) and ``admin_allow_list``
-(IAM user ARNs allowed administrator access, default none).
+Options (:class:`Options`): ``accounts`` (a list of :class:`Account` ``{id, role_arn,
+external_id, regions}``: ``id`` is the 12-digit account id as a string; ``role_arn`` is assumed
+once per account with STS, or omitted to read the account the base credentials belong to;
+``regions`` lists the regions to read, the first one known to botocore serving the account's
+global calls), ``conn_id`` (an Airflow AWS connection: login is the access key id, password the
+secret, extra may hold ``region_name``, ``endpoint_url`` and ``aws_session_token``; without it
+boto3's standard chain applies, with ``AWS_ENDPOINT_URL*``), ``max_access_key_age_days``
+(default 90) and ``admin_allow_list`` (IAM user ARNs allowed administrator access, default none).
+Whether each region exists, and is enabled for its account, is checked when collecting.
 
 Every dataset is a JSON Lines item streamed record by record from paginators, so memory stays
 flat however large the accounts are. Any failed call (access denied, throttling past the
@@ -31,13 +32,15 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from soc2_evidence.collectors import CollectContext, reject_unknown_options
-from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.collectors import CollectContext
+from soc2_evidence.core import config
+from soc2_evidence.core.config import Problem, SourceConfig
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import rfc3339
@@ -63,10 +66,61 @@ PUBLIC_GRANTEES = (
 )
 MIN_PASSWORD_LENGTH = 14  # CIS AWS Foundations 1.8
 MIN_BACKUP_RETENTION_DAYS = 7
-_ACCOUNT_ID = re.compile(r"^\d{12}$")
 _ROLE_ARN = re.compile(r"^arn:aws[\w-]*:iam::(\d{12}):role/[\w+=,.@/-]+$")
-_OPTIONS = {"accounts", "conn_id", "max_access_key_age_days", "admin_allow_list"}
-_ACCOUNT_OPTIONS = {"id", "role_arn", "external_id", "regions"}
+
+
+AccountId = Annotated[str, msgspec.Meta(pattern=r"^\d{12}$", description="A 12-digit account id, as a quoted string")]
+RoleArn = Annotated[str, msgspec.Meta(pattern=_ROLE_ARN.pattern, description="An IAM role ARN")]
+Region = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class Account(config.Section, kw_only=True):
+    """One account to read: its id, the role to assume in it (if any) and its regions."""
+
+    account_id: AccountId = msgspec.field(name="id")
+    role_arn: Annotated[
+        RoleArn | None, msgspec.Meta(description="Assumed with STS; unset: the base credentials' own account")
+    ] = None
+    external_id: Annotated[str | None, msgspec.Meta(description="The ExternalId the role's trust policy asks for")] = (
+        None
+    )
+    regions: Annotated[
+        list[Region],
+        msgspec.Meta(min_length=1, description="Regions to read; the first one botocore knows serves the global calls"),
+    ]
+
+    def problems(self) -> Iterator[Problem]:
+        match = _ROLE_ARN.match(self.role_arn) if self.role_arn else None
+        if match and match[1] != self.account_id:
+            yield Problem(("role_arn",), f"role {self.role_arn} is in account {match[1]}, not {self.account_id}")
+        seen: set[str] = set()
+        for index, region in enumerate(self.regions):
+            if region in seen:
+                yield Problem(("regions", index), f"region {region!r} is listed twice")
+            seen.add(region)
+
+
+class Options(config.Options):
+    accounts: Annotated[list[Account], msgspec.Meta(min_length=1, description="The accounts to read")]
+    conn_id: (
+        Annotated[str, msgspec.Meta(min_length=1, description="Airflow AWS connection; unset: boto3's standard chain")]
+        | None
+    ) = None
+    max_access_key_age_days: config.PositiveInt = DEFAULT_MAX_ACCESS_KEY_AGE_DAYS
+    admin_allow_list: Annotated[
+        list[str], msgspec.Meta(description="ARNs of IAM users allowed administrator access")
+    ] = msgspec.field(default_factory=list)
+
+    def problems(self) -> Iterator[Problem]:
+        first: dict[str, int] = {}
+        for index, account in enumerate(self.accounts):
+            if account.account_id in first:
+                yield Problem(
+                    ("accounts", index, "id"),
+                    f"account {account.account_id} is also listed at accounts[{first[account.account_id]}]",
+                )
+            first.setdefault(account.account_id, index)
+
 
 ACCOUNTS = Dataset(
     name="aws.accounts",
@@ -346,7 +400,7 @@ DATASETS = (
 
 
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
-    options = _parse_options(source)
+    options: Options = source.options
     base_session, endpoint_url = _base_session(source, options, context)
     # Every account is opened (role assumed, identity and regions checked) before anything is
     # written, so a misconfigured account fails the snapshot at once.
@@ -524,75 +578,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
 # --- options and sessions -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _AccountSpec:
-    account_id: str
-    role_arn: str | None
-    external_id: str | None
-    regions: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class _Options:
-    accounts: tuple[_AccountSpec, ...]
-    conn_id: str | None
-    max_access_key_age_days: int
-    admin_allow_list: frozenset[str]
-
-
-def _parse_options(source: SourceConfig) -> _Options:
-    options = source.options
-
-    def fail(problem: str) -> CollectorError:
-        return CollectorError(f"source {source.name}: {problem}")
-
-    reject_unknown_options(f"source {source.name}", options, _OPTIONS)
-    raw_accounts = options.get("accounts")
-    if not isinstance(raw_accounts, list) or not raw_accounts:
-        raise fail("option 'accounts' must be a non-empty list of {id, role_arn, regions}")
-    accounts = []
-    for index, entry in enumerate(raw_accounts):
-        where = f"accounts[{index}]"
-        if not isinstance(entry, dict):
-            raise fail(f"{where} must be a mapping with id, role_arn and regions")
-        unknown = sorted(set(entry) - _ACCOUNT_OPTIONS, key=str)
-        if unknown:
-            raise fail(f"{where}: unknown key(s) {', '.join(map(str, unknown))}")
-        account_id = entry.get("id")
-        if not isinstance(account_id, str) or not _ACCOUNT_ID.match(account_id):
-            raise fail(f"{where}: id must be a 12-digit account id as a quoted string, got {account_id!r}")
-        role_arn = entry.get("role_arn")
-        if role_arn is not None:
-            match = _ROLE_ARN.match(role_arn) if isinstance(role_arn, str) else None
-            if not match:
-                raise fail(f"{where}: role_arn {role_arn!r} is not an IAM role ARN")
-            if match[1] != account_id:
-                raise fail(f"{where}: role_arn {role_arn} is in account {match[1]}, not {account_id}")
-        external_id = entry.get("external_id")
-        if external_id is not None and not isinstance(external_id, str):
-            raise fail(f"{where}: external_id must be a string")
-        regions = entry.get("regions")
-        if not isinstance(regions, list) or not regions or not all(isinstance(r, str) and r for r in regions):
-            raise fail(f"{where}: regions must be a non-empty list of region names")
-        if len(set(regions)) != len(regions):
-            raise fail(f"{where}: regions lists a region twice")
-        accounts.append(_AccountSpec(account_id, role_arn, external_id, tuple(regions)))
-    ids = [account.account_id for account in accounts]
-    if len(set(ids)) != len(ids):
-        raise fail("option 'accounts' lists an account twice")
-    max_age = options.get("max_access_key_age_days", DEFAULT_MAX_ACCESS_KEY_AGE_DAYS)
-    if not isinstance(max_age, int) or isinstance(max_age, bool) or max_age < 1:
-        raise fail(f"option 'max_access_key_age_days' must be a whole number >= 1, got {max_age!r}")
-    allow_list = options.get("admin_allow_list", [])
-    if not isinstance(allow_list, list) or not all(isinstance(arn, str) for arn in allow_list):
-        raise fail("option 'admin_allow_list' must be a list of IAM user ARNs")
-    conn_id = options.get("conn_id")
-    if conn_id is not None and (not isinstance(conn_id, str) or not conn_id):
-        raise fail("option 'conn_id' must be an Airflow connection id")
-    return _Options(tuple(accounts), conn_id, max_age, frozenset(allow_list))
-
-
-def _base_session(source: SourceConfig, options: _Options, context: CollectContext) -> tuple[Any, str | None]:
+def _base_session(source: SourceConfig, options: Options, context: CollectContext) -> tuple[Any, str | None]:
     """The session roles are assumed from: an Airflow connection's keys, else boto3's standard chain."""
     import boto3
 
@@ -659,7 +645,7 @@ class _Api:
 @dataclass
 class _Account:
     source: str
-    spec: _AccountSpec
+    spec: Account
     session: Any
     endpoint_url: str | None
     home_region: str
@@ -674,7 +660,7 @@ class _Account:
         return self.spec.account_id
 
     @classmethod
-    def open(cls, source: str, spec: _AccountSpec, base_session: Any, endpoint_url: str | None) -> _Account:
+    def open(cls, source: str, spec: Account, base_session: Any, endpoint_url: str | None) -> _Account:
         """Assume the account's role, then check who we are and that every region exists and is enabled."""
         home = _home_region(source, spec, base_session)
         session = base_session
@@ -734,7 +720,7 @@ class _Account:
         }
 
 
-def _home_region(source: str, spec: _AccountSpec, session: Any) -> str:
+def _home_region(source: str, spec: Account, session: Any) -> str:
     """The first configured region botocore knows: it serves STS, IAM, S3 listing and the region check."""
     known = {
         region
@@ -749,7 +735,7 @@ def _home_region(source: str, spec: _AccountSpec, session: Any) -> str:
     )
 
 
-def _assumed_role_session(sts: _Api, spec: _AccountSpec, region: str) -> Any:
+def _assumed_role_session(sts: _Api, spec: Account, region: str) -> Any:
     """A session on the account's role, assumed once and refreshed by botocore before the credentials expire."""
     import boto3
     import botocore.session
@@ -799,7 +785,7 @@ def _time(value: datetime | None) -> str | None:
 
 
 def _iam_users(
-    accounts: list[_Account], options: _Options, now: datetime, key_spool: Any, totals: collections.Counter[str]
+    accounts: list[_Account], options: Options, now: datetime, key_spool: Any, totals: collections.Counter[str]
 ) -> Iterator[dict[str, Any]]:
     """Users, with their access keys written to ``key_spool`` (JSON Lines) on the way: one pass, flat memory.
 
@@ -825,7 +811,7 @@ def _counted(items: Iterable[Any], totals: collections.Counter[str], total: str)
 
 
 def _user_record(
-    account: _Account, iam: _Api, admin: _AdminPolicies, options: _Options, now: datetime, user: dict[str, Any]
+    account: _Account, iam: _Api, admin: _AdminPolicies, options: Options, now: datetime, user: dict[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     name = user["UserName"]
     details = iam.call("get_user", UserName=name)["User"]
@@ -866,7 +852,7 @@ def _user_record(
 
 
 def _access_key_record(
-    account: _Account, iam: _Api, options: _Options, now: datetime, key: dict[str, Any]
+    account: _Account, iam: _Api, options: Options, now: datetime, key: dict[str, Any]
 ) -> dict[str, Any]:
     """A key by fingerprint: key ids are identifiers, not secrets, but they look like one to every scanner."""
     key_id = key["AccessKeyId"]

@@ -1,10 +1,10 @@
 """AWS Backup and RDS backup evidence: plans, vaults and their locks, recovery points and their age,
 restore jobs, restore-testing plans, and RDS backup retention and newest snapshot age.
 
-Options: ``regions`` (default: the session's region), ``aws_conn_id`` (an Airflow AWS connection;
-default boto3's chain, whose endpoint settings such as ``AWS_ENDPOINT_URL`` apply),
-``rpo_target_hours`` (default 24: the newest completed recovery point of each protected resource,
-and the newest snapshot of each RDS instance, must be younger), ``rds_min_retention_days``
+Options (:class:`Options`): ``regions`` (default: the session's region), ``aws_conn_id`` (an
+Airflow AWS connection; default boto3's chain, whose endpoint settings such as ``AWS_ENDPOINT_URL``
+apply), ``rpo_target_hours`` (default 24: the newest completed recovery point of each protected
+resource, and the newest snapshot of each RDS instance, must be younger), ``rds_min_retention_days``
 (default 7), ``restore_lookback_days`` (default 35: restore jobs created since then),
 ``restore_test_max_age_hours`` (default 26: each restore-testing plan ran within it, i.e.
 nightly), ``rds`` (default true).
@@ -15,11 +15,13 @@ Only list and describe calls are made; every record is streamed to JSON Lines as
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from soc2_evidence.collectors import CollectContext, reject_unknown_options
+import msgspec
+
+from soc2_evidence.collectors import CollectContext
+from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
@@ -37,6 +39,34 @@ DEFAULT_RESTORE_TEST_MAX_AGE_HOURS = 26
 RESTORABLE = ("COMPLETED", "AVAILABLE")
 RESTORE_JOB_FAILED = ("FAILED", "ABORTED")
 VALIDATION_FAILED = ("FAILED", "TIMED_OUT")
+# A whole or fractional number greater than zero, kept as written (24 stays 24 in scope.json).
+PositiveNumber = Annotated[int, msgspec.Meta(gt=0)] | Annotated[float, msgspec.Meta(gt=0)]
+
+
+class Options(config.Options):
+    regions: (
+        Annotated[
+            list[Annotated[str, msgspec.Meta(min_length=1)]],
+            msgspec.Meta(min_length=1, description="Regions to read; unset: the session's region"),
+        ]
+        | None
+    ) = None
+    aws_conn_id: Annotated[
+        str | None, msgspec.Meta(description="Airflow AWS connection; unset: boto3's standard chain")
+    ] = None
+    rpo_target_hours: Annotated[
+        PositiveNumber,
+        msgspec.Meta(description="Each protected resource's and RDS instance's newest backup must be younger"),
+    ] = DEFAULT_RPO_TARGET_HOURS
+    rds_min_retention_days: PositiveNumber = DEFAULT_RDS_MIN_RETENTION_DAYS
+    restore_lookback_days: Annotated[
+        PositiveNumber, msgspec.Meta(description="Restore jobs created within this many days are collected")
+    ] = DEFAULT_RESTORE_LOOKBACK_DAYS
+    restore_test_max_age_hours: Annotated[
+        PositiveNumber, msgspec.Meta(description="Each restore-testing plan must have run within it")
+    ] = DEFAULT_RESTORE_TEST_MAX_AGE_HOURS
+    rds: Annotated[bool, msgspec.Meta(description="Collect RDS backup retention and snapshots")] = True
+
 
 PLANS = Dataset(
     name="aws_backup.plans",
@@ -187,9 +217,10 @@ DATASETS = (PLANS, VAULTS, RECOVERY_POINTS, PROTECTED_RESOURCES, RESTORE_JOBS, R
 
 
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
-    options = _Options.parse(source)
+    options: Options = source.options
     now = utc_now()
-    sessions = {region: _session(options, region) for region in options.regions}
+    regions = _regions(source, options)
+    sessions = {region: _session(options, region) for region in regions}
     account = _account(source, sessions)
     calls = [_Calls(source.name, region, session) for region, session in sessions.items()]
     counts: dict[str, int] = {}
@@ -204,7 +235,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
         "scope.json",
         {
             "account": account,
-            "regions": options.regions,
+            "regions": regions,
             "collected_at": rfc3339(now),
             "restore_jobs_created_after": rfc3339(now - timedelta(days=options.restore_lookback_days)),
             "rpo_target_hours": options.rpo_target_hours,
@@ -336,60 +367,19 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     return by_dataset.get(dataset.name, [])
 
 
-@dataclass(frozen=True)
-class _Options:
-    regions: list[str]
-    aws_conn_id: str | None
-    rpo_target_hours: float
-    rds_min_retention_days: float
-    restore_lookback_days: float
-    restore_test_max_age_hours: float
-    rds: bool
+def _regions(source: SourceConfig, options: Options) -> list[str]:
+    """The configured regions, each once, else the session's default region."""
+    if options.regions is not None:
+        return list(dict.fromkeys(options.regions))
+    import boto3
 
-    @classmethod
-    def parse(cls, source: SourceConfig) -> _Options:
-        options = source.options
-        allowed = {
-            "regions",
-            "aws_conn_id",
-            "rpo_target_hours",
-            "rds_min_retention_days",
-            "restore_lookback_days",
-            "restore_test_max_age_hours",
-            "rds",
-        }
-        reject_unknown_options(f"source {source.name}", options, allowed)
-        regions = options.get("regions")
-        if regions is None:
-            import boto3
-
-            default = boto3.session.Session().region_name
-            if not default:
-                raise CollectorError(f"source {source.name}: no region; set option 'regions' or AWS_DEFAULT_REGION")
-            regions = [default]
-        if not isinstance(regions, list) or not regions or not all(isinstance(r, str) and r for r in regions):
-            raise CollectorError(f"source {source.name}: option 'regions' must be a non-empty list of region names")
-        if not isinstance(options.get("rds", True), bool):
-            raise CollectorError(f"source {source.name}: option 'rds' must be true or false")
-
-        def number(name: str, default: float) -> float:
-            value = options.get(name, default)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise CollectorError(f"source {source.name}: option '{name}' must be a number > 0, got {value!r}")
-            return value
-
-        return cls(
-            regions=list(dict.fromkeys(regions)),
-            aws_conn_id=options.get("aws_conn_id") or None,
-            rpo_target_hours=number("rpo_target_hours", DEFAULT_RPO_TARGET_HOURS),
-            rds_min_retention_days=number("rds_min_retention_days", DEFAULT_RDS_MIN_RETENTION_DAYS),
-            restore_lookback_days=number("restore_lookback_days", DEFAULT_RESTORE_LOOKBACK_DAYS),
-            restore_test_max_age_hours=number("restore_test_max_age_hours", DEFAULT_RESTORE_TEST_MAX_AGE_HOURS),
-            rds=options.get("rds", True),
-        )
+    default = boto3.session.Session().region_name
+    if not default:
+        raise CollectorError(f"source {source.name}: no region; set option 'regions' or AWS_DEFAULT_REGION")
+    return [default]
 
 
-def _session(options: _Options, region: str) -> Any:
+def _session(options: Options, region: str) -> Any:
     if options.aws_conn_id:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
@@ -574,7 +564,7 @@ def _restore_testing_plans(calls: _Calls, now: datetime, max_age_hours: float) -
         }
 
 
-def _rds_instances(calls: _Calls, now: datetime, options: _Options) -> Iterator[dict[str, Any]]:
+def _rds_instances(calls: _Calls, now: datetime, options: Options) -> Iterator[dict[str, Any]]:
     for instance in calls.pages(calls.rds, "DescribeDBInstances", "DBInstances"):
         identifier = instance["DBInstanceIdentifier"]
         newest = None

@@ -1,10 +1,10 @@
 """Google Cloud Storage bucket configuration: access, public exposure, versioning, retention, encryption.
 
-Options: ``project`` (default: the connection's or the credentials' project), ``prefix`` (only
-buckets whose names start with it), ``conn_id`` (an Airflow ``google_cloud_platform``
-connection whose extra holds ``keyfile_dict`` or ``key_path``; default: Google's standard
-credential chain). With ``STORAGE_EMULATOR_HOST`` set the client talks to that endpoint with
-anonymous credentials, as Google's own client does.
+Options (:class:`Options`): ``project`` (default: the connection's or the credentials'
+project), ``prefix`` (only buckets whose names start with it), ``conn_id`` (an Airflow
+``google_cloud_platform`` connection whose extra holds ``keyfile_dict`` or ``key_path``; default:
+Google's standard credential chain). With ``STORAGE_EMULATOR_HOST`` set the client talks to that
+endpoint with anonymous credentials, as Google's own client does.
 
 Each bucket is one record, normalised from the documented JSON API resources (the bucket and
 its IAM policy) by :func:`bucket_record`. Legacy ACLs are not collected: with uniform
@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from soc2_evidence.collectors import CollectContext
+from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
@@ -32,6 +35,19 @@ VERSION = "1.0.0"
 CONNECTION_TYPE = "google_cloud_platform"
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
 IAM_POLICY_VERSION = 3  # the version that returns conditional bindings instead of refusing them
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class Options(config.Options):
+    project: Annotated[
+        NonEmpty | None, msgspec.Meta(description="Google Cloud project; unset: the connection's or credentials'")
+    ] = None
+    prefix: Annotated[NonEmpty | None, msgspec.Meta(description="Only buckets whose names start with it")] = None
+    conn_id: Annotated[
+        str | None,
+        msgspec.Meta(description="Airflow google_cloud_platform connection; unset: Google's standard credential chain"),
+    ] = None
+
 
 BUCKETS = Dataset(
     name="gcs_config.buckets",
@@ -68,13 +84,10 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
     from google.api_core.exceptions import GoogleAPIError
     from google.auth.exceptions import GoogleAuthError
 
-    options = source.options
-    prefix = options.get("prefix")
-    if prefix is not None and (not isinstance(prefix, str) or not prefix):
-        raise CollectorError(f"source {source.name}: option 'prefix' must be a non-empty string")
+    options: Options = source.options
     client = _client(source, context)
     where = f"project {client.project}"
-    listing = _BucketListing(client, prefix)
+    listing = _BucketListing(client, options.prefix)
     try:
         writer.add_jsonl(BUCKETS.item, listing, description=BUCKETS.description)
     except (GoogleAPIError, GoogleAuthError, OSError) as error:
@@ -205,11 +218,9 @@ def _client(source: SourceConfig, context: CollectContext):
     from google.auth.exceptions import GoogleAuthError
     from google.cloud import storage
 
-    project = source.options.get("project")
-    if project is not None and (not isinstance(project, str) or not project):
-        raise CollectorError(f"source {source.name}: option 'project' must be a non-empty string")
+    project = source.options.project
     credentials = None
-    conn_id = source.options.get("conn_id")
+    conn_id = source.options.conn_id
     if conn_id:
         connection = context.get_connection(conn_id)
         if connection.conn_type != CONNECTION_TYPE:

@@ -1,8 +1,8 @@
 """PostgreSQL security configuration: roles, memberships, privileges, settings, pg_hba rules, extensions.
 
-Options: ``conn_id`` (an Airflow ``postgres`` connection) or ``dsn`` (a libpq connection string
-or URL), exactly one; ``superusers`` (roles approved to be superuser, default ``[postgres]``);
-``connect_timeout`` (seconds, default 10).
+Options (:class:`Options`): ``conn_id`` (an Airflow ``postgres`` connection) or ``dsn`` (a libpq
+connection string or URL), exactly one; ``superusers`` (roles approved to be superuser, default
+``[postgres]``); ``connect_timeout`` (seconds, default 10).
 
 Everything is read in one read-only REPEATABLE READ transaction, so every dataset and the
 totals counted beside it describe the same moment. Roles come from ``pg_roles``; whether a
@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from soc2_evidence.collectors import CollectContext
 from soc2_evidence.collectors.support.postgres import connection_from_options
-from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core import config
+from soc2_evidence.core.config import Problem, SourceConfig
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import rfc3339
@@ -36,6 +39,23 @@ VERSION = "1.0.0"
 DEFAULT_SUPERUSERS = ("postgres",)
 DEFAULT_CONNECT_TIMEOUT = 10
 FETCH_ROWS = 1000
+
+
+class Options(config.Options):
+    conn_id: Annotated[str | None, msgspec.Meta(description="Airflow postgres connection; or set dsn")] = None
+    dsn: Annotated[str | None, msgspec.Meta(description="libpq connection string or URL; or set conn_id")] = None
+    superusers: Annotated[list[str], msgspec.Meta(description="Roles approved to be superuser")] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_SUPERUSERS)
+    )
+    connect_timeout: Annotated[config.PositiveInt, msgspec.Meta(description="Seconds")] = DEFAULT_CONNECT_TIMEOUT
+
+    def problems(self) -> Iterator[Problem]:
+        if self.conn_id and self.dsn:
+            yield Problem((), "set only one of options 'conn_id' and 'dsn'")
+        elif not (self.conn_id or self.dsn):
+            yield Problem((), "set option 'conn_id' (an Airflow connection) or 'dsn'")
+
+
 # Security-relevant settings present in every supported version (13 and later).
 SECURITY_SETTINGS = (
     "authentication_timeout",
@@ -267,9 +287,7 @@ ORDER BY e.extname COLLATE "C"
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
     import psycopg
 
-    superusers = source.options.get("superusers", list(DEFAULT_SUPERUSERS))
-    if not isinstance(superusers, list) or not all(isinstance(name, str) for name in superusers):
-        raise CollectorError(f"source {source.name}: option 'superusers' must be a list of role names")
+    superusers = source.options.superusers
     target = _Target.of(source, context)
     try:
         connection = psycopg.connect(**target.parameters, row_factory=psycopg.rows.dict_row)
@@ -460,17 +478,19 @@ class _Target:
     @classmethod
     def of(cls, source: SourceConfig, context: CollectContext) -> _Target:
 
-        options = source.options
-        timeout = options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-        if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
-            raise CollectorError(f"source {source.name}: option 'connect_timeout' must be a whole number >= 1")
+        options: Options = source.options
         database = connection_from_options(
-            source.name, options, "conn_id", "dsn", context.get_connection, required=True
+            source.name,
+            {"conn_id": options.conn_id, "dsn": options.dsn},
+            "conn_id",
+            "dsn",
+            context.get_connection,
+            required=True,
         )
         parameters = dict(database.params)
         if database.password:
             parameters["password"] = database.password
-        return cls({**parameters, "connect_timeout": timeout})
+        return cls({**parameters, "connect_timeout": options.connect_timeout})
 
     def scrub(self, error: BaseException) -> str:
         """The error's first line, with the password and anything secret-looking removed."""

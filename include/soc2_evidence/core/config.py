@@ -392,6 +392,10 @@ def check_value(value: Any, annotation: Any, path: tuple) -> Iterator[Problem]:
         shown = ", ".join(map(str, choices))
         yield Problem(path, f"expected one of {shown}, got {value!r}{_suggestion(value, dict.fromkeys(choices))}")
         return
+    yield from _check_leaf(value, annotation, path)
+
+
+def _check_leaf(value: Any, annotation: Any, path: tuple) -> Iterator[Problem]:
     try:
         msgspec.convert(value, annotation)
     except msgspec.ValidationError as error:
@@ -404,10 +408,7 @@ def check_value(value: Any, annotation: Any, path: tuple) -> Iterator[Problem]:
 def _check_container(value: Any, origin: type, args: tuple, metadata: tuple, path: tuple) -> Iterator[Problem]:
     """A list or mapping of Structs: its own constraints (a minimum length), then each member."""
     if metadata:
-        try:
-            msgspec.convert(value, Annotated[(origin[Any] if origin is list else dict[Any, Any]), *metadata])
-        except msgspec.ValidationError as error:
-            yield Problem(path, f"{_from_msgspec(path, error).message}, got {value!r}")
+        yield from _check_leaf(value, Annotated[(list[Any] if origin is list else dict[Any, Any], *metadata)], path)
     members = enumerate(value) if origin is list else value.items()
     for key, item in members:
         if origin is dict:
@@ -431,10 +432,16 @@ def _check_struct(value: Any, struct: type[msgspec.Struct], path: tuple) -> Iter
         elif field.required:
             found.append(Problem(path, f"missing required key {name!r}"))
     yield from found
+    # Keys unknown here are left out; anything else wrong (an unknown key further down included) means
+    # the Struct cannot be built, so its own rules are not asked.
     if all(problem.message.startswith("unknown key") and len(problem.path) == len(path) + 1 for problem in found):
-        # What the types cannot say is checked once the values themselves are right.
-        known = msgspec.convert({key: item for key, item in value.items() if key in fields}, struct)
-        for problem in known.problems():
+        known = {key: item for key, item in value.items() if key in fields}
+        try:
+            checked = msgspec.convert(known, struct)
+        except msgspec.ValidationError as error:  # a rule the walk above missed: reported, never raised
+            yield _from_msgspec(path, error)
+            return
+        for problem in checked.problems():
             yield Problem((*path, *problem.path), problem.message)
 
 
