@@ -27,7 +27,7 @@ from conftest import ROOT, bundle_writer, write_pipeline_config
 from soc2_evidence.archive.run import latest_link
 from soc2_evidence.archive.stores import open_store
 from soc2_evidence.archive.verify import verify_store
-from soc2_evidence.collectors import CollectContext, pg_restore
+from soc2_evidence.collectors import CollectContext, pg_restore, source_config
 from soc2_evidence.collectors.support.postgres import (
     GUARD_WORK_DIR_ENV,
     MANIFEST_SUFFIX,
@@ -36,8 +36,7 @@ from soc2_evidence.collectors.support.postgres import (
     scratch_prefix,
     take_backup,
 )
-from soc2_evidence.core.config import SourceConfig
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.errors import ConfigError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import Bundle
 from soc2_evidence.demo.local_services import embedded_postgres, load_sample_data
@@ -93,7 +92,7 @@ def execute(dsn: str, statement: str) -> None:
 
 def collect(tmp_path: Path, name: str, options: dict, connections: dict | None = None) -> tuple[dict, Bundle]:
     """Run one restore test into a staged bundle; return its result record and the bundle."""
-    source = SourceConfig(name=name, kind="pg_restore", family="backup", options={**TARGETS, **options})
+    source = source_config(name, "pg_restore", {**TARGETS, **options})
     writer = bundle_writer(tmp_path / "staging", run_context(), family="backup", source=name, kind="pg_restore")
     context = CollectContext(
         resolve_path=lambda value: tmp_path / value, get_connection=lambda conn_id: (connections or {})[conn_id]
@@ -253,19 +252,111 @@ def test_a_backup_in_gcs_is_restored(make_database, gcs_bucket, tmp_path):
     assert record["backup_key"] == manifest["dump"]["url"] == f"gs://{gcs_bucket}/pg/{manifest['dump']['name']}"
 
 
-def test_bad_options_name_the_source(tmp_path):
-    with pytest.raises(CollectorError, match=r"source broken: option 'rpo_target_hours' is required"):
-        collect_options(tmp_path, {"dsn": SERVER, "backups": "fresh", "rto_target_minutes": 5})
-    with pytest.raises(CollectorError, match=r"source broken: unknown option\(s\) backup"):
-        collect_options(tmp_path, {"dsn": SERVER, "backup": "fresh", **TARGETS})
-    with pytest.raises(CollectorError, match=r"source broken: option 'checksums' must be one of full, sample, none"):
-        collect_options(tmp_path, {"dsn": SERVER, "backups": "fresh", "checksums": "md5", **TARGETS})
+GOOD = {"dsn": SERVER, "backups": "fresh", **TARGETS}
 
 
-def collect_options(tmp_path: Path, options: dict) -> None:
-    source = SourceConfig(name="broken", kind="pg_restore", family="backup", options=options)
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        (
+            {"dsn": SERVER, "backups": "fresh", "rto_target_minutes": 5},
+            r"top level: missing required key 'rpo_target_hours'",
+        ),
+        (
+            {"dsn": SERVER, "backup": "fresh", **TARGETS},
+            r"backup: unknown key 'backup'; did you mean 'backups'\?.*top level: missing required key 'backups'",
+        ),
+        ({**GOOD, "checksums": "md5"}, r"checksums: expected one of full, sample, none, got 'md5'$"),
+        ({**GOOD, "baseline": "now"}, r"baseline: expected one of manifest, source, got 'now'$"),
+        ({**GOOD, "conn_id": "shop"}, r"dsn: set only one of 'conn_id' and 'dsn'$"),
+        ({"backups": "fresh", **TARGETS}, r"top level: set 'conn_id' \(an Airflow connection\) or 'dsn'"),
+        ({**GOOD, "restore_conn_id": "a", "restore_dsn": SERVER}, r"restore_dsn: set only one of 'restore_conn_id'"),
+        ({**GOOD, "scratch_prefix": "Restore-"}, r"scratch_prefix: expected str matching regex .*, got 'Restore-'"),
+        ({**GOOD, "backups": ""}, r"backups: expected str of length >= 1, got ''"),
+        ({**GOOD, "sample_percent": 101}, r"sample_percent: expected int <= 100, got 101"),
+        (
+            {**GOOD, "jobs": 0, "timeout_minutes": 0},
+            r"jobs: expected int >= 1, got 0; timeout_minutes: expected float >= 1",
+        ),
+        ({**GOOD, "rto_target_minutes": -1}, r"rto_target_minutes: expected float >= 0.0, got -1"),
+        ({**GOOD, "rpo_target_hours": "24"}, r"rpo_target_hours: expected float, got str"),
+        ({**GOOD, "smoke_queries": {"name": "q"}}, r"smoke_queries: expected array, got object"),
+        (
+            {**GOOD, "smoke_queries": [{"name": "q", "sql": "SELECT 1", "expect_row": 1}]},
+            r"smoke_queries\[0\]\.expect_row: unknown key 'expect_row'; did you mean 'expect_rows'\?",
+        ),
+        (
+            {**GOOD, "smoke_queries": [{"name": "q", "sql": "SELECT 1", "expect": [[1]], "expect_rows": 1}]},
+            r"smoke_queries\[0\]: set exactly one of 'expect' \(rows\) and 'expect_rows' \(a count\)",
+        ),
+        (
+            {**GOOD, "smoke_queries": [{"name": "q", "sql": "SELECT 1", "expect": [1]}]},
+            r"smoke_queries\[0\]\.expect\[0\]: expected array, got int",
+        ),
+        (
+            {**GOOD, "smoke_queries": [{"name": "q", "sql": "SELECT 1", "expect_rows": -1}]},
+            r"smoke_queries\[0\]\.expect_rows: expected int >= 0",
+        ),
+        (
+            {**GOOD, "smoke_queries": [{"name": "q", "sql": " ", "expect_rows": 1}]},
+            r"smoke_queries\[0\]\.sql: must be a query",
+        ),
+        (
+            {**GOOD, "smoke_queries": [{"name": "a b", "sql": "SELECT 1", "expect_rows": 1}]},
+            r"smoke_queries\[0\]\.name: invalid smoke query name 'a b'",
+        ),
+        (
+            {
+                **GOOD,
+                "smoke_queries": [
+                    {"name": "q", "sql": "SELECT 1", "expect_rows": 1},
+                    {"name": "q", "sql": "SELECT 2", "expect_rows": 1},
+                ],
+            },
+            r"smoke_queries\[1\]\.name: smoke query name 'q' is used twice",
+        ),
+    ],
+    ids=[
+        "no-rpo-target",
+        "misspelt-backups",
+        "checksums",
+        "baseline",
+        "conn_id-and-dsn",
+        "no-database",
+        "restore_conn_id-and-restore_dsn",
+        "scratch_prefix",
+        "empty-backups",
+        "sample_percent",
+        "jobs-and-timeout",
+        "negative-rto",
+        "rpo-string",
+        "smoke-not-a-list",
+        "smoke-misspelt-expect_rows",
+        "smoke-both-expectations",
+        "smoke-expect-not-rows",
+        "smoke-negative-count",
+        "smoke-blank-sql",
+        "smoke-bad-name",
+        "smoke-duplicate-name",
+    ],
+)
+def test_bad_options_are_refused_with_the_source_and_the_key(options, problem):
+    with pytest.raises(ConfigError, match=r"^source broken: .*" + problem):
+        source_config("broken", "pg_restore", options)
+
+
+def test_options_defaults_and_how_they_are_used(tmp_path):
+    source = source_config("shop", "pg_restore", {"dsn": SERVER, "backups": "nightly", **TARGETS})
     context = CollectContext(resolve_path=lambda value: tmp_path / value, get_connection=lambda conn_id: None)
-    pg_restore.RestoreTestConfig.parse(source, context)
+
+    parsed = pg_restore.RestoreTestConfig.parse(source, context)
+
+    assert parsed.backups == str(tmp_path / "nightly") and parsed.pattern == "*.dump"
+    assert parsed.restore_server.dbname == "postgres" and parsed.aws_conn_id is None and parsed.bin_dir is None
+    assert parsed.scratch_prefix == scratch_prefix(pg_restore.DEFAULT_SCRATCH_PREFIX, "shop")
+    assert (parsed.baseline, parsed.checksums, parsed.sample_percent) == ("manifest", "full", 10)
+    assert parsed.row_count_tolerance_percent == 0 and parsed.smoke_queries == () and parsed.jobs == 1
+    assert (parsed.rto_target_seconds, parsed.rpo_target_seconds, parsed.timeout_seconds) == (1800, 86400, 21600)
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, bundle_writer, write_pipeline_config
-from soc2_evidence.collectors import CollectContext, backup_results, load_config
-from soc2_evidence.core.config import SourceConfig
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.collectors import CollectContext, backup_results, source_config
+from soc2_evidence.core import config
+from soc2_evidence.core.errors import CollectorError, ConfigError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import Bundle
 from soc2_evidence.orchestration.pipeline import validate_staged
@@ -112,12 +112,17 @@ def write_results(directory: Path) -> Path:
 
 
 def collect(tmp_path: Path, options: dict) -> Bundle:
-    source = SourceConfig(name="restore-reports", kind="backup_results", family="backup", options=options)
+    source = source_config("restore-reports", "backup_results", options)
     run = RunContext("evidence_backup_test", "manual__results", NOW)
     writer = bundle_writer(tmp_path / "staging", run, family="backup", source=source.name, kind="backup_results")
     context = CollectContext(resolve_path=lambda value: tmp_path / value, get_connection=lambda conn_id: None)
     backup_results.collect(source, writer, context)
     return writer.finish()
+
+
+def load_config(path: Path) -> config.PipelineConfig:
+    """The file as the pipeline loads it, knowing only this kind (so no other collector is imported)."""
+    return config.load_config(path, {"backup_results": config.KindSpec("backup", backup_results.Options)})
 
 
 def records(bundle: Bundle, name: str) -> list[dict]:
@@ -183,7 +188,7 @@ def test_results_of_other_tools_are_normalised_checked_and_archived(tmp_path):
 
     config_path = write_pipeline_config(
         tmp_path,
-        [{"name": "restore-reports", "kind": "backup_results", "family": "backup"}],
+        [{"name": "restore-reports", "kind": "backup_results", "family": "backup", "location": "results"}],
         validation={"controls_file": str(ROOT / "include" / "config" / "controls.yaml")},
         exceptions_stub=True,
     )
@@ -227,8 +232,74 @@ def test_results_are_ingested_from_a_bucket_prefix(s3_client, tmp_path):
     assert {record["database"] for record in records(bundle, "results.jsonl")} == {"orders", "billing", "crm", "main"}
 
 
-def test_bad_options_and_locations_name_the_source(tmp_path):
-    with pytest.raises(CollectorError, match="source restore-reports: option 'location'"):
-        collect(tmp_path, {})
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({}, r"top level: missing required key 'location'"),
+        (
+            {"locaton": "results"},
+            r"locaton: unknown key 'locaton'; did you mean 'location'\?.*top level: missing required key 'location'",
+        ),
+        ({"location": ""}, r"location: expected str of length >= 1, got ''"),
+        ({"location": "results", "patterns": []}, r"patterns: expected array of length >= 1, got \[\]"),
+        ({"location": "results", "patterns": "*.xml"}, r"patterns: expected array, got str"),
+        ({"location": "results", "patterns": ["*.xml", ""]}, r"patterns\[1\]: expected str of length >= 1"),
+        ({"location": "results", "expect_databases": "orders"}, r"expect_databases: expected array, got str"),
+        ({"location": "results", "max_file_bytes": 0}, r"max_file_bytes: expected int >= 1, got 0"),
+        ({"location": "results", "rto_target_minutes": 0}, r"rto_target_minutes: expected float > 0.0, got 0"),
+        ({"location": "results", "rpo_target_hours": True}, r"rpo_target_hours: expected float \| null, got bool"),
+        ({"location": "results", "max_test_age_hours": None}, r"max_test_age_hours: expected float, got null"),
+    ],
+    ids=[
+        "no-location",
+        "misspelt-location",
+        "empty-location",
+        "no-patterns",
+        "patterns-string",
+        "empty-pattern",
+        "expect_databases-string",
+        "max_file_bytes",
+        "rto-zero",
+        "rpo-bool",
+        "max_test_age_hours-null",
+    ],
+)
+def test_bad_options_are_refused_with_the_source_and_the_key(options, problem):
+    with pytest.raises(ConfigError, match=r"^source restore-reports: .*" + problem):
+        source_config("restore-reports", "backup_results", options)
+
+
+def test_options_defaults():
+    options = source_config("restore-reports", "backup_results", {"location": "results"}).options
+
+    assert options.patterns == ["*.xml", "*.json"] and options.expect_databases == []
+    assert options.max_file_bytes == 10 * 1024 * 1024 and options.max_test_age_hours == 26
+    assert options.rto_target_seconds is None and options.rpo_target_seconds is None and options.aws_conn_id is None
+
+
+def test_a_location_is_relative_to_the_config_file_and_must_exist_there(tmp_path):
+    write_results(tmp_path / "config" / "results")
+    sources = [
+        {"name": "here", "kind": "backup_results", "family": "backup", "location": "results"},
+        {"name": "bucket", "kind": "backup_results", "family": "backup", "location": "s3://results/restore-tests"},
+    ]
+    path = write_pipeline_config(tmp_path, sources, path=tmp_path / "config" / "evidence.yaml", exceptions_stub=True)
+    (tmp_path / "config" / "controls.yaml").write_text("controls: {}\n")  # only needs to exist to load
+
+    assert [source.options.location for source in load_config(path).sources] == [
+        "results",
+        "s3://results/restore-tests",
+    ]
+
+    missing = write_pipeline_config(
+        tmp_path, [{**sources[0], "location": "missing"}], path=tmp_path / "config" / "missing.yaml"
+    )
+    with pytest.raises(
+        ConfigError, match=r"sources\[0\]\.location: 'missing' does not exist: .* here .*/config/missing"
+    ):
+        load_config(missing)
+
+
+def test_a_location_missing_at_collection_names_the_source(tmp_path):
     with pytest.raises(CollectorError, match=r"source restore-reports: location .*/missing: not a directory"):
         collect(tmp_path, {"location": "missing"})

@@ -1,10 +1,11 @@
 """Results of other backup tools, normalised into the restore-result dataset.
 
-Options: ``location`` (a directory, ``s3://bucket/prefix`` or ``gs://bucket/prefix``), ``patterns``
-(default ``["*.xml", "*.json"]``, matched against file names), ``aws_conn_id``, ``max_file_bytes``
-(default 10 MiB), ``rto_target_minutes`` and ``rpo_target_hours`` (targets for results that carry
-none), ``expect_databases`` (databases that must have a restore test) and ``max_test_age_hours``
-(default 26: the newest restore test of each database must be younger, i.e. nightly).
+Options (:class:`Options`, checked when the config file is loaded): ``location`` (a directory, relative
+to the config file, ``s3://bucket/prefix`` or ``gs://bucket/prefix``), ``patterns`` (default
+``["*.xml", "*.json"]``, matched against file names), ``aws_conn_id``, ``max_file_bytes`` (default
+10 MiB), ``rto_target_minutes`` and ``rpo_target_hours`` (targets for results that carry none),
+``expect_databases`` (databases that must have a restore test) and ``max_test_age_hours`` (default 26:
+the newest restore test of each database must be younger, i.e. nightly).
 
 Formats, told apart by content:
 
@@ -31,12 +32,15 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from xml.etree import ElementTree
 
-from soc2_evidence.collectors import CollectContext, reject_unknown_options
+import msgspec
+
+from soc2_evidence.collectors import CollectContext
 from soc2_evidence.collectors.support import restore_results
 from soc2_evidence.collectors.support.locations import BackupObject, open_location
+from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
@@ -95,14 +99,49 @@ COVERAGE = Dataset(
 DATASETS = (RESULTS, FILES, COVERAGE)
 
 
+PositiveNumber = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class Options(config.Options, kw_only=True):
+    location: Annotated[
+        config.LocalPath,
+        msgspec.Meta(description="A directory of result files, s3://bucket/prefix or gs://bucket/prefix"),
+    ]
+    patterns: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1)]],
+        msgspec.Meta(min_length=1, description="File name patterns of result files"),
+    ] = msgspec.field(default_factory=lambda: list(DEFAULT_PATTERNS))
+    aws_conn_id: Annotated[str | None, msgspec.Meta(description="Airflow AWS connection; unset: boto3's chain")] = None
+    max_file_bytes: config.PositiveInt = DEFAULT_MAX_FILE_BYTES
+    rto_target_minutes: Annotated[PositiveNumber | None, msgspec.Meta(description="For results that carry none")] = None
+    rpo_target_hours: Annotated[PositiveNumber | None, msgspec.Meta(description="For results that carry none")] = None
+    expect_databases: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1)]],
+        msgspec.Meta(description="Databases that must have a restore test"),
+    ] = msgspec.field(default_factory=list)
+    max_test_age_hours: Annotated[
+        PositiveNumber, msgspec.Meta(description="Each database's newest restore test must be younger")
+    ] = float(DEFAULT_MAX_TEST_AGE_HOURS)
+
+    @property
+    def rto_target_seconds(self) -> float | None:
+        return None if self.rto_target_minutes is None else float(self.rto_target_minutes) * 60
+
+    @property
+    def rpo_target_seconds(self) -> float | None:
+        return None if self.rpo_target_hours is None else float(self.rpo_target_hours) * 3600
+
+
 class MalformedResult(ValueError):
     """A result file, or one result in it, lacks what a result needs."""
 
 
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
-    options = _options(source)
+    options: Options = source.options
     try:
-        location = open_location(options["location"], resolve_path=context.resolve_path, aws_conn_id=options["aws"])
+        location = open_location(
+            options.location, resolve_path=context.resolve_path, aws_conn_id=options.aws_conn_id or None
+        )
     except CollectorError as error:
         raise CollectorError(f"source {source.name}: {error}") from error
     now = utc_now()
@@ -110,7 +149,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
     newest: dict[str, dict[str, Any]] = {}
 
     def results() -> Iterator[dict[str, Any]]:
-        listed = (found for found in location.iter_objects() if _matches(found, options["patterns"]))
+        listed = (found for found in location.iter_objects() if _matches(found, options.patterns))
         for number, found in enumerate(listed, start=1):
             entry, records = _ingest(source, location, found, number, writer, options)
             files.append(entry)
@@ -127,10 +166,10 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
         raise CollectorError(f"source {source.name}: {error}") from error
     writer.add_jsonl(FILES.item, files, description=FILES.description)
     writer.report_total(FILES.total, len(files))
-    databases = sorted(set(options["expect_databases"]) | set(newest))
+    databases = sorted(set(options.expect_databases) | set(newest))
     writer.add_jsonl(
         COVERAGE.item,
-        (_coverage(name, name in options["expect_databases"], newest.get(name), now, options) for name in databases),
+        (_coverage(name, name in options.expect_databases, newest.get(name), now, options) for name in databases),
         description=COVERAGE.description,
     )
 
@@ -154,60 +193,13 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     return []
 
 
-def _options(source: SourceConfig) -> dict[str, Any]:
-    options = source.options
-    allowed = {
-        "location",
-        "patterns",
-        "aws_conn_id",
-        "max_file_bytes",
-        "rto_target_minutes",
-        "rpo_target_hours",
-        "expect_databases",
-        "max_test_age_hours",
-    }
-    reject_unknown_options(f"source {source.name}", options, allowed)
-
-    def fail(message: str) -> CollectorError:
-        return CollectorError(f"source {source.name}: {message}")
-
-    location = options.get("location")
-    if not isinstance(location, str) or not location:
-        raise fail("option 'location' (a directory, s3:// or gs:// prefix) is required")
-    patterns = options.get("patterns", list(DEFAULT_PATTERNS))
-    if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
-        raise fail("option 'patterns' must be a non-empty list of file name patterns")
-    expected = options.get("expect_databases", [])
-    if not isinstance(expected, list) or not all(isinstance(name, str) and name for name in expected):
-        raise fail("option 'expect_databases' must be a list of database names")
-
-    def number(name: str, default: float | None, scale: float = 1) -> float | None:
-        value = options.get(name, default)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise fail(f"option '{name}' must be a number > 0, got {value!r}")
-        return float(value) * scale
-
-    return {
-        "location": location,
-        "patterns": patterns,
-        "aws": options.get("aws_conn_id") or None,
-        "max_file_bytes": int(number("max_file_bytes", DEFAULT_MAX_FILE_BYTES)),
-        "rto_target_seconds": number("rto_target_minutes", None, 60),
-        "rpo_target_seconds": number("rpo_target_hours", None, 3600),
-        "expect_databases": expected,
-        "max_test_age_hours": number("max_test_age_hours", DEFAULT_MAX_TEST_AGE_HOURS),
-    }
-
-
 def _matches(found: BackupObject, patterns: list[str]) -> bool:
     base = found.name.rsplit("/", 1)[-1]
     return any(fnmatch.fnmatchcase(base, pattern) for pattern in patterns)
 
 
 def _ingest(
-    source: SourceConfig, location, found: BackupObject, number: int, writer: BundleWriter, options: dict[str, Any]
+    source: SourceConfig, location, found: BackupObject, number: int, writer: BundleWriter, options: Options
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One file: archive it, parse it; its files.jsonl entry and its good results."""
     entry = {
@@ -222,10 +214,10 @@ def _ingest(
         "item": None,
         "error": None,
     }
-    if found.size > options["max_file_bytes"]:
-        entry["error"] = f"{found.size} bytes, more than max_file_bytes ({options['max_file_bytes']})"
+    if found.size > options.max_file_bytes:
+        entry["error"] = f"{found.size} bytes, more than max_file_bytes ({options.max_file_bytes})"
         return entry, []
-    data = location.read_bytes(found.name, options["max_file_bytes"])
+    data = location.read_bytes(found.name, options.max_file_bytes)
     if data is None:  # removed since the listing
         entry["error"] = "removed while being read"
         return entry, []
@@ -253,7 +245,7 @@ def _ingest(
     return entry, records
 
 
-def _parse(found: BackupObject, text: str, options: dict[str, Any]) -> tuple[str, list]:
+def _parse(found: BackupObject, text: str, options: Options) -> tuple[str, list]:
     """The file's format and one deferred result builder per result (each may raise MalformedResult)."""
     if text.lstrip().startswith("<"):
         return "junit", _junit(found, text, options)
@@ -273,7 +265,7 @@ def _parse(found: BackupObject, text: str, options: dict[str, Any]) -> tuple[str
     raise MalformedResult("JSON that is neither pgBackRest info nor restore results")
 
 
-def _junit(found: BackupObject, text: str, options: dict[str, Any]) -> list:
+def _junit(found: BackupObject, text: str, options: Options) -> list:
     try:
         # The standard parser does not fetch external entities, and expat >= 2.4 caps entity expansion.
         root = ElementTree.fromstring(text)  # noqa: S314 - see above
@@ -285,7 +277,7 @@ def _junit(found: BackupObject, text: str, options: dict[str, Any]) -> list:
     return [_suite_builder(found, index, suite, options) for index, suite in enumerate(suites)]
 
 
-def _suite_builder(found: BackupObject, index: int, suite: ElementTree.Element, options: dict[str, Any]):
+def _suite_builder(found: BackupObject, index: int, suite: ElementTree.Element, options: Options):
     def build() -> dict[str, Any]:
         name = suite.get("name") or f"suite {index + 1}"
         where = f"testsuite {name!r}"
@@ -317,9 +309,9 @@ def _suite_builder(found: BackupObject, index: int, suite: ElementTree.Element, 
             restore_finished_at=started + timedelta(seconds=duration) if duration is not None else None,
             phases=phases,
             rto_seconds=duration,
-            rto_target_seconds=_number(properties.get("rto_target_seconds"), where) or options["rto_target_seconds"],
+            rto_target_seconds=_number(properties.get("rto_target_seconds"), where) or options.rto_target_seconds,
             rpo_seconds=restore_results.seconds_between(backup_at, started),
-            rpo_target_seconds=_number(properties.get("rpo_target_seconds"), where) or options["rpo_target_seconds"],
+            rpo_target_seconds=_number(properties.get("rpo_target_seconds"), where) or options.rpo_target_seconds,
             error=None if checks else "no test cases",
         )
 
@@ -336,7 +328,7 @@ def _testcase_check(case: ElementTree.Element) -> dict[str, str]:
     return restore_results.check(name, "passed")
 
 
-def _json_builder(found: BackupObject, index: int, result: Any, options: dict[str, Any]):
+def _json_builder(found: BackupObject, index: int, result: Any, options: Options):
     def build() -> dict[str, Any]:
         where = f"result {index + 1}"
         if not isinstance(result, dict):
@@ -371,9 +363,9 @@ def _json_builder(found: BackupObject, index: int, result: Any, options: dict[st
             restore_finished_at=finished,
             phases={name: _number(value, f"{where}: phases.{name}") for name, value in phases.items()},
             rto_seconds=_number(result.get("rto_seconds"), where) or restore_results.seconds_between(started, finished),
-            rto_target_seconds=_number(result.get("rto_target_seconds"), where) or options["rto_target_seconds"],
+            rto_target_seconds=_number(result.get("rto_target_seconds"), where) or options.rto_target_seconds,
             rpo_seconds=restore_results.seconds_between(backup_at, started),
-            rpo_target_seconds=_number(result.get("rpo_target_seconds"), where) or options["rpo_target_seconds"],
+            rpo_target_seconds=_number(result.get("rpo_target_seconds"), where) or options.rpo_target_seconds,
             outcome=outcome,
             error=_optional_string(result, "error", where),
         )
@@ -381,7 +373,7 @@ def _json_builder(found: BackupObject, index: int, result: Any, options: dict[st
     return build
 
 
-def _stanza_builder(found: BackupObject, stanza: dict[str, Any], options: dict[str, Any]):
+def _stanza_builder(found: BackupObject, stanza: dict[str, Any], options: Options):
     """pgBackRest info: the stanza's status and its newest backup; tested at the file's time."""
 
     def build() -> dict[str, Any]:
@@ -431,17 +423,17 @@ def _stanza_builder(found: BackupObject, stanza: dict[str, Any], options: dict[s
             backup_key=newest.get("label") if newest else None,
             backup_at=backup_at,
             rpo_seconds=restore_results.seconds_between(backup_at, tested_at),
-            rpo_target_seconds=options["rpo_target_seconds"],
-            rpo_met=False if newest is None and options["rpo_target_seconds"] else None,
+            rpo_target_seconds=options.rpo_target_seconds,
+            rpo_met=False if newest is None and options.rpo_target_seconds else None,
         )
 
     return build
 
 
 def _coverage(
-    database: str, expected: bool, newest: dict[str, Any] | None, now: datetime, options: dict[str, Any]
+    database: str, expected: bool, newest: dict[str, Any] | None, now: datetime, options: Options
 ) -> dict[str, Any]:
-    max_age = options["max_test_age_hours"]
+    max_age = options.max_test_age_hours
     age = round((now - parse_rfc3339(newest["tested_at"])).total_seconds() / 3600, 3) if newest else None
     return {
         "database": database,

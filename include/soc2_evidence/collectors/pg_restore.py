@@ -1,6 +1,6 @@
 """PostgreSQL restore test: restore the newest backup into a scratch database, verify it, measure RTO and RPO.
 
-Options:
+Options (:class:`Options`, checked when the config file is loaded):
 
 - ``conn_id`` (an Airflow ``postgres`` connection) or ``dsn``: the source database.
 - ``backups``: where its pg_dump custom-format files are (``s3://bucket/prefix``, ``gs://bucket/prefix``
@@ -18,15 +18,16 @@ Options:
   then only hold on a source that did not change since the backup.
 - ``checksums``: ``full`` (default), ``sample`` or ``none``; ``sample_percent`` (default 10). Against a
   manifest, the mode the manifest recorded is verified; ``none`` skips checksums.
-- ``smoke_queries``: ``[{name, sql, expect: [[row values]]}]`` or ``{name, sql, expect_rows: n}``, run
-  read-only in the restored database.
+- ``smoke_queries``: a list of ``{name, sql, expect: [[row values]]}`` or ``{name, sql, expect_rows: n}``
+  (:class:`SmokeQuery`), run read-only in the restored database.
 - ``rto_target_minutes`` and ``rpo_target_hours`` (required): RTO is the wall time of download, restore
   and verification; RPO is the age of the tested backup when the test started.
 - ``jobs`` (``pg_restore --jobs``, default 1), ``bin_dir`` (default: the binaries matching the server's
   major version), ``timeout_minutes`` (pg_restore, default 360).
 
 A failed restore or verification is evidence, not an error: the test is recorded as failed and the
-run goes on. Errors (bad options, an unreachable server) fail the extraction, which is retried.
+run goes on. Errors (an unreadable connection string, an unreachable server) fail the extraction,
+which is retried.
 """
 
 from __future__ import annotations
@@ -34,14 +35,17 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Annotated, Any, BinaryIO, Literal
 
-from soc2_evidence.collectors import CollectContext, reject_unknown_options
+import msgspec
+
+from soc2_evidence.collectors import CollectContext
 from soc2_evidence.collectors.support import restore_results
 from soc2_evidence.collectors.support.locations import BackupLocation, LocalLocation, open_location
 from soc2_evidence.collectors.support.postgres import (
@@ -64,7 +68,8 @@ from soc2_evidence.collectors.support.postgres import (
     scratch_prefix,
     take_backup,
 )
-from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core import config
+from soc2_evidence.core.config import Problem, SourceConfig
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import check_name, parse_rfc3339, rfc3339, utc_now
@@ -76,7 +81,6 @@ FAMILY = "backup"
 VERSION = "1.0.0"
 TOOL = "soc2-evidence pg_restore"
 FRESH = "fresh"
-BASELINES = ("manifest", "source")
 DEFAULT_SCRATCH_PREFIX = "soc2_restore_"
 DEFAULT_TIMEOUT_MINUTES = 360
 MANIFEST_LIMIT = 64 * 1024 * 1024
@@ -106,12 +110,67 @@ TABLES = Dataset(
 DATASETS = (RESULTS, TABLES)
 
 
-@dataclass(frozen=True)
-class SmokeQuery:
-    name: str
-    sql: str
-    expect: list[list[Any]] | None
-    expect_rows: int | None
+class SmokeQuery(config.Section):
+    """A query run read-only in the restored database, with the rows or the row count it must return."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, description="The check is named smoke:<name>")]
+    sql: Annotated[str, msgspec.Meta(min_length=1)]
+    expect: Annotated[list[list[Any]] | None, msgspec.Meta(description="The rows, each a list of values")] = None
+    expect_rows: Annotated[int, msgspec.Meta(ge=0, description="The number of rows")] | None = None
+
+    def problems(self) -> Iterator[Problem]:
+        try:
+            check_name("smoke query name", self.name)
+        except ValueError as error:
+            yield Problem(("name",), str(error))
+        if not self.sql.strip():
+            yield Problem(("sql",), "must be a query")
+        if (self.expect is None) == (self.expect_rows is None):
+            yield Problem((), "set exactly one of 'expect' (rows) and 'expect_rows' (a count)")
+
+
+class Options(config.Options, kw_only=True):
+    conn_id: Annotated[str | None, msgspec.Meta(description="The source database's Airflow postgres connection")] = None
+    dsn: Annotated[str | None, msgspec.Meta(description="The source database's libpq connection string")] = None
+    backups: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            description=f"A directory, s3://bucket/prefix or gs://bucket/prefix of dumps, or '{FRESH}' to take one now",
+        ),
+    ]
+    pattern: Annotated[str, msgspec.Meta(min_length=1, description="Which dumps; the newest is tested")] = "*.dump"
+    aws_conn_id: Annotated[str | None, msgspec.Meta(description="Airflow AWS connection; unset: boto3's chain")] = None
+    restore_conn_id: Annotated[
+        str | None, msgspec.Meta(description="The scratch server's maintenance database; unset: the source's server")
+    ] = None
+    restore_dsn: str | None = None
+    scratch_prefix: Annotated[
+        str,
+        msgspec.Meta(pattern="^[a-z0-9_]*[a-z][a-z0-9_]*$", description="Lower-case letters, digits and '_'"),
+    ] = DEFAULT_SCRATCH_PREFIX
+    baseline: Literal["manifest", "source"] = "manifest"
+    row_count_tolerance_percent: Annotated[float, msgspec.Meta(ge=0, description="With baseline: source")] = 0.0
+    checksums: Literal["full", "sample", "none"] = "full"
+    sample_percent: Annotated[int, msgspec.Meta(ge=1, le=100)] = DEFAULT_SAMPLE_PERCENT
+    smoke_queries: list[SmokeQuery] = msgspec.field(default_factory=list)
+    rto_target_minutes: Annotated[float, msgspec.Meta(ge=0, description="Download, restore and verification")]
+    rpo_target_hours: Annotated[float, msgspec.Meta(ge=0, description="The tested backup's age")]
+    jobs: Annotated[config.PositiveInt, msgspec.Meta(description="pg_restore --jobs")] = 1
+    bin_dir: Annotated[str | None, msgspec.Meta(description="unset: the binaries of the server's major version")] = None
+    timeout_minutes: Annotated[float, msgspec.Meta(ge=1, description="pg_restore's")] = DEFAULT_TIMEOUT_MINUTES
+
+    def problems(self) -> Iterator[Problem]:
+        if self.conn_id and self.dsn:
+            yield Problem(("dsn",), "set only one of 'conn_id' and 'dsn'")
+        elif not (self.conn_id or self.dsn):
+            yield Problem((), "set 'conn_id' (an Airflow connection) or 'dsn' (a libpq connection string)")
+        if self.restore_conn_id and self.restore_dsn:
+            yield Problem(("restore_dsn",), "set only one of 'restore_conn_id' and 'restore_dsn'")
+        names = [query.name for query in self.smoke_queries]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                yield Problem(("smoke_queries", index, "name"), f"smoke query name {name!r} is used twice")
 
 
 @dataclass(frozen=True)
@@ -136,58 +195,35 @@ class RestoreTestConfig:
 
     @classmethod
     def parse(cls, source: SourceConfig, context: CollectContext) -> RestoreTestConfig:
-        options = source.options
-        known = {
-            "conn_id", "dsn", "backups", "pattern", "aws_conn_id", "restore_conn_id", "restore_dsn",
-            "scratch_prefix", "baseline", "row_count_tolerance_percent", "checksums", "sample_percent",
-            "smoke_queries", "rto_target_minutes", "rpo_target_hours", "jobs", "bin_dir", "timeout_minutes",
-        }  # fmt: skip
-        reject_unknown_options(f"source {source.name}", options, known)
-
-        def fail(message: str) -> CollectorError:
-            return CollectorError(f"source {source.name}: {message}")
-
-        database = connection_from_options(
-            source.name, options, "conn_id", "dsn", context.get_connection, required=True
-        )
+        """The test's settings: the typed options, with connections made and the local backups path resolved."""
+        options: Options = source.options
+        fields = msgspec.structs.asdict(options)
+        database = connection_from_options(source.name, fields, "conn_id", "dsn", context.get_connection, required=True)
         restore_server = connection_from_options(
-            source.name, options, "restore_conn_id", "restore_dsn", context.get_connection, required=False
+            source.name, fields, "restore_conn_id", "restore_dsn", context.get_connection, required=False
         )
         restore_server = restore_server or database.with_dbname("postgres")
-        backups = options.get("backups")
-        if not isinstance(backups, str) or not backups:
-            raise fail(f"option 'backups' (a directory, s3:// or gs:// prefix, or '{FRESH}') is required")
+        backups = options.backups
         if backups != FRESH:
             backups = backups if "://" in backups else str(context.resolve_path(backups))
-        baseline = options.get("baseline", "manifest")
-        if baseline not in BASELINES:
-            raise fail(f"option 'baseline' must be one of {', '.join(BASELINES)}, got {baseline!r}")
-        checksums = options.get("checksums", "full")
-        if checksums not in CHECKSUM_MODES:
-            raise fail(f"option 'checksums' must be one of {', '.join(CHECKSUM_MODES)}, got {checksums!r}")
-        prefix = options.get("scratch_prefix", DEFAULT_SCRATCH_PREFIX)
-        if not isinstance(prefix, str) or not prefix.replace("_", "").isalnum() or not prefix.islower():
-            raise fail("option 'scratch_prefix' must be lower-case letters, digits and '_'")
         return cls(
             source_name=source.name,
             database=database,
             restore_server=restore_server,
             backups=backups,
-            pattern=_string(source.name, options, "pattern", "*.dump"),
-            aws_conn_id=options.get("aws_conn_id") or None,
-            scratch_prefix=scratch_prefix(prefix, source.name),
-            baseline=baseline,
-            row_count_tolerance_percent=_number(source.name, options, "row_count_tolerance_percent", 0, minimum=0),
-            checksums=checksums,
-            sample_percent=int(
-                _number(source.name, options, "sample_percent", DEFAULT_SAMPLE_PERCENT, minimum=1, maximum=100)
-            ),
-            smoke_queries=_smoke_queries(source.name, options.get("smoke_queries", [])),
-            rto_target_seconds=_number(source.name, options, "rto_target_minutes", None, minimum=0) * 60,
-            rpo_target_seconds=_number(source.name, options, "rpo_target_hours", None, minimum=0) * 3600,
-            jobs=int(_number(source.name, options, "jobs", 1, minimum=1)),
-            bin_dir=options.get("bin_dir") or None,
-            timeout_seconds=_number(source.name, options, "timeout_minutes", DEFAULT_TIMEOUT_MINUTES, minimum=1) * 60,
+            pattern=options.pattern,
+            aws_conn_id=options.aws_conn_id or None,
+            scratch_prefix=scratch_prefix(options.scratch_prefix, source.name),
+            baseline=options.baseline,
+            row_count_tolerance_percent=float(options.row_count_tolerance_percent),
+            checksums=options.checksums,
+            sample_percent=options.sample_percent,
+            smoke_queries=tuple(options.smoke_queries),
+            rto_target_seconds=float(options.rto_target_minutes) * 60,
+            rpo_target_seconds=float(options.rpo_target_hours) * 3600,
+            jobs=options.jobs,
+            bin_dir=options.bin_dir or None,
+            timeout_seconds=float(options.timeout_minutes) * 60,
         )
 
 
@@ -657,64 +693,3 @@ def _pg_errors() -> tuple[type[BaseException], ...]:
     import psycopg
 
     return (psycopg.Error,)
-
-
-def _string(source: str, options: dict[str, Any], name: str, default: str) -> str:
-    value = options.get(name, default)
-    if not isinstance(value, str) or not value:
-        raise CollectorError(f"source {source}: option '{name}' must be a non-empty string")
-    return value
-
-
-def _number(
-    source: str,
-    options: dict[str, Any],
-    name: str,
-    default: float | None,
-    *,
-    minimum: float,
-    maximum: float | None = None,
-) -> float:
-    value = options.get(name, default)
-    if value is None:
-        raise CollectorError(f"source {source}: option '{name}' is required")
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
-        bounds = f"between {minimum:g} and {maximum:g}" if maximum is not None else f">= {minimum:g}"
-        raise CollectorError(f"source {source}: option '{name}' must be a number {bounds}, got {value!r}")
-    return float(value)
-
-
-def _smoke_queries(source: str, raw: Any) -> tuple[SmokeQuery, ...]:
-    if not isinstance(raw, list):
-        raise CollectorError(f"source {source}: option 'smoke_queries' must be a list")
-    queries = []
-    for index, entry in enumerate(raw):
-        where = f"source {source}: smoke_queries[{index}]"
-        if not isinstance(entry, dict) or set(entry) - {"name", "sql", "expect", "expect_rows"}:
-            raise CollectorError(f"{where} must be a mapping of name, sql and expect or expect_rows")
-        name, sql = entry.get("name"), entry.get("sql")
-        try:
-            check_name("smoke query name", str(name))
-        except ValueError as error:
-            raise CollectorError(f"{where}: {error}") from error
-        if not isinstance(sql, str) or not sql.strip():
-            raise CollectorError(f"{where}: 'sql' must be a query")
-        expect, expect_rows = entry.get("expect"), entry.get("expect_rows")
-        if (expect is None) == (expect_rows is None):
-            raise CollectorError(f"{where}: set exactly one of 'expect' (rows) and 'expect_rows' (a count)")
-        if expect is not None and not (isinstance(expect, list) and all(isinstance(row, list) for row in expect)):
-            raise CollectorError(f"{where}: 'expect' must be a list of rows, each a list of values")
-        if expect_rows is not None and (
-            isinstance(expect_rows, bool) or not isinstance(expect_rows, int) or expect_rows < 0
-        ):
-            raise CollectorError(f"{where}: 'expect_rows' must be a whole number >= 0")
-        queries.append(SmokeQuery(str(name), sql, expect, expect_rows))
-    names = [query.name for query in queries]
-    if len(set(names)) != len(names):
-        raise CollectorError(f"source {source}: smoke query names must be unique")
-    return tuple(queries)
