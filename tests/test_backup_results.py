@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, bundle_writer, write_pipeline_config
-from soc2_evidence.collectors import CollectContext, backup_results, source_config
-from soc2_evidence.core import config
+from soc2_evidence.collectors import CollectContext, backup_results, load_config, source_config
 from soc2_evidence.core.errors import CollectorError, ConfigError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import Bundle
@@ -118,11 +117,6 @@ def collect(tmp_path: Path, options: dict) -> Bundle:
     context = CollectContext(resolve_path=lambda value: tmp_path / value, get_connection=lambda conn_id: None)
     backup_results.collect(source, writer, context)
     return writer.finish()
-
-
-def load_config(path: Path) -> config.PipelineConfig:
-    """The file as the pipeline loads it, knowing only this kind (so no other collector is imported)."""
-    return config.load_config(path, {"backup_results": config.KindSpec("backup", backup_results.Options)})
 
 
 def records(bundle: Bundle, name: str) -> list[dict]:
