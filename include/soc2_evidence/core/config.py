@@ -68,17 +68,13 @@ def with_fields_of(
     two types (a collector's and an export file entry's) without writing them twice.
     """
     fields = [field for field in msgspec.structs.fields(source) if field.name in names]
-    namespace: dict[str, Any] = {
-        "__module__": base.__module__,
-        "__annotations__": {field.name: field.type for field in fields},
-        "problems": source.problems,
-    }
+    defaults: dict[str, Any] = {"problems": source.problems}
     for field in fields:
         if field.default is not msgspec.NODEFAULT:
-            namespace[field.name] = field.default
+            defaults[field.name] = field.default
         elif field.default_factory is not msgspec.NODEFAULT:
-            namespace[field.name] = msgspec.field(default_factory=field.default_factory)
-    return _KeywordFields(name, (base,), namespace, **options)
+            defaults[field.name] = msgspec.field(default_factory=field.default_factory)
+    return _struct(name, base, {field.name: field.type for field in fields}, defaults, **options)
 
 
 class Section(msgspec.Struct, metaclass=_KeywordFields, frozen=True, forbid_unknown_fields=True):
@@ -228,26 +224,28 @@ def check_config(path: str | Path | None, kinds: Mapping[str, KindSpec]) -> list
 def json_schema(kinds: Mapping[str, KindSpec]) -> dict[str, Any]:
     """The file's JSON Schema, generated from the types: sources are a union tagged by ``kind``."""
     source_types = [
-        msgspec.defstruct(
+        _struct(
             f"{kind}_source",
-            [("name", str), ("family", Literal[spec.family], spec.family)],
-            bases=(spec.options,),
-            kw_only=True,
-            forbid_unknown_fields=True,
+            spec.options,
+            {"name": Annotated[str, msgspec.Meta(min_length=1)], "family": Literal[spec.family]},
+            {"family": spec.family},
             tag_field="kind",
             tag=kind,
         )
         for kind, spec in sorted(kinds.items())
     ]
-    file_type = msgspec.defstruct(
-        "evidence_config",
-        [("sources", list[typing.Union[tuple(source_types)]], [])],  # noqa: UP007 - a runtime union of types
-        bases=(ConfigFile,),
-        kw_only=True,
-        forbid_unknown_fields=True,
+    sources = list[typing.Union[tuple(source_types)]]  # noqa: UP007 - a union built at run time
+    file_type = _struct(
+        "evidence_config", ConfigFile, {"sources": sources}, {"sources": msgspec.field(default_factory=list)}
     )
     schema = msgspec.json.schema(file_type)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+
+
+def _struct(name: str, base: type, annotations: dict[str, Any], defaults: dict[str, Any], **options: Any) -> type:
+    """A subclass of ``base`` with these fields (msgspec's defstruct cannot take our keyword-only metaclass)."""
+    namespace = {"__module__": __name__, "__annotations__": annotations, **defaults}
+    return _KeywordFields(name, (base,), namespace, **options)
 
 
 # --- reading ------------------------------------------------------------------------------------
