@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 
+import msgspec
 import pytest
 from fake_apis import items, run_collector
 
@@ -23,8 +24,8 @@ def shipped():
     """The shipped sample source, exactly as include/config/evidence.yaml configures it."""
     config = load_config(DEFAULT_CONFIG_PATH)
     [source] = [source for source in config.sources if source.kind == "ticket_export"]
-    assert source.family == "tickets" and config.resolve_path(source.options["location"]) == SAMPLES
-    return source.options
+    assert source.family == "tickets" and config.resolve_path(source.options.location) == SAMPLES
+    return msgspec.to_builtins(source.options)
 
 
 def by_id(bundle, population="changes"):

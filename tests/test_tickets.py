@@ -7,6 +7,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from fake_apis import Connection, FakeJira, Reply, jira_issue, run_collector
 
@@ -159,7 +160,7 @@ def test_reconciliation_findings_and_quality_failures(tmp_path, settings):
     now = datetime.now(UTC)
     samples = run_collector(
         "ticket_export",
-        source.options,
+        msgspec.to_builtins(source.options),
         tmp_path / "staging",
         resolve_path=config.resolve_path,
         source="samples",

@@ -140,7 +140,7 @@ class ConfigFile(Section):
     redaction: RedactionSection = msgspec.field(default_factory=RedactionSection)
     validation: ValidationSection = msgspec.field(default_factory=ValidationSection)
     schedules: SchedulesSection = msgspec.field(default_factory=SchedulesSection)
-    sources: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    sources: list[Any] = msgspec.field(default_factory=list)  # each checked against its kind's Options
 
 
 @dataclass(frozen=True)
@@ -294,9 +294,10 @@ def _problems(path: Path, raw: Any, kinds: Mapping[str, KindSpec]) -> Iterator[P
         yield Problem((), f"expected a mapping at the top level, got {_type_name(raw)}")
         return
     yield from check_value(raw, ConfigFile, ())
-    yield from _local_paths(path, raw, ConfigFile, ())
-    store = raw.get("store") if isinstance(raw.get("store"), dict) else {}
-    if not (os.environ.get("EVIDENCE_STORE") or store.get("url")):
+    validation = raw.get("validation", {})
+    yield from _local_paths(path, validation, ValidationSection, ("validation",))
+    store = raw.get("store", {})
+    if isinstance(store, dict) and not (os.environ.get("EVIDENCE_STORE") or store.get("url")):
         yield Problem(
             ("store",), "missing required key 'url' (s3://bucket/prefix or gs://bucket/prefix), or set EVIDENCE_STORE"
         )
