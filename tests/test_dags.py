@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -240,3 +241,38 @@ def test_a_data_quality_failure_archives_the_evidence_marked_failed_and_fails_th
     failed_items = {item["name"] for item in manifest["items"] if item["validation"] == "failed"}
     assert failed_items == {"commit.json", "files.json"}
     assert verify_store(store).ok  # archived intact, marked failed
+
+
+def test_a_broken_configuration_is_every_dags_import_error_naming_the_problem(tmp_path, monkeypatch):
+    """A typo must not leave the DAGs running on default schedules: the DAG files refuse to load."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    broken = write_config(tmp_path, "s3://bucket/evidence", [])
+    text = Path(broken).read_text().replace('"config_snapshot": null', '"config_snapshots": "15 1 * * *"')
+    Path(broken).write_text(text)
+    monkeypatch.setenv("EVIDENCE_CONFIG", broken)
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert sorted(Path(path).name for path in bag.import_errors) == [
+        "backup_test.py",
+        "config_snapshot.py",
+        "tickets.py",
+    ]
+    for error in bag.import_errors.values():
+        assert "schedules.config_snapshots: unknown key 'config_snapshots'; did you mean 'config_snapshot'?" in error
+    assert not bag.dags
+
+
+def test_the_schedules_come_from_the_configuration(tmp_path, monkeypatch, config_repo):
+    from airflow.dag_processing.dagbag import DagBag
+
+    path = write_config(
+        tmp_path, "s3://bucket/evidence", [{"name": "app", "kind": "config_repo", "repo": str(config_repo)}]
+    )
+    document = json.loads(Path(path).read_text())
+    document["schedules"]["config_snapshot"] = "15 1 * * *"
+    Path(path).write_text(json.dumps(document))
+    monkeypatch.setenv("EVIDENCE_CONFIG", path)
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert not bag.import_errors
+    assert bag.dags["evidence_config_snapshot"].timetable.summary == "15 1 * * *"
+    assert bag.dags["evidence_tickets"].timetable.summary == "None"
