@@ -12,6 +12,7 @@ from conftest import ROOT, make_repo, write_pipeline_config
 from soc2_evidence.archive.run import latest_link
 from soc2_evidence.archive.stores import open_store
 from soc2_evidence.archive.verify import verify_store
+from soc2_evidence.demo.run import failure_lines
 from soc2_evidence.orchestration import tags
 
 CANARY_PASSWORD = "Canary-Passw0rd-7781"
@@ -183,7 +184,7 @@ def webhook(monkeypatch):
 
 
 def test_a_failing_source_fails_alone_and_the_rest_is_archived(
-    airflow_db, dag_bag, aws_env, lock_bucket, config_repo, tmp_path, monkeypatch, webhook
+    airflow_db, dag_bag, aws_env, lock_bucket, config_repo, tmp_path, monkeypatch, webhook, capfd
 ):
     """A missing repository (permanent) fails at once; an unreachable git server (transient) is retried."""
     store_url = f"s3://{lock_bucket}/evidence"
@@ -225,6 +226,10 @@ def test_a_failing_source_fails_alone_and_the_rest_is_archived(
     extract_alert = next(alert for alert in failures if alert["task_id"] == "extract" and alert["source"] == "gone")
     assert "[gone]" in extract_alert["text"] and "does not exist" in extract_alert["text"]
     assert any(alert["task_id"] == "validate_and_archive.archive" for alert in failures)
+    log = tmp_path / "airflow.log"  # what `make demo` reads back from `airflow dags test`
+    log.write_text("".join(capfd.readouterr()))
+    assert f"source gone: repository {missing} does not exist or is not a directory" in failure_lines(log)
+    assert not any(line.startswith("source offline") for line in failure_lines(log))  # transient: not failed for good
 
 
 def test_a_data_quality_failure_archives_the_evidence_marked_failed_and_fails_the_task(
