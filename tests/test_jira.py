@@ -406,7 +406,7 @@ def test_a_value_that_cannot_be_read_names_the_issue(tmp_path):
     with (
         FakeJira([jira_issue(1), broken]) as jira,
         pytest.raises(
-            CollectorError, match=r"^source tickets-src: changes: issue CHG-2: unrecognised time 'last Tuesday'$"
+            PayloadError, match=r"^source tickets-src: changes: issue CHG-2: unrecognised time 'last Tuesday'$"
         ),
     ):
         collect(jira, tmp_path)

@@ -47,7 +47,7 @@ from soc2_evidence.collectors.support import tickets
 from soc2_evidence.collectors.support.http import HttpClient, PageGuard, base_url_of, read_ahead
 from soc2_evidence.collectors.support.tickets import Approval, Person, Window, parse_time, record
 from soc2_evidence.core.config import SourceConfig
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.errors import CollectorError, PayloadError
 from soc2_evidence.core.staging import BundleWriter
 
 KIND = "jira"
@@ -284,7 +284,7 @@ class JiraSearch:
             try:
                 yield normalise_issue(self.spec, issue, browse_url=browse_url, now=now)
             except ValueError as error:
-                raise CollectorError(
+                raise PayloadError(
                     f"source {self.client.source}: {self.spec.name}: issue {issue['key']}: {error}"
                 ) from error
 
