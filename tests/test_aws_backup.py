@@ -331,7 +331,8 @@ def test_an_api_error_names_the_source_region_call_and_page(backup_api, tmp_path
         collect(tmp_path, {"regions": ["eu-south-1"], "rds": False})  # an empty region: the error is the first
 
     assert str(raised.value) == (
-        "source aws-backup: region eu-south-1: ListRestoreJobs page 1: AccessDeniedException: User is not authorized"
+        "source aws-backup: account 123456789012 region eu-south-1: backup ListRestoreJobs page 1 failed: "
+        "AccessDeniedException: User is not authorized"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -88,6 +89,57 @@ def test_bad_input_is_one_clear_line(aws_env, args, message):
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_verify_of_an_empty_or_misspelt_prefix_fails(s3_store, tmp_path):
+    """Nothing verified proves nothing: a typo in the prefix must not read as a clean archive."""
+    archive_one(s3_store, tmp_path)
+    misspelt = s3_store.url.rsplit("/", 1)[0] + "/evidnce"
+    result = invoke("verify", "--store", misspelt)
+    assert result.exit_code == 1
+    assert (
+        f"ERROR      manifests: {misspelt}: found no manifests under {misspelt}; check the bucket and prefix "
+        "of the store URL, and the period"
+    ) in result.output
+    assert result.output.rstrip().endswith("FAILED: 1 problem(s)")
+
+
+@pytest.fixture
+def one_try_s3(monkeypatch):
+    """S3 clients that do not retry: what botocore gives up with after ten tries (~30 s here) comes at once."""
+    from botocore.config import Config
+
+    from soc2_evidence.archive.stores import s3
+
+    monkeypatch.setattr(s3, "CLIENT_CONFIG", Config(retries={"mode": "standard", "total_max_attempts": 1}))
+
+
+def test_verify_against_a_closed_port_is_one_line(aws_env, one_try_s3, monkeypatch):
+    with socket.socket() as probe:  # free a moment ago: nothing listens on it
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", closed)
+    result = CliRunner().invoke(main, ["verify", "--store", "s3://soc2-evidence/evidence"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: bucket soc2-evidence: cannot list: cannot reach the S3 endpoint (Could not connect to the endpoint "
+        f'URL: "{closed}/soc2-evidence?list-type=2&prefix=evidence%2F&encoding-type=url"); check the network and '
+        "AWS_ENDPOINT_URL_S3\n"
+    )
+
+
+def test_verify_without_credentials_is_one_line(aws_env, one_try_s3, monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    result = CliRunner().invoke(main, ["verify", "--store", "s3://soc2-evidence/evidence"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: bucket soc2-evidence: cannot list: no AWS credentials found; set AWS_PROFILE or AWS_ACCESS_KEY_ID "
+        "and AWS_SECRET_ACCESS_KEY\n"
+    )
 
 
 def test_every_command_is_documented_with_an_example():

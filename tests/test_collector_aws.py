@@ -34,6 +34,7 @@ import hashlib
 import http.client
 import json
 import re
+import socket
 import threading
 import urllib.request
 import uuid
@@ -43,12 +44,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import boto3
+import botocore.config
 import pytest
 
 from conftest import validate_config_bundle, write_pipeline_config
 from soc2_evidence.collectors import CollectContext, aws, load_config, source_config
+from soc2_evidence.collectors.support.aws import AwsApi
 from soc2_evidence.core.datasets import load_records
-from soc2_evidence.core.errors import CollectorError, ConfigError
+from soc2_evidence.core.errors import CollectorError, ConfigError, TransientCollectorError, is_transient
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import BUNDLE_FILE, Bundle
 from soc2_evidence.demo.local_services import DUMMY_AWS_ENV, moto_server, s3_control_env
@@ -958,11 +961,12 @@ def airflow_connection(enforcing_moto, monkeypatch):
 def test_access_denied_names_account_region_and_call(tmp_path, airflow_connection, enforcing_moto):
     config = write_config(tmp_path, conn_id="aws_audit", accounts=[{"id": "123456789012", "regions": ["us-east-1"]}])
     pattern = (
-        rf"^source {SOURCE}: account 123456789012 region us-east-1: iam ListAccessKeys failed: AccessDenied: "
+        rf"^source {SOURCE}: account 123456789012 region us-east-1: iam ListAccessKeys page 1 failed: AccessDenied: "
         r"User: arn:aws:iam::123456789012:user/auditor is not authorized to perform: iam:ListAccessKeys"
     )
     with pytest.raises(CollectorError, match=pattern) as caught:
         extract_source(config, SOURCE, new_run(), get_connection=airflow_connection)
+    assert not is_transient(caught.value)  # a denied permission needs a person: the task must not retry
     assert airflow_connection.requested == ["aws_audit"]
     assert enforcing_moto.password not in str(caught.value)
     assert no_bundle(config)
@@ -1048,6 +1052,55 @@ def test_throttling_is_retried_by_botocore(moto_aws, tmp_path, monkeypatch):
         server.server_close()
     assert handler.details_calls == 3  # groups and policies: throttled, then answered; then users
     assert Bundle.load(summary["bundle"]).reported_totals["iam_users"] == 0
+
+
+@pytest.fixture
+def throttling_proxy(moto_aws):
+    """A proxy in front of moto that throttles every GetAccountAuthorizationDetails call."""
+    host, port = moto_aws.removeprefix("http://").split(":")
+    handler = type("Proxy", (_ThrottlingProxy,), {"upstream": (host, int(port)), "details_calls": 0, "throttle": 99})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _one_try_iam(endpoint: str):
+    """An IAM client that does not retry, so what botocore would give up with after its retries comes at once."""
+    config = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=2)
+    return boto3.client("iam", region_name="us-east-1", endpoint_url=endpoint, config=config)
+
+
+def test_throttling_past_the_retries_is_transient(throttling_proxy):
+    api = AwsApi(SOURCE, "123456789012", "us-east-1", _one_try_iam(throttling_proxy))
+    pattern = (
+        rf"^source {SOURCE}: account 123456789012 region us-east-1: iam GetAccountAuthorizationDetails page 1 "
+        r"failed: Throttling: Rate exceeded$"
+    )
+    with pytest.raises(TransientCollectorError, match=pattern):
+        list(api.pages("get_account_authorization_details"))
+
+
+def test_an_unreachable_endpoint_is_transient(moto_aws):
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens on it
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    api = AwsApi(SOURCE, None, "us-east-1", _one_try_iam(closed))
+    pattern = (
+        rf'^source {SOURCE}: region us-east-1: iam GetUser failed: Could not connect to the endpoint URL: "{closed}/"$'
+    )
+    with pytest.raises(TransientCollectorError, match=pattern):
+        api.call("get_user")
+
+
+def test_an_absent_thing_is_none_and_a_missing_one_is_permanent(moto_aws):
+    api = AwsApi(SOURCE, "123456789012", "us-east-1", boto3.client("iam", region_name="us-east-1"))
+    assert api.call("get_login_profile", absent=("NoSuchEntity",), UserName="nobody") is None
+    pattern = rf"^source {SOURCE}: account 123456789012 region us-east-1: iam GetUser failed: NoSuchEntity: "
+    with pytest.raises(CollectorError, match=pattern) as caught:
+        api.call("get_user", UserName="nobody")
+    assert not is_transient(caught.value)
 
 
 @pytest.mark.parametrize(

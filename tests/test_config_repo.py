@@ -17,7 +17,7 @@ import pytest
 from conftest import git, make_repo, write_pipeline_config
 from soc2_evidence.collectors import load_config
 from soc2_evidence.collectors.config_repo import glob_to_regex
-from soc2_evidence.core.errors import CollectorError, ConfigError
+from soc2_evidence.core.errors import CollectorError, ConfigError, TransientCollectorError, is_transient
 from soc2_evidence.core.evidence import RunContext, parse_rfc3339
 from soc2_evidence.core.staging import BUNDLE_FILE, Bundle
 from soc2_evidence.orchestration.pipeline import extract_source
@@ -619,9 +619,12 @@ def test_url_credentials_are_redacted_in_errors(extract, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "*")
     # Port 1 on loopback: connection refused at once, no network.
-    with pytest.raises(CollectorError, match=rf"^source {SOURCE}: git clone .*failed: ") as caught:
+    pattern = (
+        rf"^source {SOURCE}: git clone in the cloned repository failed: fatal: unable to access .*Failed to connect"
+    )
+    with pytest.raises(TransientCollectorError, match=pattern) as caught:
         extract(repo="https://alice:CanaryUrlCred0001@127.0.0.1:1/config.git")
-    assert "CanaryUrlCred0001" not in str(caught.value)
+    assert "CanaryUrlCred0001" not in str(caught.value)  # an unreachable server may come back: the task retries
 
 
 # --- errors -------------------------------------------------------------------------------------------
@@ -634,8 +637,9 @@ def _no_bundle(configure) -> bool:
 def test_missing_repo_path(tmp_path, extract, configure):
     missing = tmp_path / "does-not-exist"
     pattern = rf"^source {SOURCE}: repository {re.escape(str(missing))} does not exist or is not a directory$"
-    with pytest.raises(CollectorError, match=pattern):
+    with pytest.raises(CollectorError, match=pattern) as caught:
         extract(repo=str(missing))
+    assert not is_transient(caught.value)  # a missing path never fixes itself: no retry
     assert _no_bundle(configure)
 
 
@@ -692,8 +696,9 @@ def test_unknown_ref(branched_repo, extract, configure, ref, as_url):
     repo = f"file://{branched_repo}" if as_url else str(branched_repo)
     where = "the cloned repository" if as_url else re.escape(str(branched_repo))
     pattern = rf"^source {SOURCE}: git rev-parse in {where} failed: fatal: "
-    with pytest.raises(CollectorError, match=pattern):
+    with pytest.raises(CollectorError, match=pattern) as caught:
         extract(repo=repo, ref=ref)
+    assert not is_transient(caught.value)
     assert _no_bundle(configure)
 
 
@@ -705,8 +710,11 @@ def test_ref_that_looks_like_an_option_is_not_one(branched_repo, extract, tmp_pa
 
 
 def test_clone_of_missing_url(tmp_path, extract):
-    with pytest.raises(CollectorError, match=rf"^source {SOURCE}: git clone in the cloned repository failed: "):
+    with pytest.raises(
+        CollectorError, match=rf"^source {SOURCE}: git clone in the cloned repository failed: "
+    ) as caught:
         extract(repo=f"file://{tmp_path / 'nowhere'}")
+    assert not is_transient(caught.value)  # a local path that is not there is permanent, even through clone
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from conftest import ROOT, make_repo, write_pipeline_config
 from soc2_evidence.archive.run import latest_link
 from soc2_evidence.archive.stores import open_store
 from soc2_evidence.archive.verify import verify_store
+from soc2_evidence.demo.run import failure_lines
 from soc2_evidence.orchestration import tags
 
 CANARY_PASSWORD = "Canary-Passw0rd-7781"
@@ -184,12 +185,17 @@ def webhook(monkeypatch):
 
 
 def test_a_failing_source_fails_alone_and_the_rest_is_archived(
-    airflow_db, dag_bag, aws_env, lock_bucket, config_repo, tmp_path, monkeypatch, webhook
+    airflow_db, dag_bag, aws_env, lock_bucket, config_repo, tmp_path, monkeypatch, webhook, capfd
 ):
+    """A missing repository (permanent) fails at once; an unreachable git server (transient) is retried."""
     store_url = f"s3://{lock_bucket}/evidence"
+    missing = tmp_path / "no-such-repo"
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
     sources = [
         {"name": "app-config", "kind": "config_repo", "family": "config", "repo": str(config_repo)},
-        {"name": "gone", "kind": "config_repo", "family": "config", "repo": str(tmp_path / "no-such-repo")},
+        {"name": "gone", "kind": "config_repo", "family": "config", "repo": str(missing)},
+        {"name": "offline", "kind": "config_repo", "family": "config", "repo": "http://127.0.0.1:1/config.git"},
     ]
     extract_task = dag_bag.dags["evidence_config_snapshot"].get_task("extract")
     monkeypatch.setattr(extract_task, "retries", 1)  # one retry proves retrying; backoff waits are not the test
@@ -198,24 +204,33 @@ def test_a_failing_source_fails_alone_and_the_rest_is_archived(
 
     assert dag_run.state == "failed"
     extract_tries = {ti.map_index: ti.try_number for ti in dag_run.get_task_instances() if ti.task_id == "extract"}
-    assert sorted(extract_tries.values()) == [1, 2]  # the failing source was retried once, the other ran once
+    assert extract_tries == {0: 1, 1: 1, 2: 2}  # only the transient failure was retried
     store = open_store(store_url)
     manifest = json.loads(store.read_bytes(latest_link(store, "evidence_config_snapshot")["manifest_key"]))
     assert manifest["outcome"] == "failed"
-    assert manifest["failures"]["sources"] == ["gone"]
-    assert {source["name"]: source["status"] for source in manifest["sources"]} == {
+    assert manifest["failures"]["sources"] == ["gone", "offline"]
+    sources_by_name = {source["name"]: source for source in manifest["sources"]}
+    assert {name: source["status"] for name, source in sources_by_name.items()} == {
         "app-config": "archived",
         "gone": "extraction_failed",
+        "offline": "extraction_failed",
         "validation": "archived",
     }
+    assert sources_by_name["gone"]["error"] == f"source gone: repository {missing} does not exist or is not a directory"
+    assert sources_by_name["offline"]["error"].startswith(
+        "source offline: git clone in the cloned repository failed: fatal: unable to access"
+    )
     assert manifest["validation"]["failures"] == []  # what was collected is valid; the run failed on the gap
     assert {item["source"] for item in manifest["items"]} == {"app-config", "validation"}
     assert verify_store(store).ok  # intact evidence of a failed night
     failures = [alert for alert in webhook if alert["kind"] == "task_failure"]
-    extract_alert = next(alert for alert in failures if alert["task_id"] == "extract")
-    assert extract_alert["source"] == "gone"
+    extract_alert = next(alert for alert in failures if alert["task_id"] == "extract" and alert["source"] == "gone")
     assert "[gone]" in extract_alert["text"] and "does not exist" in extract_alert["text"]
     assert any(alert["task_id"] == "validate_and_archive.archive" for alert in failures)
+    log = tmp_path / "airflow.log"  # what `make demo` reads back from `airflow dags test`
+    log.write_text("".join(capfd.readouterr()))
+    assert f"source gone: repository {missing} does not exist or is not a directory" in failure_lines(log)
+    assert not any(line.startswith("source offline") for line in failure_lines(log))  # transient: not failed for good
 
 
 def test_a_data_quality_failure_archives_the_evidence_marked_failed_and_fails_the_task(

@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from conftest import ROOT
+from soc2_evidence.demo.run import failure_lines, manifest_problems
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess:
@@ -56,3 +57,53 @@ def test_demo_with_a_dual_s3_and_gcs_copy_verifies_both():
     assert "Store:        s3://soc2-evidence-demo/evidence + gs://soc2-evidence-demo/evidence" in out
     assert "result     OK: archive verified" in out
     assert "WARNING    immutability: gs://soc2-evidence-demo/evidence" in out  # the emulator holds no lock
+
+
+def test_a_bad_configuration_file_is_one_line_and_starts_nothing(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("store:\n  url: s3://b/p\n sources: [\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "EVIDENCE_", "AIRFLOW"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "soc2_evidence.demo"],
+        cwd=ROOT,
+        env={**env, "EVIDENCE_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout.startswith(f"Error: {config}")
+    assert len(result.stdout.splitlines()) == 1, result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "start an S3 API" not in result.stdout
+
+
+def test_a_failed_night_is_explained_by_its_manifest():
+    manifest = {
+        "outcome": "failed",
+        "sources": [
+            {"name": "repo", "status": "archived"},
+            {"name": "jira", "status": "extraction_failed", "error": "source jira: GET /x (page 1): HTTP 404"},
+            {"name": "old", "status": "extraction_failed"},
+        ],
+        "validation": {"failures": [{"source": "repo", "item": "commit.json", "check": "fresh", "detail": "old"}]},
+    }
+    assert manifest_problems(manifest) == [
+        "source jira: extraction_failed: source jira: GET /x (page 1): HTTP 404",
+        "source old: extraction_failed: no reason recorded",
+        "validation: 1 data-quality failure(s), listed above",
+    ]
+    assert manifest_problems({"outcome": "passed", "sources": [{"name": "repo", "status": "archived"}]}) == []
+
+
+def test_failure_lines_are_the_fail_exceptions_of_this_run_only(tmp_path):
+    log = tmp_path / "airflow.log"
+    log.write_text("airflow.sdk.exceptions.AirflowFailException: source old: from an earlier run\n")
+    start = log.stat().st_size
+    with open(log, "a") as stream:
+        stream.write(
+            "INFO noise\nairflow.sdk.exceptions.AirflowFailException: config archive: bucket b: access denied\n"
+        )
+        stream.write("[error] AirflowFailException: config archive: bucket b: access denied\n")
+    assert failure_lines(log, start) == ["config archive: bucket b: access denied"]

@@ -13,7 +13,7 @@ import re
 import pytest
 from fake_apis import NOW, Connection, FakeJira, Reply, cloud_token, items, jira_issue, run_collector
 
-from soc2_evidence.core.errors import CollectorError, ConfigError
+from soc2_evidence.core.errors import CollectorError, ConfigError, PayloadError, TransientCollectorError, is_transient
 
 CHANGES = {
     "jql": "project = CHG",
@@ -162,27 +162,76 @@ def _page(request) -> int:
 
 
 @pytest.mark.parametrize(
-    ("fault", "message"),
+    ("fault", "message", "error_class"),
     [
-        pytest.param(Reply(500, {"errorMessages": ["boom"]}), r"HTTP 500: boom; gave up after 3 tries", id="500s"),
-        pytest.param(Reply(json={}, delay=0.6), r"timed out; gave up after 3 tries", id="timeouts"),
-        pytest.param(Reply(json={"issues": []}, truncate=True), r"cut short.*gave up after 3 tries", id="truncated"),
-        pytest.param(Reply(raw=b"{not json"), r"malformed JSON.*gave up after 3 tries", id="malformed-json"),
-        pytest.param(Reply(json={"values": []}), r"no 'issues' list in the response", id="missing-field"),
-        pytest.param(Reply(json={"issues": [{"key": "CHG-2"}]}), r"issue CHG-2 has no 'fields'", id="missing-fields"),
+        pytest.param(
+            Reply(500, {"errorMessages": ["boom"]}),
+            r"HTTP 500: boom; gave up after 3 tries",
+            TransientCollectorError,
+            id="500s",
+        ),
+        pytest.param(
+            Reply(json={}, delay=0.6), r"timed out; gave up after 3 tries", TransientCollectorError, id="timeouts"
+        ),
+        pytest.param(
+            Reply(json={"issues": []}, truncate=True),
+            r"cut short.*gave up after 3 tries",
+            TransientCollectorError,
+            id="truncated",
+        ),
+        pytest.param(
+            Reply(raw=b"{not json"), r"malformed JSON.*gave up after 3 tries", PayloadError, id="malformed-json"
+        ),
+        pytest.param(
+            Reply(json={"values": []}), r"no 'issues' list in the response", CollectorError, id="missing-field"
+        ),
+        pytest.param(
+            Reply(json={"issues": [{"key": "CHG-2"}]}),
+            r"issue CHG-2 has no 'fields'",
+            CollectorError,
+            id="missing-fields",
+        ),
         pytest.param(
             Reply(429, {"errorMessages": ["Rate limit"]}, headers={"Retry-After": "3600"}),
             r"rate limited \(HTTP 429\) for 3600 s, longer than the 900 s this task waits",
+            TransientCollectorError,
             id="rate-limit-too-long",
         ),
-        pytest.param(Reply(403, {"errorMessages": ["no permission"]}), r"HTTP 403: no permission", id="forbidden"),
+        pytest.param(
+            Reply(403, {"errorMessages": ["no permission"]}), r"HTTP 403: no permission", CollectorError, id="forbidden"
+        ),
     ],
 )
-def test_persistent_errors_name_the_source_and_page_and_finish_nothing(jira, tmp_path, fault, message):
+def test_persistent_errors_name_the_source_and_page_and_finish_nothing(jira, tmp_path, fault, message, error_class):
     jira.fault(lambda r: r.path.endswith(("/search", "/search/jql")) and _page(r) == 2, fault, times=-1)
     where = r"(GET /rest/api/\d/search[^ ]* \(changes search page 2\)|changes search page 2)"
-    with pytest.raises(CollectorError, match=rf"^source tickets-src: {where}: .*{message}"):
+    with pytest.raises(CollectorError, match=rf"^source tickets-src: {where}: .*{message}") as caught:
         collect(jira, tmp_path)
+    assert type(caught.value) is error_class
+    assert is_transient(caught.value) is (error_class is TransientCollectorError)
+
+
+def test_a_404_fails_at_once_as_permanent(jira, tmp_path):
+    """A wrong URL or a deleted project never fixes itself: no retry here, and none by the task."""
+    jira.fault(
+        lambda r: r.path.endswith(("/search", "/search/jql")), Reply(404, {"errorMessages": ["No such project"]})
+    )
+    sleeps: list[float] = []
+    pattern = (
+        r"^source tickets-src: GET /rest/api/\d/search(/jql)? \(changes search page 1\): HTTP 404: No such project$"
+    )
+    with pytest.raises(CollectorError, match=pattern) as caught:
+        collect(jira, tmp_path, sleeps=sleeps)
+    assert not is_transient(caught.value)
+    assert sleeps == []
+    assert len([r for r in jira.requests if r.path.endswith(("/search", "/search/jql"))]) == 1
+
+
+def test_a_408_is_retried_like_a_5xx(jira, tmp_path):
+    jira.fault(lambda r: r.path.endswith(("/search", "/search/jql")), Reply(408, {"errorMessages": ["timeout"]}))
+    sleeps: list[float] = []
+    assert len(items(collect(jira, tmp_path, sleeps=sleeps), "changes.jsonl")) == 25
+    assert sleeps == [1.0]
 
 
 def test_an_expired_token_says_which_connection_to_renew(jira, tmp_path):
@@ -385,7 +434,7 @@ def test_a_value_that_cannot_be_read_names_the_issue(tmp_path):
     with (
         FakeJira([jira_issue(1), broken]) as jira,
         pytest.raises(
-            CollectorError, match=r"^source tickets-src: changes: issue CHG-2: unrecognised time 'last Tuesday'$"
+            PayloadError, match=r"^source tickets-src: changes: issue CHG-2: unrecognised time 'last Tuesday'$"
         ),
     ):
         collect(jira, tmp_path)

@@ -1,4 +1,9 @@
-"""The ``evidence`` command: library calls behind a thin Click layer, errors translated at the edge."""
+"""The ``evidence`` command: library calls behind a thin Click layer, errors translated at the edge.
+
+Every :class:`EvidenceError` (a bad store URL, an unreachable endpoint, missing credentials, a
+bad configuration file) is printed as one ``Error: ...`` line and exits 1, without a traceback:
+the message already names what is wrong and where. Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,21 @@ from pathlib import Path
 import click
 
 from soc2_evidence.archive.stores import open_store
-from soc2_evidence.core.errors import EvidenceError
+from soc2_evidence.core.errors import EvidenceError, describe
 from soc2_evidence.core.evidence import FAMILIES
 
 
-@click.group()
+class _Commands(click.Group):
+    """Click group whose commands' EvidenceErrors become one ``Error:`` line (click.ClickException)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EvidenceError as error:
+            raise click.ClickException(describe(error)) from None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="soc2-evidence")
 def main() -> None:
     """SOC 2 evidence archive tools."""
@@ -51,12 +66,9 @@ def verify(store_url, since, until, family, retention_days, as_json) -> None:
     until_date: date | None = until.date() if until else None
     if since_date and until_date and since_date > until_date:
         raise click.UsageError("--since is after --until")
-    try:
-        report = verify_store(
-            open_store(store_url), since=since_date, until=until_date, family=family, retention_days=retention_days
-        )
-    except EvidenceError as error:
-        raise click.ClickException(str(error)) from error
+    report = verify_store(
+        open_store(store_url), since=since_date, until=until_date, family=family, retention_days=retention_days
+    )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:

@@ -126,9 +126,20 @@ def verify_store(
     _check_unreferenced(objects, referenced, manifests, in_scope, report)
     families = [family] if family else sorted({folder.family for key in objects if (folder := attempt_folder_of(key))})
     report.calendar = _calendar(nights, since, until, families, report)
+    if report.manifests == 0:
+        report.error("manifests", store.url, _nothing_found(store.url, since, until, family))
     if not store.immutable:
         report.warn("immutability", store.url, "this store does not lock objects (development store or emulator)")
     return report
+
+
+def _nothing_found(url: str, since: date | None, until: date | None, family: str | None) -> str:
+    """An empty verification proves nothing: most often the URL or its prefix is misspelt, or the scope is wrong."""
+    scope = [f"family {family}"] if family else []
+    scope += [f"since {since}"] if since else []
+    scope += [f"until {until}"] if until else []
+    within = f" ({', '.join(scope)})" if scope else ""
+    return f"found no manifests under {url}{within}; check the bucket and prefix of the store URL, and the period"
 
 
 def _version_in(store: EvidenceStore, entry: dict[str, Any]) -> str | None:

@@ -13,7 +13,8 @@ Whether each region exists, and is enabled for its account, is checked when coll
 Every dataset is a JSON Lines item streamed record by record from paginators, so memory stays
 flat however large the accounts are. Any failed call (access denied, throttling past the
 retries, a role that cannot be assumed, a region the account does not have) raises a
-CollectorError naming the account, region and call: a partial snapshot is never finished.
+CollectorError naming the account, region and call (transient for throttling, 5xx and network
+failures; see ``collectors.support.aws``): a partial snapshot is never finished.
 
 The role needs read access to what is listed (AWS's managed SecurityAudit policy covers it,
 including ``s3:GetAccountPublicAccessBlock`` for the account-level S3 Block Public Access).
@@ -36,15 +37,14 @@ from typing import Annotated, Any
 
 import msgspec
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 
 from soc2_evidence.collectors import CollectContext
+from soc2_evidence.collectors.support.aws import AwsApi
 from soc2_evidence.core import config
 from soc2_evidence.core.config import Problem, SourceConfig
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import rfc3339
-from soc2_evidence.core.redaction import Redactor
 from soc2_evidence.core.staging import BundleWriter
 
 KIND = "aws"
@@ -595,53 +595,6 @@ def _base_session(source: SourceConfig, options: Options, context: CollectContex
     return session, extra.get("endpoint_url")
 
 
-class _Api:
-    """One client of one account and region; every call's failure names the source, account, region and call."""
-
-    def __init__(self, source: str, account_id: str, region: str, client: Any) -> None:
-        self.source, self.account_id, self.region, self.client = source, account_id, region, client
-
-    def call(self, operation: str, *, absent: tuple[str, ...] = (), **params: Any) -> dict[str, Any] | None:
-        """The response, or None when the error code says the thing is absent (no policy, no login profile)."""
-        try:
-            return getattr(self.client, operation)(**params)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in absent:
-                return None
-            raise self._error(operation, error) from error
-        except BotoCoreError as error:
-            raise self._error(operation, error) from error
-
-    def pages(self, operation: str, **params: Any) -> Iterator[dict[str, Any]]:
-        pages = iter(self.client.get_paginator(operation).paginate(**params))
-        while True:
-            try:
-                page = next(pages, None)
-            except (ClientError, BotoCoreError) as error:
-                raise self._error(operation, error) from error
-            if page is None:
-                return
-            yield page
-
-    def items(self, operation: str, key: str, **params: Any) -> Iterator[dict[str, Any]]:
-        for page in self.pages(operation, **params):
-            yield from page.get(key, [])
-
-    def _error(self, operation: str, error: ClientError | BotoCoreError) -> CollectorError:
-        """Denied, throttled past the retries, unreachable: one line an operator can act on."""
-        if isinstance(error, ClientError):
-            detail = error.response.get("Error", {})
-            text = f"{detail.get('Code', 'error')}: {detail.get('Message', '')}".strip()
-        else:
-            text = str(error).strip()
-        api = self.client.meta.method_to_api_mapping.get(operation, operation)
-        service = self.client.meta.service_model.service_name
-        message = Redactor().redact_text(text.splitlines()[0] if text else type(error).__name__)
-        return CollectorError(
-            f"source {self.source}: account {self.account_id} region {self.region}: {service} {api} failed: {message}"
-        )
-
-
 @dataclass
 class _Account:
     source: str
@@ -650,7 +603,7 @@ class _Account:
     endpoint_url: str | None
     home_region: str
     identity_arn: str = ""
-    _clients: dict[tuple[str, str], _Api] = field(default_factory=dict)
+    _clients: dict[tuple[str, str], AwsApi] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _s3_public_access: dict[str, Any] | None = None
     _s3_public_access_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -692,7 +645,7 @@ class _Account:
                 )
         return account
 
-    def api(self, service: str, region: str | None = None) -> _Api:
+    def api(self, service: str, region: str | None = None) -> AwsApi:
         """A client for ``service`` in ``region`` (default: the home region), made once; clients are thread-safe."""
         region = region or self.home_region
         with self._lock:
@@ -700,7 +653,7 @@ class _Account:
                 client = self.session.client(
                     service, region_name=region, endpoint_url=self.endpoint_url, config=CLIENT_CONFIG
                 )
-                self._clients[(service, region)] = _Api(self.source, self.account_id, region, client)
+                self._clients[(service, region)] = AwsApi(self.source, self.account_id, region, client)
             return self._clients[(service, region)]
 
     def s3_account_public_access(self) -> dict[str, Any]:
@@ -735,7 +688,7 @@ def _home_region(source: str, spec: Account, session: Any) -> str:
     )
 
 
-def _assumed_role_session(sts: _Api, spec: Account, region: str) -> Any:
+def _assumed_role_session(sts: AwsApi, spec: Account, region: str) -> Any:
     """A session on the account's role, assumed once and refreshed by botocore before the credentials expire."""
     import boto3
     import botocore.session
@@ -811,7 +764,7 @@ def _counted(items: Iterable[Any], totals: collections.Counter[str], total: str)
 
 
 def _user_record(
-    account: _Account, iam: _Api, admin: _AdminPolicies, options: Options, now: datetime, user: dict[str, Any]
+    account: _Account, iam: AwsApi, admin: _AdminPolicies, options: Options, now: datetime, user: dict[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     name = user["UserName"]
     details = iam.call("get_user", UserName=name)["User"]
@@ -852,7 +805,7 @@ def _user_record(
 
 
 def _access_key_record(
-    account: _Account, iam: _Api, options: Options, now: datetime, key: dict[str, Any]
+    account: _Account, iam: AwsApi, options: Options, now: datetime, key: dict[str, Any]
 ) -> dict[str, Any]:
     """A key by fingerprint: key ids are identifiers, not secrets, but they look like one to every scanner."""
     key_id = key["AccessKeyId"]
@@ -880,12 +833,12 @@ class _AdminPolicies:
     are fixed and known by ARN; a policy or group created after the listing is looked up on its own.
     """
 
-    def __init__(self, iam: _Api, policies: dict[str, bool], groups: dict[str, bool]) -> None:
+    def __init__(self, iam: AwsApi, policies: dict[str, bool], groups: dict[str, bool]) -> None:
         self.iam, self._policies, self._groups = iam, policies, groups
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, iam: _Api) -> _AdminPolicies:
+    def load(cls, iam: AwsApi) -> _AdminPolicies:
         policies: dict[str, bool] = {}
         group_policies: dict[str, list[str]] = {}
         groups: dict[str, bool] = {}
@@ -1094,7 +1047,7 @@ def _kms_keys(accounts: list[_Account], totals: collections.Counter[str]) -> Ite
                 yield record
 
 
-def _kms_key_record(account: _Account, kms: _Api, key: dict[str, Any]) -> dict[str, Any] | None:
+def _kms_key_record(account: _Account, kms: AwsApi, key: dict[str, Any]) -> dict[str, Any] | None:
     metadata = kms.call("describe_key", KeyId=key["KeyId"])["KeyMetadata"]
     if metadata.get("KeyManager") != "CUSTOMER":
         return None

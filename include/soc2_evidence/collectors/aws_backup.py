@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import msgspec
 
 from soc2_evidence.collectors import CollectContext
+from soc2_evidence.collectors.support.aws import AwsApi
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset
@@ -222,7 +223,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
     regions = _regions(source, options)
     sessions = {region: _session(options, region) for region in regions}
     account = _account(source, sessions)
-    calls = [_Calls(source.name, region, session) for region, session in sessions.items()]
+    calls = [_Calls(source.name, account, region, session) for region, session in sessions.items()]
     counts: dict[str, int] = {}
 
     def counted(total: str, records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -390,53 +391,25 @@ def _session(options: Options, region: str) -> Any:
 
 
 def _account(source: SourceConfig, sessions: dict[str, Any]) -> str:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     region, session = next(iter(sessions.items()))
-    try:
-        return session.client("sts").get_caller_identity()["Account"]
-    except (BotoCoreError, ClientError) as error:
-        raise CollectorError(f"source {source.name}: region {region}: GetCallerIdentity: {_describe(error)}") from error
+    return AwsApi(source.name, None, region, session.client("sts")).call("get_caller_identity")["Account"]
 
 
 class _Calls:
-    """One region's clients, and paging that names source, region, call and page when it fails."""
+    """One region's Backup and RDS APIs, whose failures name source, account, region, call and page."""
 
-    def __init__(self, source: str, region: str, session: Any) -> None:
+    def __init__(self, source: str, account: str, region: str, session: Any) -> None:
         from botocore.config import Config
 
-        self.source, self.region = source, region
+        self.region = region
         config = Config(retries={"mode": "adaptive", "max_attempts": 10})
-        self.backup = session.client("backup", config=config)
-        self.rds = session.client("rds", config=config)
-
-    def pages(self, client: Any, operation: str, result_key: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        page = 0
-        try:
-            paginator = client.get_paginator(_snake(operation))
-            for page, response in enumerate(paginator.paginate(**kwargs), start=1):  # noqa: B007 - in the error
-                yield from response.get(result_key, [])
-        except (BotoCoreError, ClientError) as error:
-            raise self.error(operation, error, page + 1) from error
-
-    def call(self, client: Any, operation: str, **kwargs: Any) -> dict[str, Any]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return getattr(client, _snake(operation))(**kwargs)
-        except (BotoCoreError, ClientError) as error:
-            raise self.error(operation, error) from error
-
-    def error(self, operation: str, error: Exception, page: int | None = None) -> CollectorError:
-        where = f"{operation} page {page}" if page else operation
-        return CollectorError(f"source {self.source}: region {self.region}: {where}: {_describe(error)}")
+        self.backup = AwsApi(source, account, region, session.client("backup", config=config))
+        self.rds = AwsApi(source, account, region, session.client("rds", config=config))
 
 
 def _plans(calls: _Calls) -> Iterator[dict[str, Any]]:
-    for summary in calls.pages(calls.backup, "ListBackupPlans", "BackupPlansList"):
-        plan = calls.call(calls.backup, "GetBackupPlan", BackupPlanId=summary["BackupPlanId"])
+    for summary in calls.backup.items("list_backup_plans", "BackupPlansList"):
+        plan = calls.backup.call("get_backup_plan", BackupPlanId=summary["BackupPlanId"])
         rules = [
             {
                 "name": rule.get("RuleName"),
@@ -463,7 +436,7 @@ def _plans(calls: _Calls) -> Iterator[dict[str, Any]]:
 
 
 def _vaults(calls: _Calls, names: list[tuple[_Calls, str]]) -> Iterator[dict[str, Any]]:
-    for vault in calls.pages(calls.backup, "ListBackupVaults", "BackupVaultList"):
+    for vault in calls.backup.items("list_backup_vaults", "BackupVaultList"):
         names.append((calls, vault["BackupVaultName"]))
         yield {
             "region": calls.region,
@@ -485,8 +458,8 @@ def _recovery_points(
 ) -> Iterator[dict[str, Any]]:
     """Every recovery point; on the way, the newest restorable one of each resource (for the RPO)."""
     for calls, vault in vaults:
-        for point in calls.pages(
-            calls.backup, "ListRecoveryPointsByBackupVault", "RecoveryPoints", BackupVaultName=vault
+        for point in calls.backup.items(
+            "list_recovery_points_by_backup_vault", "RecoveryPoints", BackupVaultName=vault
         ):
             created = point.get("CreationDate")
             record = {
@@ -529,7 +502,7 @@ def _protected_resource(entry: dict[str, Any], now: datetime, target_hours: floa
 
 
 def _restore_jobs(calls: _Calls, created_after: datetime) -> Iterator[dict[str, Any]]:
-    for job in calls.pages(calls.backup, "ListRestoreJobs", "RestoreJobs", ByCreatedAfter=created_after):
+    for job in calls.backup.items("list_restore_jobs", "RestoreJobs", ByCreatedAfter=created_after):
         created, completed = job.get("CreationDate"), job.get("CompletionDate")
         yield {
             "region": calls.region,
@@ -549,7 +522,7 @@ def _restore_jobs(calls: _Calls, created_after: datetime) -> Iterator[dict[str, 
 
 
 def _restore_testing_plans(calls: _Calls, now: datetime, max_age_hours: float) -> Iterator[dict[str, Any]]:
-    for plan in calls.pages(calls.backup, "ListRestoreTestingPlans", "RestoreTestingPlans"):
+    for plan in calls.backup.items("list_restore_testing_plans", "RestoreTestingPlans"):
         age = _hours(now, plan.get("LastExecutionTime"))
         yield {
             "region": calls.region,
@@ -565,10 +538,10 @@ def _restore_testing_plans(calls: _Calls, now: datetime, max_age_hours: float) -
 
 
 def _rds_instances(calls: _Calls, now: datetime, options: Options) -> Iterator[dict[str, Any]]:
-    for instance in calls.pages(calls.rds, "DescribeDBInstances", "DBInstances"):
+    for instance in calls.rds.items("describe_db_instances", "DBInstances"):
         identifier = instance["DBInstanceIdentifier"]
         newest = None
-        for snapshot in calls.pages(calls.rds, "DescribeDBSnapshots", "DBSnapshots", DBInstanceIdentifier=identifier):
+        for snapshot in calls.rds.items("describe_db_snapshots", "DBSnapshots", DBInstanceIdentifier=identifier):
             created = snapshot.get("SnapshotCreateTime")
             if snapshot.get("Status") == "available" and created and (newest is None or newest["at"] < created):
                 newest = {"id": snapshot["DBSnapshotIdentifier"], "type": snapshot.get("SnapshotType"), "at": created}
@@ -598,17 +571,3 @@ def _time(value: datetime | None) -> str | None:
 
 def _hours(now: datetime, moment: datetime | None) -> float | None:
     return round((now - moment).total_seconds() / 3600, 3) if moment else None
-
-
-def _snake(operation: str) -> str:
-    from botocore import xform_name
-
-    return xform_name(operation)
-
-
-def _describe(error: Exception) -> str:
-    detail = (getattr(error, "response", None) or {}).get("Error", {})
-    if detail:
-        return f"{detail.get('Code', 'error')}: {detail.get('Message', '')}".rstrip(": ")
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

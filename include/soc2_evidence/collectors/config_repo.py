@@ -25,7 +25,7 @@ from soc2_evidence.collectors import CollectContext
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.errors import CollectorError, TransientCollectorError, describe
 from soc2_evidence.core.redaction import Redactor
 from soc2_evidence.core.staging import BundleWriter, safe_segment
 
@@ -316,7 +316,18 @@ def _require_top_level(git: _Git, path: Path) -> None:
         )
 
 
+# Network commands only: a local repository's errors (a missing path, a bad ref) never fix themselves.
+_NETWORK_COMMANDS = frozenset({"clone", "fetch", "ls-remote"})
+_TRANSIENT_GIT = re.compile(
+    r"(?i)could not resolve host|temporary failure in name resolution|failed to connect|couldn't connect"
+    r"|connection (?:refused|reset|timed out)|operation timed out|returned error: (?:5\d\d|408|429)"
+    r"|rpc failed|early eof|remote end hung up"
+)
+
+
 class _Git:
+    """git as a subprocess; a failure names the source and command, transient only when the network failed."""
+
     def __init__(self, source: str, git_dir: str, env: dict[str, str]) -> None:
         self.source, self.git_dir, self.env = source, git_dir, env
 
@@ -327,11 +338,16 @@ class _Git:
                 command, capture_output=True, env=self.env, timeout=GIT_TIMEOUT_SECONDS, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as error:
-            raise CollectorError(f"source {self.source}: git {args[0]} failed: {error}") from error
+            timed_out = isinstance(error, subprocess.TimeoutExpired) and args[0] in _NETWORK_COMMANDS
+            cls = TransientCollectorError if timed_out else CollectorError
+            raise cls(f"source {self.source}: git {args[0]} failed: {describe(error)}") from error
         if result.returncode != 0:
-            lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
+            stderr = result.stderr.decode("utf-8", "replace").strip()
+            lines = stderr.splitlines()
             detail = Redactor().redact_text(lines[-1] if lines else f"exit code {result.returncode}")
-            raise CollectorError(f"source {self.source}: git {args[0]} in {self._where()} failed: {detail}")
+            network = args[0] in _NETWORK_COMMANDS and _TRANSIENT_GIT.search(stderr) is not None
+            cls = TransientCollectorError if network else CollectorError
+            raise cls(f"source {self.source}: git {args[0]} in {self._where()} failed: {detail}")
         return result.stdout.decode("utf-8", "replace")
 
     def tree(self, commit: str) -> list[dict[str, Any]]:

@@ -25,8 +25,7 @@ from soc2_evidence.collectors import CollectContext
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset
-from soc2_evidence.core.errors import CollectorError
-from soc2_evidence.core.redaction import Redactor
+from soc2_evidence.core.errors import CollectorError, describe
 from soc2_evidence.core.staging import BundleWriter
 
 KIND = "gcs_config"
@@ -91,7 +90,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
     try:
         writer.add_jsonl(BUCKETS.item, listing, description=BUCKETS.description)
     except (GoogleAPIError, GoogleAuthError, OSError) as error:
-        raise CollectorError(f"source {source.name}: {where}: {_one_line(error)}") from error
+        raise CollectorError(f"source {source.name}: {where}: {describe(error)}") from error
     except ValueError as error:  # a resource that does not have the documented shape
         raise CollectorError(f"source {source.name}: {where}: {error}") from error
     writer.report_total(BUCKETS.total, listing.count)
@@ -233,7 +232,7 @@ def _client(source: SourceConfig, context: CollectContext):
             credentials = service_account_credentials(extra, context)
         except (ValueError, OSError, GoogleAuthError) as error:
             raise CollectorError(
-                f"source {source.name}: connection {conn_id!r}: unusable service account key: {_one_line(error)}"
+                f"source {source.name}: connection {conn_id!r}: unusable service account key: {describe(error)}"
             ) from error
         project = project or _extra(extra, "project") or getattr(credentials, "project_id", None)
     if os.environ.get("STORAGE_EMULATOR_HOST"):
@@ -242,7 +241,7 @@ def _client(source: SourceConfig, context: CollectContext):
         client = storage.Client(project=project, credentials=credentials)
     except (GoogleAuthError, OSError, ValueError) as error:
         raise CollectorError(
-            f"source {source.name}: cannot create a Cloud Storage client: {_one_line(error)}"
+            f"source {source.name}: cannot create a Cloud Storage client: {describe(error)}"
         ) from error
     if not client.project or client.project == "<none>":
         raise CollectorError(f"source {source.name}: no Google Cloud project; set option 'project'")
@@ -271,8 +270,3 @@ def service_account_credentials(extra: dict[str, Any], context: CollectContext):
 
 def _extra(extra: dict[str, Any], name: str) -> Any:
     return extra.get(name) or extra.get(f"extra__{CONNECTION_TYPE}__{name}")
-
-
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return Redactor().redact_text(lines[0] if lines else type(error).__name__)

@@ -49,7 +49,7 @@ from soc2_evidence.collectors.support.http import HttpClient, PageGuard, base_ur
 from soc2_evidence.collectors.support.tickets import Approval, Person, Window, parse_time, record
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.errors import CollectorError, PayloadError
 from soc2_evidence.core.staging import BundleWriter
 
 KIND = "jira"
@@ -309,7 +309,7 @@ class JiraSearch:
             try:
                 yield normalise_issue(self.spec, issue, browse_url=browse_url, now=now)
             except ValueError as error:
-                raise CollectorError(
+                raise PayloadError(
                     f"source {self.client.source}: {self.spec.name}: issue {issue['key']}: {error}"
                 ) from error
 

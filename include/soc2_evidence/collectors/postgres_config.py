@@ -26,9 +26,8 @@ from soc2_evidence.collectors.support.postgres import connection_from_options
 from soc2_evidence.core import config
 from soc2_evidence.core.config import Problem, SourceConfig
 from soc2_evidence.core.datasets import Dataset
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.errors import CollectorError, describe
 from soc2_evidence.core.evidence import rfc3339
-from soc2_evidence.core.redaction import Redactor
 from soc2_evidence.core.staging import BundleWriter
 
 log = logging.getLogger(__name__)
@@ -493,12 +492,8 @@ class _Target:
         return cls({**parameters, "connect_timeout": options.connect_timeout})
 
     def scrub(self, error: BaseException) -> str:
-        """The error's first line, with the password and anything secret-looking removed."""
-        lines = str(error).strip().splitlines()
-        text = lines[0] if lines else type(error).__name__
-        if self.password:
-            text = text.replace(str(self.password), "[REDACTED:connection_password]")
-        return Redactor().redact_text(text)
+        """The one-line description of ``error``, also without this connection's password (libpq may echo it)."""
+        return describe(error, known_secrets=(self.password,))
 
 
 def _server(connection, superusers: list[str]) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from soc2_evidence.collectors.support import tickets
 from soc2_evidence.collectors.support.tickets import Approval, Person, parse_time, record
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.errors import CollectorError, PayloadError
 from soc2_evidence.core.hashing import digest_file
 from soc2_evidence.core.staging import BundleWriter
 
@@ -331,12 +331,12 @@ def _json_items(where: str, export: ExportFile, list_key: str) -> Iterator[Any]:
                     try:
                         yield json.loads(line)
                     except ValueError as error:
-                        raise CollectorError(f"{where}: line {number} is not JSON: {error}") from error
+                        raise PayloadError(f"{where}: line {number} is not JSON: {error}") from error
         return
     try:
         document = json.loads(export.path.read_bytes())
     except ValueError as error:
-        raise CollectorError(f"{where}: not JSON: {error}") from error
+        raise PayloadError(f"{where}: not JSON: {error}") from error
     if isinstance(document, dict):
         if isinstance(document.get("total"), int):
             export.reported = document["total"]
@@ -376,7 +376,7 @@ def _normalise(where: str, index: int, entry: dict[str, Any], item: Any, now: da
             raise CollectorError(f"{where}: issue {index} has no 'key' or 'fields'")
         return jira.normalise_issue(entry["spec"], item, browse_url=entry.get("browse_url"), now=now)
     except ValueError as error:  # an unparseable time or a missing column
-        raise CollectorError(f"{where}: record {index}: {error}") from error
+        raise PayloadError(f"{where}: record {index}: {error}") from error
 
 
 def _pull_record(where: str, index: int, entry: dict[str, Any], pull: Any, now: datetime) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from soc2_evidence.core.hashing import digest_bytes, digest_file
 from soc2_evidence.core.redaction import Redactor, may_hold_secret
 
 BUNDLE_FILE = "bundle.json"
+FAILURE_FILE = "failure.json"
 _JSONL_BUFFER = 1 << 20  # a write call per MiB, not per 8 KiB: populations run to millions of lines
 
 
@@ -31,6 +32,25 @@ def safe_segment(value: str) -> str:
 
 def bundle_dir(staging_root: Path, run: RunContext, source: str, try_number: int) -> Path:
     return staging_root / safe_segment(run.dag_id) / safe_segment(run.run_id) / source / f"try-{try_number}"
+
+
+def record_failure(staging_root: Path, run: RunContext, source: str, reason: str) -> None:
+    """Keep why ``source`` was not collected in this run, for the manifest: the task log is not evidence.
+
+    ``reason`` must already be one secret-free line (``core.errors.describe``). A later try that
+    succeeds stages a bundle, and the reason is then never read.
+    """
+    path = bundle_dir(staging_root, run, source, 0).parent / FAILURE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"reason": reason}), encoding="utf-8")
+
+
+def failure_reason(staging_root: Path, run: RunContext, source: str) -> str | None:
+    """The reason :func:`record_failure` kept for ``source`` in this run, or None."""
+    try:
+        return json.loads((bundle_dir(staging_root, run, source, 0).parent / FAILURE_FILE).read_text("utf-8"))["reason"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,11 @@
 Starts an S3 API with Object Lock on loopback (unless ``EVIDENCE_STORE`` names a store),
 runs the nightly DAG for yesterday with ``airflow dags test`` on SQLite metadata, verifies
 the archive with ``evidence verify``, and stops everything it started, even on failure.
+
+It says ``Verification: OK`` only when every night passed and verify passed. Otherwise it
+prints why, one line each (a failed source's reason from its manifest or its task's
+``AirflowFailException`` line, the store's fail-closed reason), and exits 1. Our own errors
+(a bad configuration file, a store that fails closed) are one ``Error:`` line, not a traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 
 from soc2_evidence.collectors import load_config
 from soc2_evidence.core.config import PROJECT_ROOT
+from soc2_evidence.core.errors import EvidenceError, describe
 from soc2_evidence.demo.local_services import (
     DUMMY_AWS_ENV,
     create_object_lock_bucket,
@@ -37,6 +43,7 @@ DEMO_DATABASE_CONN = "evidence_demo_shop"
 DAGS = {"config": "evidence_config_snapshot", "tickets": "evidence_tickets", "backup": "evidence_backup_test"}
 AIRFLOW_HOME = PROJECT_ROOT / ".airflow"
 DEMO_DIR = PROJECT_ROOT / ".demo"
+_FAIL_LINE = "AirflowFailException: "
 
 
 class Steps:
@@ -99,6 +106,15 @@ def airflow_env(store_url: str, base: dict[str, str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The demo; our own errors become one ``Error:`` line and exit 1 (bugs keep their traceback)."""
+    try:
+        return _demo(argv)
+    except EvidenceError as error:
+        print(f"Error: {describe(error)}", flush=True)
+        return 1
+
+
+def _demo(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--date",
@@ -121,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     DEMO_DIR.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_path = DEMO_DIR / f"airflow-{stamp}.log"
+    config = load_config(os.environ.get("EVIDENCE_CONFIG"))  # a bad file fails before anything is started
+    problems: list[str] = []
 
     with contextlib.ExitStack() as stack:
         env = dict(os.environ)
@@ -155,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
             env[f"AIRFLOW_CONN_{DEMO_DATABASE_CONN.upper()}"] = load_sample_data(server_dsn)
             print(f"    Unix socket only; Airflow connection {DEMO_DATABASE_CONN}")
         env = airflow_env(store_url, env)
-        config = load_config(env.get("EVIDENCE_CONFIG"))
         print(f"    config {config.path}; {len(config.sources)} source(s); retention {config.retention_days} days")
 
         with steps(f"prepare Airflow metadata (SQLite in {AIRFLOW_HOME.relative_to(PROJECT_ROOT)})"):
@@ -166,16 +183,22 @@ def main(argv: list[str] | None = None) -> int:
             if not config.sources_of(family):
                 continue
             with steps(f"run {dag_id} for {args.date} (airflow dags test; log: {log_path.relative_to(PROJECT_ROOT)})"):
+                log_start = log_path.stat().st_size if log_path.exists() else 0
                 try:
                     # 02:00 UTC, the nightly schedule's time: evidence collected now is fresh for it.
                     run_airflow(["dags", "test", dag_id, f"{args.date.isoformat()}T02:00:00+00:00"], env, log_path)
                 except RuntimeError:
-                    print("    the DAG run failed; its manifest below shows what was stored and why", flush=True)
-                manifest_key, manifest = _latest_manifest(store_url, dag_id)
-                manifests.append((manifest_key, manifest))
-                _print_manifest(store_url.split(",")[0], manifest_key, manifest)
+                    print("    the DAG run failed; below is what was stored and why", flush=True)
+                    problems += [f"{dag_id}: {line}" for line in failure_lines(log_path, log_start)]
+                found = _latest_manifest(store_url, dag_id)
+                if found is None:
+                    problems.append(f"{dag_id}: no manifest in {store_url}: the run did not commit")
+                    continue
+                manifests.append(found)
+                _print_manifest(store_url.split(",")[0], *found)
+                problems += [f"{dag_id}: {line}" for line in manifest_problems(found[1])]
                 if family == "backup":
-                    _print_restore_tests(store_url, manifest)
+                    _print_restore_tests(store_url, found[1])
 
         with steps(f"verify the archive (evidence verify --store {store_url})"):
             result = subprocess.run([venv_tool("evidence"), "verify", "--store", store_url], env=env, check=False)
@@ -185,7 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Store:        {store_url.replace(',', ' + ')}")
         for manifest_key, _ in manifests:
             print(f"Manifest:     {primary_url}/{manifest_key}")
-        print(f"Verification: {'OK' if result.returncode == 0 else 'FAILED'}")
+        if result.returncode != 0:
+            problems.append(f"evidence verify --store {store_url} failed (its report is above)")
+        problems = list(dict.fromkeys(problems))  # a reason seen in the log and the manifest is said once
+        print(f"Verification: {'FAILED' if problems or not manifests else 'OK'}")
+        for problem in problems:
+            print(f"  - {problem}")
         if endpoint:
             print(f"Browse:       aws --endpoint-url {endpoint} s3 ls --recursive {primary_url}/")
             print("              (the embedded server stops with the demo; `make demo ARGS=--keep-running` keeps it)")
@@ -195,8 +223,35 @@ def main(argv: list[str] | None = None) -> int:
             print("Embedded S3 server running; press Ctrl-C to stop.", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
-        passed = all(manifest.get("outcome") == "passed" for _, manifest in manifests)
-        return 0 if result.returncode == 0 and manifests and passed else 1
+        return 0 if manifests and not problems else 1
+
+
+def failure_lines(log_path: Path, start: int = 0) -> list[str]:
+    """The one-line reasons of the tasks that failed for good, from ``log_path`` after byte ``start``.
+
+    The Airflow edge (``orchestration.failures``) fails a task on a permanent error with an
+    ``AirflowFailException`` whose message is one line naming the source or the store.
+    """
+    with open(log_path, "rb") as log:
+        log.seek(start)
+        text = log.read().decode("utf-8", "replace")
+    found = (line.split(_FAIL_LINE, 1)[1].strip() for line in text.splitlines() if _FAIL_LINE in line)
+    return list(dict.fromkeys(line for line in found if line))
+
+
+def manifest_problems(manifest: dict) -> list[str]:
+    """Why a committed night did not pass: each missing source's reason, the data-quality failures."""
+    problems = [
+        f"source {source['name']}: {source['status']}: {source.get('error') or 'no reason recorded'}"
+        for source in manifest["sources"]
+        if source["status"] != "archived"
+    ]
+    failures = manifest.get("validation", {}).get("failures", [])
+    if failures:
+        problems.append(f"validation: {len(failures)} data-quality failure(s), listed above")
+    if manifest.get("outcome") != "passed" and not problems:
+        problems.append(f"outcome {manifest.get('outcome')}")
+    return problems
 
 
 def _print_restore_tests(store_url: str, manifest: dict) -> None:
@@ -216,14 +271,14 @@ def _print_restore_tests(store_url: str, manifest: dict) -> None:
             )
 
 
-def _latest_manifest(store_url: str, dag_id: str) -> tuple[str, dict]:
+def _latest_manifest(store_url: str, dag_id: str) -> tuple[str, dict] | None:
     from soc2_evidence.archive.run import latest_link
     from soc2_evidence.archive.stores import open_store
 
     store = open_store(store_url)
     link = latest_link(store, dag_id)
     if link is None:
-        raise RuntimeError(f"no manifest of {dag_id} in {store_url}: the run did not commit")
+        return None
     return link["manifest_key"], json.loads(store.read_bytes(link["manifest_key"]))
 
 
@@ -236,6 +291,8 @@ def _print_manifest(store_url: str, key: str, manifest: dict) -> None:
             ", ".join(f"{count} {name}" for name, count in sorted(source.get("redactions", {}).items())) or "none"
         )
         print(f"    source {source['name']}: {source['status']}, {len(items)} items, redactions: {redactions}")
+        if source.get("error"):
+            print(f"      why: {source['error']}")
     validation = manifest.get("validation", {})
     findings = validation.get("findings", {})
     print(

@@ -14,11 +14,11 @@ from soc2_evidence.archive.stores import open_store
 from soc2_evidence.archive.stores.base import EvidenceStore
 from soc2_evidence.collectors import CollectContext, collector_for
 from soc2_evidence.core.config import PipelineConfig, SourceConfig
-from soc2_evidence.core.errors import CollectorError, ConfigError
+from soc2_evidence.core.errors import CollectorError, ConfigError, EvidenceError, describe
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.hashing import digest_bytes
 from soc2_evidence.core.redaction import Redactor
-from soc2_evidence.core.staging import Bundle, BundleWriter
+from soc2_evidence.core.staging import Bundle, BundleWriter, failure_reason, record_failure
 from soc2_evidence.validation.run import VALIDATION_SOURCE, summary_of
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,19 @@ def extract_source(
     get_connection: Callable[[str], Any] | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Collect one source into staging; return a summary small and secret-free enough for XCom."""
+    """Collect one source into staging; return a summary small and secret-free enough for XCom.
+
+    When it fails with one of our errors, its one-line description is kept in staging
+    (:func:`record_failure`) so the run's manifest can say why the source is missing.
+    """
+    try:
+        return _extract(config, source_name, run, try_number, redaction_key, get_connection, params)
+    except EvidenceError as error:
+        record_failure(config.staging_dir, run, source_name, describe(error))
+        raise
+
+
+def _extract(config, source_name, run, try_number, redaction_key, get_connection, params) -> dict[str, Any]:
     source = find_source(config, source_name)
     collector = collector_for(source.kind)
     writer = BundleWriter(
@@ -149,7 +161,7 @@ def archive_bundles(
     outcomes = [
         SourceOutcome(source.name, source.kind, "archived")
         if source.name in staged_sources
-        else SourceOutcome(source.name, source.kind, "extraction_failed", "extraction did not finish; see its task log")
+        else SourceOutcome(source.name, source.kind, "extraction_failed", _why_missing(config, run, source.name))
         for source in config.sources_of(family)
     ]
     if summary is not None:
@@ -165,6 +177,11 @@ def archive_bundles(
         item_status={(source, name): status for source, name, status in summary["item_status"]} if summary else {},
         validation={key: value for key, value in summary.items() if key != "item_status"} if summary else None,
     )
+
+
+def _why_missing(config: PipelineConfig, run: RunContext, source: str) -> str:
+    """The failed extraction's own one line, else (it was killed, or crashed on a bug) where to look."""
+    return failure_reason(config.staging_dir, run, source) or "extraction did not finish; see its task log"
 
 
 def _no_connections(conn_id: str) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk import Asset, Param, TaskGroup, TriggerRule, get_current_context, task
 
 from soc2_evidence.orchestration.alerts import on_task_failure
+from soc2_evidence.orchestration.failures import airflow_edge
 from soc2_evidence.orchestration.tags import dag_tags
 
 EXTRACT_RETRIES = 3
@@ -30,7 +31,8 @@ def nightly_dag_settings(family: str) -> dict[str, Any]:
     """What every evidence DAG shares: one run at a time, no catch-up, tags, owner, alerts.
 
     Retries are off by default: only ``extract`` retries, since collection is what transient
-    errors break and repeating it is safe.
+    errors break and repeating it is safe. Every task body runs in ``airflow_edge``: a permanent
+    error fails at once with one line, a transient one retries (see ``orchestration.failures``).
     """
     return {
         "start_date": START_DATE,
@@ -106,15 +108,16 @@ def list_sources(family: str) -> list[str]:
     from soc2_evidence.collectors import load_config
     from soc2_evidence.core.errors import ConfigError
 
-    config = load_config()
-    names = [source.name for source in config.sources_of(family)]
-    if not names:
-        raise ConfigError(f"{config.path}: no source has family {family}; a night without sources proves nothing")
-    wanted = get_current_context()["params"].get("sources") or names
-    unknown = sorted(set(wanted) - set(names))
-    if unknown:
-        raise ConfigError(f"{config.path}: no {family} source named {', '.join(unknown)}")
-    return [name for name in names if name in wanted]
+    with airflow_edge(f"{family} sources"):
+        config = load_config()
+        names = [source.name for source in config.sources_of(family)]
+        if not names:
+            raise ConfigError(f"{config.path}: no source has family {family}; a night without sources proves nothing")
+        wanted = get_current_context()["params"].get("sources") or names
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            raise ConfigError(f"{config.path}: no {family} source named {', '.join(unknown)}")
+        return [name for name in names if name in wanted]
 
 
 @task(
@@ -130,16 +133,17 @@ def extract(source_name: str) -> dict[str, Any]:
     from soc2_evidence.orchestration.pipeline import extract_source
 
     context = get_current_context()
-    config = load_config()
-    return extract_source(
-        config,
-        source_name,
-        run_context(context),
-        try_number=context["ti"].try_number,
-        redaction_key=_redaction_key(config.redaction_secret_variable),
-        get_connection=_get_connection,
-        params=context["params"],
-    )
+    with airflow_edge(f"source {source_name}"):
+        config = load_config()
+        return extract_source(
+            config,
+            source_name,
+            run_context(context),
+            try_number=context["ti"].try_number,
+            redaction_key=_redaction_key(config.redaction_secret_variable),
+            get_connection=_get_connection,
+            params=context["params"],
+        )
 
 
 def validate_and_archive(family: str, staged) -> TaskGroup:
@@ -158,13 +162,14 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
             from soc2_evidence.orchestration.pipeline import validate_staged
 
             context = get_current_context()
-            return validate_staged(
-                load_config(),
-                family=family,
-                run=run_context(context),
-                bundle_dirs=[summary["bundle"] for summary in staged_summaries],
-                try_number=context["ti"].try_number,
-            )
+            with airflow_edge(f"{family} validation"):
+                return validate_staged(
+                    load_config(),
+                    family=family,
+                    run=run_context(context),
+                    bundle_dirs=[summary["bundle"] for summary in staged_summaries],
+                    try_number=context["ti"].try_number,
+                )
 
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[evidence_asset(family)])
         def archive(staged_summaries) -> dict[str, Any]:
@@ -174,28 +179,34 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
             from soc2_evidence.orchestration.pipeline import archive_bundles
 
             context = get_current_context()
-            # Pulled, not passed: if validation crashed, the evidence is still archived (marked not validated).
-            validation = context["ti"].xcom_pull(task_ids=f"{group.group_id}.validate")
-            config = load_config()
-            archived = archive_bundles(
-                config,
-                family=family,
-                run=run_context(context),
-                bundle_dirs=[summary["bundle"] for summary in staged_summaries],
-                validation_dir=validation["bundle"] if validation else None,
-            )
-            location = f"{config.store_url}/{archived.manifest_key}"
-            result = {"manifest": location, "manifest_sha256": archived.manifest_sha256, "outcome": archived.outcome}
-            summary = archived.manifest["validation"]
-            if summary.get("findings", {}).get("open"):
-                notify_findings({"dag_id": context["dag_run"].dag_id, "manifest": location, **summary["findings"]})
-            if archived.outcome != "passed":
-                failures = archived.manifest["failures"]
-                raise DataQualityError(
-                    f"run archived as FAILED at {location}: sources not collected: {failures['sources'] or 'none'}; "
-                    f"validation {summary.get('status')}: {len(summary.get('failures', []))} data-quality failure(s)"
+            with airflow_edge(f"{family} archive"):
+                # Pulled, not passed: if validation crashed, the evidence is still archived (marked not validated).
+                validation = context["ti"].xcom_pull(task_ids=f"{group.group_id}.validate")
+                config = load_config()
+                archived = archive_bundles(
+                    config,
+                    family=family,
+                    run=run_context(context),
+                    bundle_dirs=[summary["bundle"] for summary in staged_summaries],
+                    validation_dir=validation["bundle"] if validation else None,
                 )
-            return result
+                location = f"{config.store_url}/{archived.manifest_key}"
+                result = {
+                    "manifest": location,
+                    "manifest_sha256": archived.manifest_sha256,
+                    "outcome": archived.outcome,
+                }
+                summary = archived.manifest["validation"]
+                if summary.get("findings", {}).get("open"):
+                    notify_findings({"dag_id": context["dag_run"].dag_id, "manifest": location, **summary["findings"]})
+                if archived.outcome != "passed":
+                    missing = archived.manifest["failures"]["sources"] or "none"
+                    checks = len(summary.get("failures", []))
+                    raise DataQualityError(
+                        f"run archived as FAILED at {location}: sources not collected: {missing}; "
+                        f"validation {summary.get('status')}: {checks} data-quality failure(s)"
+                    )
+                return result
 
         validate(staged) >> archive(staged)
     return group

@@ -7,6 +7,7 @@ connection, so the same code runs against AWS, MinIO and a local test server.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -14,10 +15,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from soc2_evidence.archive.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
-from soc2_evidence.core.errors import ObjectExistsError, StoreConfigError
+from soc2_evidence.core.errors import ObjectExistsError, StoreConfigError, describe
 from soc2_evidence.core.hashing import digest_bytes
 
 LOCK_MODE = "COMPLIANCE"
@@ -53,19 +55,18 @@ class S3ObjectLockStore(EvidenceStore):
 
     def check_writable(self, retention_days: int) -> None:
         """Refuse to write unless versioning is Enabled and Object Lock is enabled on the bucket."""
-        try:
+        with self._failing_closed(f"bucket {self.bucket}"):
             versioning = self.client.get_bucket_versioning(Bucket=self.bucket)
-        except ClientError as error:
-            raise StoreConfigError(f"bucket {self.bucket}: {_describe(error)}") from error
         if versioning.get("Status") != "Enabled":
             state = versioning.get("Status", "never enabled")
             raise StoreConfigError(f"bucket {self.bucket}: versioning is {state}, must be Enabled")
         try:
-            lock = self.client.get_object_lock_configuration(Bucket=self.bucket)
-        except ClientError as error:
-            if _code(error) == "ObjectLockConfigurationNotFoundError":
+            with self._failing_closed(f"bucket {self.bucket}"):
+                lock = self.client.get_object_lock_configuration(Bucket=self.bucket)
+        except StoreConfigError as error:
+            if _code(error.__cause__) == "ObjectLockConfigurationNotFoundError":
                 raise StoreConfigError(f"bucket {self.bucket}: Object Lock is not enabled") from error
-            raise StoreConfigError(f"bucket {self.bucket}: {_describe(error)}") from error
+            raise
         if lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
             raise StoreConfigError(f"bucket {self.bucket}: Object Lock is not enabled")
 
@@ -83,7 +84,7 @@ class S3ObjectLockStore(EvidenceStore):
                 IfNoneMatch="*",
                 **self._lock_args(retain_until),
             )
-        except ClientError as error:
+        except (ClientError, BotoCoreError) as error:
             raise self._write_error(key, error) from error
         return StoredObject(key=key, sha256=sha256, size=digest.size, version_id=response.get("VersionId"))
 
@@ -130,7 +131,7 @@ class S3ObjectLockStore(EvidenceStore):
             )
         except BaseException as error:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
-            if isinstance(error, ClientError):
+            if isinstance(error, ClientError | BotoCoreError):
                 raise self._write_error(key, error) from error
             raise
         version_id = response.get("VersionId")
@@ -147,19 +148,19 @@ class S3ObjectLockStore(EvidenceStore):
     def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.prefix) + 1 if self.prefix else 0
-        try:
+        with self._failing_closed(f"bucket {self.bucket}: cannot list"):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix) if prefix else self._key("")):
                 for entry in page.get("Contents", []):
                     yield ObjectInfo(key=entry["Key"][strip:], size=entry["Size"])
-        except ClientError as error:
-            raise StoreConfigError(f"bucket {self.bucket}: cannot list: {_describe(error)}") from error
 
     def open(self, key: str) -> BinaryIO:
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        with self._failing_closed(f"{self.url}/{key}: cannot read"):
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
 
     def head(self, key: str) -> ObjectHead:
         # head_object, not get_object_retention: the latter is broken in moto's server mode.
-        response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        with self._failing_closed(f"{self.url}/{key}: cannot read its lock"):
+            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         return ObjectHead(
             version_id=response.get("VersionId"),
             lock_mode=response.get("ObjectLockMode"),
@@ -173,21 +174,34 @@ class S3ObjectLockStore(EvidenceStore):
     def _lock_args(retain_until: datetime) -> dict[str, Any]:
         return {"ObjectLockMode": LOCK_MODE, "ObjectLockRetainUntilDate": retain_until}
 
-    def _write_error(self, key: str, error: ClientError) -> Exception:
+    def _write_error(self, key: str, error: ClientError | BotoCoreError) -> Exception:
         if _code(error) in _EXISTS_CODES:
             return ObjectExistsError(f"{self.url}/{key} already exists; evidence is never overwritten")
-        return StoreConfigError(f"{self.url}/{key}: write failed: {_describe(error)}")
+        return StoreConfigError(f"{self.url}/{key}: write failed: {_problem(error)}")
+
+    @contextlib.contextmanager
+    def _failing_closed(self, where: str) -> Iterator[None]:
+        """S3 and botocore errors as one StoreConfigError line, ``where: problem``, the cause chained."""
+        try:
+            yield
+        except (ClientError, BotoCoreError) as error:
+            raise StoreConfigError(f"{where}: {_problem(error)}") from error
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
+def _code(error: BaseException | None) -> str:
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
 
 
-def _describe(error: ClientError) -> str:
+def _problem(error: ClientError | BotoCoreError) -> str:
+    """What went wrong and, where it is ours to fix, what to check; otherwise the one-line description."""
     code = _code(error)
     if code in ("NoSuchBucket", "404"):
         return "bucket does not exist"
     if code in ("AccessDenied", "403"):
         return "access denied"
-    message = error.response.get("Error", {}).get("Message", "")
-    return f"{code}: {message}" if message else code
+    if isinstance(error, NoCredentialsError):
+        return "no AWS credentials found; set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    if isinstance(error, BotoConnectionError):
+        return f"cannot reach the S3 endpoint ({describe(error)}); check the network and AWS_ENDPOINT_URL_S3"
+    return describe(error)

@@ -2,11 +2,17 @@
 
 Built on urllib3 with its own retry loop, so every failure is reported the same way: one line
 naming the source and the page, and what was wrong. Transient failures (connection errors,
-timeouts, truncated bodies, malformed JSON, HTTP 5xx, 429, GitHub's rate-limited 403) are
+timeouts, truncated bodies, malformed JSON, HTTP 5xx, 408, 429, GitHub's rate-limited 403) are
 retried with exponential backoff; ``Retry-After`` and GitHub's ``x-ratelimit-remaining`` /
 ``x-ratelimit-reset`` are honoured, both after a refusal and before the next request once the
 primary limit is spent. ``sleep`` and ``clock`` are injectable, so tests exercise real HTTP
 without waiting out rate limits.
+
+What is raised is classed for the task's retry (see ``core.errors``): retries used up on a
+transient failure, or a rate limit longer than this task waits, raise
+:class:`TransientCollectorError`; a body that stayed malformed JSON on every try raises
+:class:`PayloadError`; any other 4xx (401, 403 without a rate-limit sign, 404, 410, ...) raises a
+permanent :class:`CollectorError` at once, since asking again gets the same answer.
 """
 
 from __future__ import annotations
@@ -26,13 +32,12 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import msgspec
 import urllib3
 
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.errors import CollectorError, PayloadError, TransientCollectorError, describe
 from soc2_evidence.core.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 _DONE = object()
 READ_AHEAD_SWITCH_SECONDS = 0.0005
 READ_AHEAD_GC_THRESHOLD = 50_000  # allocations between cycle collections while pages stream: a few pages
@@ -41,6 +46,12 @@ _ERROR_SNIPPET = 200
 # msgspec parses a page about twice as fast as the json module, to the same dicts and lists; it
 # refuses what JSON does not allow (NaN, trailing commas), which the json module would accept.
 _decode_json = msgspec.json.Decoder().decode
+_MALFORMED = "malformed JSON in the response body"
+
+
+def is_transient_status(status: int) -> bool:
+    """5xx (the server's trouble), 408 (a request timeout) and 429 (too many requests) may pass if asked again."""
+    return status >= 500 or status in (408, 429)
 
 
 @dataclass(frozen=True)
@@ -130,19 +141,20 @@ class HttpClient:
             try:
                 raw = self._pool.request(method, url, body=payload, headers=headers, preload_content=True)
             except urllib3.exceptions.HTTPError as error:
-                problem, wait = _describe(error), self._backoff(attempt)
+                problem, wait = _network_problem(error), self._backoff(attempt)
             else:
                 problem, wait = (None, 0.0) if raw.status in allow else self._judge(raw, attempt, where)
                 if problem is None:
                     try:
                         data = _decode_json(raw.data) if raw.data and not raw.data.isspace() else None
                     except msgspec.DecodeError as error:
-                        problem, wait = f"malformed JSON in the response body ({error})", self._backoff(attempt)
+                        problem, wait = f"{_MALFORMED} ({error})", self._backoff(attempt)
                     else:
                         self._note_rate_limit(raw.headers)
                         return Response(raw.status, raw.headers, data, url)
             if attempt == self.policy.tries:
-                raise CollectorError(f"{where}: {problem}; gave up after {attempt} tries")
+                gave_up = PayloadError if problem.startswith(_MALFORMED) else TransientCollectorError
+                raise gave_up(f"{where}: {problem}; gave up after {attempt} tries")
             log.warning("%s: %s; retry %d of %d in %.1f s", where, problem, attempt, self.policy.tries - 1, wait)
             self.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
@@ -156,12 +168,12 @@ class HttpClient:
         rate_wait = self._rate_limit_wait(status, raw.headers, detail, attempt)
         if rate_wait is not None:
             if rate_wait > self.policy.max_wait_seconds:
-                raise CollectorError(
+                raise TransientCollectorError(
                     f"{where}: rate limited (HTTP {status}) for {rate_wait:.0f} s, longer than the "
                     f"{self.policy.max_wait_seconds:.0f} s this task waits; the task's retry will resume later"
                 )
             return f"rate limited (HTTP {status}{': ' + detail if detail else ''})", rate_wait
-        if status in TRANSIENT_STATUSES:
+        if is_transient_status(status):
             return f"HTTP {status}{': ' + detail if detail else ''}", self._backoff(attempt)
         if status == 401:
             hint = f"; {self.auth_hint}" if self.auth_hint else ""
@@ -201,7 +213,7 @@ class HttpClient:
         if wait <= 0:
             return
         if wait > self.policy.max_wait_seconds:
-            raise CollectorError(
+            raise TransientCollectorError(
                 f"{where}: the API rate limit is spent for {wait:.0f} s, longer than the "
                 f"{self.policy.max_wait_seconds:.0f} s this task waits; the task's retry will resume later"
             )
@@ -343,13 +355,14 @@ def _retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, moment.timestamp() - now)
 
 
-def _describe(error: urllib3.exceptions.HTTPError) -> str:
+def _network_problem(error: urllib3.exceptions.HTTPError) -> str:
+    """A failed connection or read in words: timeouts and short bodies plainly, anything else by the describer."""
     reason = getattr(error, "reason", None) or error
     if isinstance(reason, urllib3.exceptions.ReadTimeoutError | urllib3.exceptions.ConnectTimeoutError):
         return "timed out"
     if isinstance(reason, urllib3.exceptions.ProtocolError) and "IncompleteRead" in str(reason):
         return "the response body was cut short (fewer bytes than its Content-Length)"
-    return f"{type(reason).__name__}: {_clip(str(reason))}"
+    return f"{type(reason).__name__}: {describe(reason)}"
 
 
 def _error_detail(body: bytes) -> str:

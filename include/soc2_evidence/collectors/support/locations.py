@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.errors import CollectorError, describe
 
 SCHEMES = ("s3", "gs", "file")
 
@@ -161,6 +161,8 @@ class S3Location(BackupLocation):
     def iter_objects(self) -> Iterator[BackupObject]:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        from soc2_evidence.collectors.support.aws import aws_error
+
         start = f"{self.prefix}/" if self.prefix else ""
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start)
         page_number = 0
@@ -174,39 +176,43 @@ class S3Location(BackupLocation):
                         modified=entry["LastModified"].astimezone(UTC),
                     )
         except (BotoCoreError, ClientError) as error:
-            raise CollectorError(
-                f"location {self.url}: ListObjectsV2 page {page_number + 1} failed: {_aws_error(error)}"
-            ) from error
+            raise aws_error(f"location {self.url}: ListObjectsV2 page {page_number + 1} failed", error) from error
 
     def read_bytes(self, name: str, limit: int) -> bytes | None:
         from botocore.exceptions import BotoCoreError, ClientError
+
+        from soc2_evidence.collectors.support.aws import aws_error
 
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
-            raise CollectorError(f"location {self.url}: GetObject {name} failed: {_aws_error(error)}") from error
+            raise aws_error(f"location {self.url}: GetObject {name} failed", error) from error
         except BotoCoreError as error:
-            raise CollectorError(f"location {self.url}: GetObject {name} failed: {_aws_error(error)}") from error
+            raise aws_error(f"location {self.url}: GetObject {name} failed", error) from error
         _check_limit(self.url, name, response["ContentLength"], limit)
         return response["Body"].read()
 
     def download(self, name: str, path: Path) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        from soc2_evidence.collectors.support.aws import aws_error
+
         try:
             self.client.download_file(self.bucket, self._key(name), str(path))
         except (BotoCoreError, ClientError) as error:
-            raise CollectorError(f"location {self.url}: download of {name} failed: {_aws_error(error)}") from error
+            raise aws_error(f"location {self.url}: download of {name} failed", error) from error
 
     def put_file(self, path: Path, name: str) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        from soc2_evidence.collectors.support.aws import aws_error
+
         try:
             self.client.upload_file(str(path), self.bucket, self._key(name))
         except (BotoCoreError, ClientError) as error:
-            raise CollectorError(f"location {self.url}: upload of {name} failed: {_aws_error(error)}") from error
+            raise aws_error(f"location {self.url}: upload of {name} failed", error) from error
         return f"s3://{self.bucket}/{self._key(name)}"
 
 
@@ -243,7 +249,7 @@ class GCSLocation(BackupLocation):
                     modified=blob.updated.astimezone(UTC),
                 )
         except GoogleAPIError as error:
-            raise CollectorError(f"location {self.url}: listing objects failed: {_first_line(error)}") from error
+            raise CollectorError(f"location {self.url}: listing objects failed: {describe(error)}") from error
 
     def read_bytes(self, name: str, limit: int) -> bytes | None:
         from google.api_core.exceptions import GoogleAPIError, NotFound
@@ -257,7 +263,7 @@ class GCSLocation(BackupLocation):
         except NotFound:
             return None
         except GoogleAPIError as error:
-            raise CollectorError(f"location {self.url}: reading {name} failed: {_first_line(error)}") from error
+            raise CollectorError(f"location {self.url}: reading {name} failed: {describe(error)}") from error
 
     def download(self, name: str, path: Path) -> None:
         from google.api_core.exceptions import GoogleAPIError
@@ -265,7 +271,7 @@ class GCSLocation(BackupLocation):
         try:
             self.bucket.blob(self._key(name)).download_to_filename(str(path))
         except GoogleAPIError as error:
-            raise CollectorError(f"location {self.url}: download of {name} failed: {_first_line(error)}") from error
+            raise CollectorError(f"location {self.url}: download of {name} failed: {describe(error)}") from error
 
     def put_file(self, path: Path, name: str) -> str:
         from google.api_core.exceptions import GoogleAPIError
@@ -273,23 +279,10 @@ class GCSLocation(BackupLocation):
         try:
             self.bucket.blob(self._key(name)).upload_from_filename(str(path))
         except GoogleAPIError as error:
-            raise CollectorError(f"location {self.url}: upload of {name} failed: {_first_line(error)}") from error
+            raise CollectorError(f"location {self.url}: upload of {name} failed: {describe(error)}") from error
         return f"gs://{self.bucket_name}/{self._key(name)}"
 
 
 def _check_limit(url: str, name: str, size: int, limit: int) -> None:
     if size > limit:
         raise CollectorError(f"location {url}: {name} is {size} bytes, more than the {limit} allowed")
-
-
-def _aws_error(error: Exception) -> str:
-    response = getattr(error, "response", None) or {}
-    detail = response.get("Error", {})
-    if detail:
-        return f"{detail.get('Code', 'error')}: {detail.get('Message', '')}".rstrip(": ")
-    return _first_line(error)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

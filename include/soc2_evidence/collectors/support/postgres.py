@@ -35,7 +35,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.errors import CollectorError, describe
 from soc2_evidence.core.evidence import canonical_json, parse_rfc3339, rfc3339, utc_now
 from soc2_evidence.core.hashing import digest_file
 
@@ -142,10 +142,8 @@ class PgConnection:
         return f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}/{self.dbname}"
 
     def scrub(self, error: BaseException) -> str:
-        """An error's first line, with the password removed."""
-        lines = str(error).strip().splitlines()
-        text = lines[0] if lines else type(error).__name__
-        return text.replace(self.password, "[REDACTED]") if self.password else text
+        """The one-line description of ``error``, also without this connection's password (libpq may echo it)."""
+        return describe(error, known_secrets=(self.password,))
 
 
 def _sorted_params(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
