@@ -95,7 +95,12 @@ def _print_report(report) -> None:
 
 @main.group()
 def config() -> None:
-    """Check the pipeline's YAML configuration, or print its JSON Schema."""
+    """Check the pipeline's YAML configuration, or print its JSON Schema.
+
+    Example:
+
+        evidence config check && evidence config schema > include/config/evidence.schema.json
+    """
 
 
 @config.command("check")
