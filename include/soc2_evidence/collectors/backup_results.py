@@ -32,10 +32,12 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
-from xml.etree import ElementTree
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
+
+if TYPE_CHECKING:
+    from xml.etree import ElementTree
 
 from soc2_evidence.collectors import CollectContext
 from soc2_evidence.collectors.support import restore_results
@@ -266,6 +268,8 @@ def _parse(found: BackupObject, text: str, options: Options) -> tuple[str, list]
 
 
 def _junit(found: BackupObject, text: str, options: Options) -> list:
+    from xml.etree import ElementTree  # here: DAG files import this module at parse time
+
     try:
         # The standard parser does not fetch external entities, and expat >= 2.4 caps entity expansion.
         root = ElementTree.fromstring(text)  # noqa: S314 - see above

@@ -15,7 +15,6 @@ overrides ``store.url`` and ``EVIDENCE_STAGING`` ``staging_dir``.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import types
@@ -653,6 +652,8 @@ def _is_local_path(annotation: Any) -> bool:
 
 
 def _suggestion(key: Any, valid: Mapping[str, Any]) -> str:
+    import difflib  # only when there is a problem to report
+
     close = difflib.get_close_matches(str(key), [str(name) for name in valid], n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 

@@ -12,9 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, SSLError
-from botocore.exceptions import ConnectionError as BotoConnectionError
-
 from soc2_evidence.core.errors import CollectorError, TransientCollectorError, describe
 
 THROTTLING_CODES = frozenset(
@@ -42,6 +39,9 @@ THROTTLING_CODES = frozenset(
 
 def is_transient_aws(error: BaseException) -> bool:
     """Throttling codes, HTTP 5xx, 408 and 429, connection failures, timeouts; not TLS (certificates are not flaky)."""
+    from botocore.exceptions import ClientError, HTTPClientError, SSLError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
     if isinstance(error, ClientError):
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         code = str(error.response.get("Error", {}).get("Code", ""))
@@ -70,6 +70,8 @@ class AwsApi:
 
     def call(self, operation: str, *, absent: tuple[str, ...] = (), **params: Any) -> dict[str, Any] | None:
         """The response, or None when the error code says the thing is absent (no policy, no login profile)."""
+        from botocore.exceptions import BotoCoreError, ClientError  # at call time: DAG files import this module
+
         try:
             return getattr(self.client, operation)(**params)
         except ClientError as error:
@@ -81,6 +83,8 @@ class AwsApi:
 
     def pages(self, operation: str, **params: Any) -> Iterator[dict[str, Any]]:
         """The pages of a paginated call; a failure names the page it happened on."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         pages = iter(self.client.get_paginator(operation).paginate(**params))
         number = 1
         while True:

@@ -26,11 +26,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import msgspec
-import urllib3
+
+if TYPE_CHECKING:
+    import urllib3
 
 from soc2_evidence.core.errors import CollectorError, PayloadError, TransientCollectorError, describe
 from soc2_evidence.core.redaction import Redactor
@@ -107,6 +109,8 @@ class HttpClient:
         self.requests = 0
         self._blocked_until = 0.0
         self._headers = {"Accept": "application/json", "User-Agent": "soc2-evidence", **(headers or {})}
+        import urllib3  # here, not at module level: DAG files import this module (for Options) at parse time
+
         # Redirects are followed (urllib3 drops Authorization across hosts); everything else is retried here.
         retries = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5, raise_on_redirect=True)
         timeout = urllib3.Timeout(connect=min(10.0, self.policy.timeout_seconds), read=self.policy.timeout_seconds)
@@ -132,6 +136,8 @@ class HttpClient:
 
         A status in ``allow`` (e.g. 404 for "not configured") is returned, not raised.
         """
+        import urllib3
+
         payload = json.dumps(body).encode("utf-8") if body is not None else None
         headers = {**self._headers, **({"Content-Type": "application/json"} if payload is not None else {})}
         where = f"source {self.source}: {method} {urlsplit(url).path} ({page})"
@@ -357,6 +363,8 @@ def _retry_after(value: str | None, now: float) -> float | None:
 
 def _network_problem(error: urllib3.exceptions.HTTPError) -> str:
     """A failed connection or read in words: timeouts and short bodies plainly, anything else by the describer."""
+    import urllib3
+
     reason = getattr(error, "reason", None) or error
     if isinstance(reason, urllib3.exceptions.ReadTimeoutError | urllib3.exceptions.ConnectTimeoutError):
         return "timed out"
