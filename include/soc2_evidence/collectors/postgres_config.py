@@ -20,12 +20,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from soc2_evidence.collectors import CollectContext
-from soc2_evidence.collectors.support.postgres import connection_from_options
+from soc2_evidence.collectors.support.postgres import connection_from_options, scrub
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import rfc3339
-from soc2_evidence.core.redaction import Redactor
 from soc2_evidence.core.staging import BundleWriter
 
 log = logging.getLogger(__name__)
@@ -473,12 +472,7 @@ class _Target:
         return cls({**parameters, "connect_timeout": timeout})
 
     def scrub(self, error: BaseException) -> str:
-        """The error's first line, with the password and anything secret-looking removed."""
-        lines = str(error).strip().splitlines()
-        text = lines[0] if lines else type(error).__name__
-        if self.password:
-            text = text.replace(str(self.password), "[REDACTED:connection_password]")
-        return Redactor().redact_text(text)
+        return scrub(error, self.password)
 
 
 def _server(connection, superusers: list[str]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from typing import Any
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import canonical_json, parse_rfc3339, rfc3339, utc_now
 from soc2_evidence.core.hashing import digest_file
+from soc2_evidence.core.redaction import Redactor
 
 MANIFEST_SCHEMA = "soc2-evidence/pg-backup-manifest/v1"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -142,10 +143,19 @@ class PgConnection:
         return f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}/{self.dbname}"
 
     def scrub(self, error: BaseException) -> str:
-        """An error's first line, with the password removed."""
-        lines = str(error).strip().splitlines()
-        text = lines[0] if lines else type(error).__name__
-        return text.replace(self.password, "[REDACTED]") if self.password else text
+        return scrub(error, self.password)
+
+
+def scrub(error: BaseException, password: str | None) -> str:
+    """An error's first line, with the connection's password and anything secret-looking removed.
+
+    psycopg and libpq may quote the connection string, password included, in their messages.
+    """
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    if password:
+        text = text.replace(str(password), "[REDACTED:connection_password]")
+    return Redactor().redact_text(text)
 
 
 def _sorted_params(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
