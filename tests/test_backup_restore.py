@@ -37,6 +37,7 @@ from soc2_evidence.collectors.support.postgres import (
     take_backup,
 )
 from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import Bundle
@@ -96,7 +97,8 @@ def collect(tmp_path: Path, name: str, options: dict, connections: dict | None =
     source = SourceConfig(name=name, kind="pg_restore", family="backup", options={**TARGETS, **options})
     writer = bundle_writer(tmp_path / "staging", run_context(), family="backup", source=name, kind="pg_restore")
     context = CollectContext(
-        resolve_path=lambda value: tmp_path / value, get_connection=lambda conn_id: (connections or {})[conn_id]
+        resolve_path=lambda value: tmp_path / value,
+        credentials=Credentials(lambda conn_id: (connections or {})[conn_id]),
     )
     pg_restore.collect(source, writer, context)
     bundle = writer.finish()
@@ -264,7 +266,7 @@ def test_bad_options_name_the_source(tmp_path):
 
 def collect_options(tmp_path: Path, options: dict) -> None:
     source = SourceConfig(name="broken", kind="pg_restore", family="backup", options=options)
-    context = CollectContext(resolve_path=lambda value: tmp_path / value, get_connection=lambda conn_id: None)
+    context = CollectContext(resolve_path=lambda value: tmp_path / value)
     pg_restore.RestoreTestConfig.parse(source, context)
 
 

@@ -12,6 +12,7 @@ from fake_apis import Connection, FakeJira, Reply, jira_issue, run_collector
 from conftest import ROOT, write_pipeline_config
 from soc2_evidence.collectors.support import tickets
 from soc2_evidence.collectors.support.tickets import Approval, Person, collection_window
+from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import rfc3339
 
@@ -236,7 +237,7 @@ def test_watermark_advances_only_after_a_committed_passing_run(tmp_path):
                 config,
                 "jira-changes",
                 run,
-                get_connection=lambda _: Connection(login="bot@example.com", password="t0ken"),
+                credentials=Credentials(lambda _: Connection(login="bot@example.com", password="t0ken")),
             )
             if archive:
                 validation = validate_staged(config, family="tickets", run=run, bundle_dirs=[staged["bundle"]])

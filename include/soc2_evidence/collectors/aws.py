@@ -4,10 +4,11 @@ Options: ``accounts`` (a list of ``{id, role_arn, external_id, regions}``: ``id`
 account id as a string; ``role_arn`` is assumed once per account with STS, or omitted to read
 the account the base credentials belong to; ``regions`` lists the regions to read, the first
 one known to botocore serving the account's global calls), ``conn_id`` (an Airflow AWS
-connection: login is the access key id, password the secret, extra may hold ``region_name``,
-``endpoint_url`` and ``aws_session_token``; without it boto3's standard chain applies, with
-``AWS_ENDPOINT_URL*``), ``max_access_key_age_days`` (default 90) and ``admin_allow_list``
-(IAM user ARNs allowed administrator access, default none).
+connection, resolved by :mod:`soc2_evidence.core.credentials`: outside Airflow login is the
+access key id, password the secret, extra may hold ``region_name``, ``endpoint_url`` and
+``aws_session_token``; under Airflow the amazon provider's hook reads it; without it boto3's
+standard chain applies, with ``AWS_ENDPOINT_URL*``), ``max_access_key_age_days`` (default 90)
+and ``admin_allow_list`` (IAM user ARNs allowed administrator access, default none).
 
 Every dataset is a JSON Lines item streamed record by record from paginators, so memory stays
 flat however large the accounts are. Any failed call (access denied, throttling past the
@@ -33,11 +34,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from soc2_evidence.collectors import CollectContext, reject_unknown_options
 from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core.credentials import AwsSession
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import rfc3339
@@ -47,7 +48,6 @@ from soc2_evidence.core.staging import BundleWriter
 KIND = "aws"
 FAMILY = "config"
 VERSION = "1.0.0"
-CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=32)
 # Calls per listed resource (a user's MFA devices, a bucket's settings) run this many at a time:
 # AWS answers in tens of milliseconds, and one at a time would take hours for large accounts.
 WORKERS = 8
@@ -347,10 +347,12 @@ DATASETS = (
 
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
     options = _parse_options(source)
-    base_session, endpoint_url = _base_session(source, options, context)
+    # The session roles are assumed from: the connection's (an Airflow AWS connection's, under
+    # Airflow), else boto3's standard chain.
+    base = context.credentials.aws_session(options.conn_id)
     # Every account is opened (role assumed, identity and regions checked) before anything is
     # written, so a misconfigured account fails the snapshot at once.
-    accounts = [_Account.open(source.name, spec, base_session, endpoint_url) for spec in options.accounts]
+    accounts = [_Account.open(source.name, spec, base) for spec in options.accounts]
     now = context.now()  # access-key ages are measured from it
     totals: collections.Counter[str] = collections.Counter()
 
@@ -592,23 +594,6 @@ def _parse_options(source: SourceConfig) -> _Options:
     return _Options(tuple(accounts), conn_id, max_age, frozenset(allow_list))
 
 
-def _base_session(source: SourceConfig, options: _Options, context: CollectContext) -> tuple[Any, str | None]:
-    """The session roles are assumed from: an Airflow connection's keys, else boto3's standard chain."""
-    import boto3
-
-    if not options.conn_id:
-        return boto3.session.Session(), None
-    connection = context.get_connection(options.conn_id)
-    extra = connection.extra_dejson or {}
-    session = boto3.session.Session(
-        aws_access_key_id=connection.login or None,
-        aws_secret_access_key=connection.password or None,
-        aws_session_token=extra.get("aws_session_token"),
-        region_name=extra.get("region_name"),
-    )
-    return session, extra.get("endpoint_url")
-
-
 class _Api:
     """One client of one account and region; every call's failure names the source, account, region and call."""
 
@@ -660,8 +645,7 @@ class _Api:
 class _Account:
     source: str
     spec: _AccountSpec
-    session: Any
-    endpoint_url: str | None
+    aws: AwsSession
     home_region: str
     identity_arn: str = ""
     _clients: dict[tuple[str, str], _Api] = field(default_factory=dict)
@@ -674,14 +658,13 @@ class _Account:
         return self.spec.account_id
 
     @classmethod
-    def open(cls, source: str, spec: _AccountSpec, base_session: Any, endpoint_url: str | None) -> _Account:
+    def open(cls, source: str, spec: _AccountSpec, base: AwsSession) -> _Account:
         """Assume the account's role, then check who we are and that every region exists and is enabled."""
-        home = _home_region(source, spec, base_session)
-        session = base_session
+        home = _home_region(source, spec, base.session)
+        aws = base
         if spec.role_arn:
-            base = cls(source, spec, base_session, endpoint_url, home)
-            session = _assumed_role_session(base.api("sts"), spec, home)
-        account = cls(source, spec, session, endpoint_url, home)
+            aws = base.with_session(_assumed_role_session(cls(source, spec, base, home).api("sts"), spec, home))
+        account = cls(source, spec, aws, home)
         identity = account.api("sts").call("get_caller_identity")
         if identity["Account"] != spec.account_id:
             raise CollectorError(
@@ -711,9 +694,7 @@ class _Account:
         region = region or self.home_region
         with self._lock:
             if (service, region) not in self._clients:
-                client = self.session.client(
-                    service, region_name=region, endpoint_url=self.endpoint_url, config=CLIENT_CONFIG
-                )
+                client = self.aws.client(service, region)
                 self._clients[(service, region)] = _Api(self.source, self.account_id, region, client)
             return self._clients[(service, region)]
 

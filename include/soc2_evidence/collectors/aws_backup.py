@@ -189,7 +189,9 @@ DATASETS = (PLANS, VAULTS, RECOVERY_POINTS, PROTECTED_RESOURCES, RESTORE_JOBS, R
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
     options = _Options.parse(source)
     now = utc_now()
-    sessions = {region: _session(options, region) for region in options.regions}
+    sessions = {
+        region: context.credentials.aws_session(options.aws_conn_id, region).session for region in options.regions
+    }
     account = _account(source, sessions)
     calls = [_Calls(source.name, region, session) for region, session in sessions.items()]
     counts: dict[str, int] = {}
@@ -387,16 +389,6 @@ class _Options:
             restore_test_max_age_hours=number("restore_test_max_age_hours", DEFAULT_RESTORE_TEST_MAX_AGE_HOURS),
             rds=options.get("rds", True),
         )
-
-
-def _session(options: _Options, region: str) -> Any:
-    if options.aws_conn_id:
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-        return AwsBaseHook(aws_conn_id=options.aws_conn_id, region_name=region).get_session(region_name=region)
-    import boto3
-
-    return boto3.session.Session(region_name=region)
 
 
 def _account(source: SourceConfig, sessions: dict[str, Any]) -> str:

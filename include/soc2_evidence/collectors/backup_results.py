@@ -102,7 +102,12 @@ class MalformedResult(ValueError):
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
     options = _options(source)
     try:
-        location = open_location(options["location"], resolve_path=context.resolve_path, aws_conn_id=options["aws"])
+        location = open_location(
+            options["location"],
+            resolve_path=context.resolve_path,
+            credentials=context.credentials,
+            aws_conn_id=options["aws"],
+        )
     except CollectorError as error:
         raise CollectorError(f"source {source.name}: {error}") from error
     now = utc_now()

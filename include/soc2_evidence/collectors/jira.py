@@ -173,7 +173,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
     conn_id = options.get("conn_id")
     if not isinstance(conn_id, str) or not conn_id:
         raise CollectorError(f"source {source.name}: option 'conn_id' (an Airflow connection) is required")
-    connection = context.get_connection(conn_id)
+    connection = context.credentials.connection(conn_id)
     base_url = options.get("url") or base_url_of(connection)
     if not base_url:
         raise CollectorError(f"source {source.name}: no Jira URL: set option 'url' or the host of {conn_id}")

@@ -464,7 +464,7 @@ class _Target:
         if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
             raise CollectorError(f"source {source.name}: option 'connect_timeout' must be a whole number >= 1")
         database = connection_from_options(
-            source.name, options, "conn_id", "dsn", context.get_connection, required=True
+            source.name, options, "conn_id", "dsn", context.credentials.connection, required=True
         )
         parameters = dict(database.params)
         if database.password:
