@@ -165,6 +165,7 @@ def test_buckets_from_the_emulator(extract, buckets):
 
 def test_findings_through_validate_run(extract, buckets, configure, run):
     from soc2_evidence.archive.stores import open_store
+    from soc2_evidence.collectors import collector_for
     from soc2_evidence.validation.controls import load_control_map
     from soc2_evidence.validation.run import ValidationSettings, summary_of, validate_run
 
@@ -184,6 +185,7 @@ def test_findings_through_validate_run(extract, buckets, configure, run):
             today=date.today(),
         ),
         staging_root=config.staging_dir,
+        checks_of=collector_for,
     )
     outcome = summary_of(validation)
     assert outcome["status"] == "passed", outcome["failures"]

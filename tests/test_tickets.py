@@ -146,6 +146,7 @@ def test_reconciliation_findings_and_quality_failures(tmp_path, settings):
     """One validation of two sources: the samples' planted control exceptions become findings; a Jira
     population whose count disagrees with the API's total, with one issue twice, fails data quality."""
     from soc2_evidence.archive.stores import open_store
+    from soc2_evidence.collectors import collector_for
     from soc2_evidence.core.config import DEFAULT_CONFIG_PATH, load_config
     from soc2_evidence.validation.run import summary_of, validate_run
 
@@ -189,6 +190,7 @@ def test_reconciliation_findings_and_quality_failures(tmp_path, settings):
         store=open_store((tmp_path / "store").as_uri()),
         settings=settings,
         staging_root=tmp_path / "staging",
+        checks_of=collector_for,
     )
 
     summary = summary_of(validation)

@@ -125,6 +125,7 @@ def validate_staged(
         store=open_store(config.store_url, aws_conn_id=aws_conn_id or config.aws_conn_id, credentials=credentials),
         settings=settings,
         staging_root=config.staging_dir,
+        checks_of=collector_for,
         try_number=try_number,
     )
     summary = summary_of(bundle)
