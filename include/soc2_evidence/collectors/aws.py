@@ -384,14 +384,29 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
 
 def control_expectations(dataset: Dataset) -> list[Any]:
     """The controls each dataset evidences; a failing record is a finding, not a failed run."""
-    from great_expectations.expectations.row_conditions import Column
+    for candidate, controls in _CONTROLS:
+        if dataset is candidate:
+            return controls(_Checks(dataset))
+    return []
 
-    from soc2_evidence.validation.gx import control, expectations
 
-    def equals(column: str, value: Any, name: str, description: str, **condition: Any) -> Any:
-        return control(
-            expectations.ExpectColumnValuesToBeInSet,
-            dataset,
+class _Checks:
+    """The shapes this collector's control checks take, bound to one dataset.
+
+    Validation imports Great Expectations only when it judges, so extraction never pays for it.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        from soc2_evidence.validation.gx import control, expectations
+
+        self.dataset, self._control, self.expectations = dataset, control, expectations
+
+    def expect(self, expectation: Any, name: str, description: str, **kwargs: Any) -> Any:
+        return self._control(expectation, self.dataset, name, description, **kwargs)
+
+    def equals(self, column: str, value: Any, name: str, description: str, **condition: Any) -> Any:
+        return self.expect(
+            self.expectations.ExpectColumnValuesToBeInSet,
             name,
             description,
             column=column,
@@ -399,128 +414,180 @@ def control_expectations(dataset: Dataset) -> list[Any]:
             **condition,
         )
 
-    def at_least(column: str, minimum: int, name: str, description: str) -> Any:
-        return control(
-            expectations.ExpectColumnValuesToBeBetween, dataset, name, description, column=column, min_value=minimum
+    def at_least(self, column: str, minimum: int, name: str, description: str) -> Any:
+        return self.expect(
+            self.expectations.ExpectColumnValuesToBeBetween, name, description, column=column, min_value=minimum
         )
 
-    def unless_blocked(column: str, name: str, description: str) -> Any:
-        """``column`` may be true only where all four public access block settings are in effect (bucket or account)."""
-        return control(
-            expectations.ExpectColumnPairValuesToBeInSet,
-            dataset,
+    def pairs(self, column_a: str, column_b: str, allowed: list[tuple[bool, bool]], name: str, description: str) -> Any:
+        """Only the ``allowed`` (column_a, column_b) combinations may occur."""
+        return self.expect(
+            self.expectations.ExpectColumnPairValuesToBeInSet,
             name,
             description,
-            column_A="effective_public_access_block_all",
-            column_B=column,
-            value_pairs_set=[(True, True), (True, False), (False, False)],
+            column_A=column_a,
+            column_B=column_b,
+            value_pairs_set=allowed,
         )
 
-    if dataset is IAM_USERS:
-        return [
-            equals(
-                "mfa_enabled",
-                True,
-                "console_users_have_mfa",
-                "Every IAM user who can sign in to the console has an MFA device",
-                row_condition=Column("console_access") == True,  # noqa: E712 - builds a GX condition
-            ),
-            control(
-                expectations.ExpectColumnPairValuesToBeInSet,
-                dataset,
-                "admin_access_allow_listed",
-                "Only allow-listed IAM users have administrator access (AdministratorAccess or Action * on *)",
-                column_A="admin",
-                column_B="admin_allow_listed",
-                value_pairs_set=[(False, False), (False, True), (True, True)],
-            ),
-        ]
-    if dataset is IAM_ACCESS_KEYS:
-        return [
-            control(
-                expectations.ExpectColumnPairValuesAToBeGreaterThanB,
-                dataset,
-                "rotated",
-                "No active access key is older than max_access_key_age_days",
-                column_A="max_age_days",
-                column_B="age_days",
-                or_equal=True,
-                row_condition=Column("status") == "Active",
-            )
-        ]
-    if dataset is PASSWORD_POLICIES:
-        return [
-            equals("present", True, "present", "Every account sets an IAM password policy"),
-            at_least(
-                "minimum_length",
-                MIN_PASSWORD_LENGTH,
-                "minimum_length",
-                f"The password policy requires at least {MIN_PASSWORD_LENGTH} characters",
-            ),
-        ]
-    if dataset is S3_BUCKETS:
-        return [
-            unless_blocked(
-                "policy_is_public",
-                "not_public_by_policy",
-                "No bucket policy makes a bucket public, unless all four Block Public Access settings are on "
-                "(each at bucket or account level)",
-            ),
-            unless_blocked(
-                "acl_is_public",
-                "not_public_by_acl",
-                "No bucket ACL grants access to everyone, unless all four Block Public Access settings are on "
-                "(each at bucket or account level)",
-            ),
-            control(
-                expectations.ExpectColumnValuesToNotBeNull,
-                dataset,
-                "default_encryption",
-                "Every bucket encrypts new objects by default",
-                column="default_encryption",
-            ),
-        ]
-    if dataset is S3_ACCOUNT_PUBLIC_ACCESS:
-        return [
-            equals(
-                "all_blocked",
-                True,
-                "account_blocks_public_access",
-                "Every account turns on all four settings of account-level S3 Block Public Access",
-            )
-        ]
-    if dataset is CLOUDTRAIL_TRAILS:
-        return [
-            equals("multi_region", True, "multi_region", "Trails record every region"),
-            equals("log_file_validation", True, "log_file_validation", "Trails sign their log files (digest files)"),
-            equals("is_logging", True, "logging", "Trails are logging"),
-        ]
-    if dataset is KMS_KEYS:
-        return [equals("rotation_enabled", True, "rotation_enabled", "Customer-managed keys rotate yearly")]
-    if dataset is SECURITY_GROUPS:
-        return [
-            equals(
-                "admin_ports_open_to_world",
-                False,
-                "no_admin_ports_open_to_world",
-                f"No security group opens ports {', '.join(map(str, ADMIN_PORTS))} (or all traffic) to the internet",
-            )
-        ]
-    if dataset is RDS_INSTANCES:
-        return [
-            equals("storage_encrypted", True, "encrypted", "DB instances encrypt their storage"),
-            equals("publicly_accessible", False, "not_public", "DB instances are not publicly accessible"),
-            at_least(
-                "backup_retention_days",
-                MIN_BACKUP_RETENTION_DAYS,
-                "backup_retention",
-                f"DB instances keep automated backups at least {MIN_BACKUP_RETENTION_DAYS} days",
-            ),
-            equals("deletion_protection", True, "deletion_protection", "DB instances have deletion protection"),
-        ]
-    if dataset is CONFIG_RECORDERS:
-        return [equals("recording", True, "recording", "AWS Config records configuration changes in every region")]
-    return []
+    def unless_blocked(self, column: str, name: str, description: str) -> Any:
+        """``column`` may be true only where all four public access block settings are in effect (bucket or account)."""
+        return self.pairs(
+            "effective_public_access_block_all",
+            column,
+            [(True, True), (True, False), (False, False)],
+            name,
+            description,
+        )
+
+
+def _iam_user_controls(checks: _Checks) -> list[Any]:
+    """Console sign-in needs MFA, and administrator access must be granted on purpose (the allow-list)."""
+    from great_expectations.expectations.row_conditions import Column
+
+    return [
+        checks.equals(
+            "mfa_enabled",
+            True,
+            "console_users_have_mfa",
+            "Every IAM user who can sign in to the console has an MFA device",
+            row_condition=Column("console_access") == True,  # noqa: E712 - builds a GX condition
+        ),
+        checks.pairs(
+            "admin",
+            "admin_allow_listed",
+            [(False, False), (False, True), (True, True)],
+            "admin_access_allow_listed",
+            "Only allow-listed IAM users have administrator access (AdministratorAccess or Action * on *)",
+        ),
+    ]
+
+
+def _access_key_controls(checks: _Checks) -> list[Any]:
+    """Long-lived keys leak: active ones must be rotated within the configured age (inactive ones cannot be used)."""
+    from great_expectations.expectations.row_conditions import Column
+
+    return [
+        checks.expect(
+            checks.expectations.ExpectColumnPairValuesAToBeGreaterThanB,
+            "rotated",
+            "No active access key is older than max_access_key_age_days",
+            column_A="max_age_days",
+            column_B="age_days",
+            or_equal=True,
+            row_condition=Column("status") == "Active",
+        )
+    ]
+
+
+def _password_policy_controls(checks: _Checks) -> list[Any]:
+    """Without a policy IAM accepts any password; the length is CIS AWS Foundations' minimum."""
+    return [
+        checks.equals("present", True, "present", "Every account sets an IAM password policy"),
+        checks.at_least(
+            "minimum_length",
+            MIN_PASSWORD_LENGTH,
+            "minimum_length",
+            f"The password policy requires at least {MIN_PASSWORD_LENGTH} characters",
+        ),
+    ]
+
+
+def _s3_bucket_controls(checks: _Checks) -> list[Any]:
+    """A public policy or ACL is only a finding where Block Public Access does not neutralise it; data at rest
+    is encrypted."""
+    return [
+        checks.unless_blocked(
+            "policy_is_public",
+            "not_public_by_policy",
+            "No bucket policy makes a bucket public, unless all four Block Public Access settings are on "
+            "(each at bucket or account level)",
+        ),
+        checks.unless_blocked(
+            "acl_is_public",
+            "not_public_by_acl",
+            "No bucket ACL grants access to everyone, unless all four Block Public Access settings are on "
+            "(each at bucket or account level)",
+        ),
+        checks.expect(
+            checks.expectations.ExpectColumnValuesToNotBeNull,
+            "default_encryption",
+            "Every bucket encrypts new objects by default",
+            column="default_encryption",
+        ),
+    ]
+
+
+def _s3_account_controls(checks: _Checks) -> list[Any]:
+    """The account-level block protects buckets created later, not only the ones listed tonight."""
+    return [
+        checks.equals(
+            "all_blocked",
+            True,
+            "account_blocks_public_access",
+            "Every account turns on all four settings of account-level S3 Block Public Access",
+        )
+    ]
+
+
+def _trail_controls(checks: _Checks) -> list[Any]:
+    """The audit log itself must be complete (every region), tamper-evident (digests) and running."""
+    return [
+        checks.equals("multi_region", True, "multi_region", "Trails record every region"),
+        checks.equals("log_file_validation", True, "log_file_validation", "Trails sign their log files (digest files)"),
+        checks.equals("is_logging", True, "logging", "Trails are logging"),
+    ]
+
+
+def _kms_key_controls(checks: _Checks) -> list[Any]:
+    """Rotation limits how much data one key version protects."""
+    return [checks.equals("rotation_enabled", True, "rotation_enabled", "Customer-managed keys rotate yearly")]
+
+
+def _security_group_controls(checks: _Checks) -> list[Any]:
+    """SSH and RDP open to the internet are the classic way in."""
+    return [
+        checks.equals(
+            "admin_ports_open_to_world",
+            False,
+            "no_admin_ports_open_to_world",
+            f"No security group opens ports {', '.join(map(str, ADMIN_PORTS))} (or all traffic) to the internet",
+        )
+    ]
+
+
+def _rds_instance_controls(checks: _Checks) -> list[Any]:
+    """Databases hold the data SOC 2 protects: encrypted, private, backed up and not deletable by mistake."""
+    return [
+        checks.equals("storage_encrypted", True, "encrypted", "DB instances encrypt their storage"),
+        checks.equals("publicly_accessible", False, "not_public", "DB instances are not publicly accessible"),
+        checks.at_least(
+            "backup_retention_days",
+            MIN_BACKUP_RETENTION_DAYS,
+            "backup_retention",
+            f"DB instances keep automated backups at least {MIN_BACKUP_RETENTION_DAYS} days",
+        ),
+        checks.equals("deletion_protection", True, "deletion_protection", "DB instances have deletion protection"),
+    ]
+
+
+def _config_recorder_controls(checks: _Checks) -> list[Any]:
+    """Change management needs configuration history, so AWS Config must record in every region read."""
+    return [checks.equals("recording", True, "recording", "AWS Config records configuration changes in every region")]
+
+
+_CONTROLS: tuple[tuple[Dataset, Callable[[_Checks], list[Any]]], ...] = (
+    (IAM_USERS, _iam_user_controls),
+    (IAM_ACCESS_KEYS, _access_key_controls),
+    (PASSWORD_POLICIES, _password_policy_controls),
+    (S3_BUCKETS, _s3_bucket_controls),
+    (S3_ACCOUNT_PUBLIC_ACCESS, _s3_account_controls),
+    (CLOUDTRAIL_TRAILS, _trail_controls),
+    (KMS_KEYS, _kms_key_controls),
+    (SECURITY_GROUPS, _security_group_controls),
+    (RDS_INSTANCES, _rds_instance_controls),
+    (CONFIG_RECORDERS, _config_recorder_controls),
+)
 
 
 # --- options and sessions -----------------------------------------------------------------------
