@@ -180,7 +180,7 @@ def restore_test(staging: Path, source: str, backups: Path) -> float:
         collector_version="0",
         redactor=Redactor(),
     )
-    context = CollectContext(resolve_path=Path, get_connection=lambda conn_id: None)
+    context = CollectContext(resolve_path=Path)
     started = time.perf_counter()
     pg_restore.collect(config, writer, context)
     elapsed = time.perf_counter() - started

@@ -186,6 +186,7 @@ def _ours(url: str, staging: Path) -> Path:
     """The collector as the extract task runs it; returns the population's JSON Lines file."""
     from soc2_evidence.collectors import CollectContext, jira
     from soc2_evidence.core.config import SourceConfig
+    from soc2_evidence.core.credentials import Credentials
     from soc2_evidence.core.evidence import RunContext, utc_now
     from soc2_evidence.core.redaction import Redactor
     from soc2_evidence.core.staging import BundleWriter
@@ -220,7 +221,7 @@ def _ours(url: str, staging: Path) -> Path:
     jira.collect(
         SourceConfig("jira-bench", "jira", "tickets", options),
         writer,
-        CollectContext(resolve_path=Path, get_connection=lambda _: Connection()),
+        CollectContext(resolve_path=Path, credentials=Credentials(lambda _: Connection())),
     )
     bundle = writer.finish()
     return next(staged.path for staged in bundle.items if staged.item.name == "changes.jsonl")

@@ -171,6 +171,7 @@ def validate_config_bundle(config, run: RunContext, bundle, source: str, calenda
     from datetime import date
 
     from soc2_evidence.archive.stores import open_store
+    from soc2_evidence.collectors import collector_for
     from soc2_evidence.validation.controls import load_control_map
     from soc2_evidence.validation.run import ValidationSettings, summary_of, validate_run
 
@@ -189,6 +190,7 @@ def validate_config_bundle(config, run: RunContext, bundle, source: str, calenda
         store=open_store(config.store_url),
         settings=settings,
         staging_root=config.staging_dir,
+        checks_of=collector_for,
     )
     findings_item = next(staged for staged in validation.items if staged.item.name == "findings.jsonl")
     return summary_of(validation), [json.loads(line) for line in findings_item.path.read_text().splitlines()]

@@ -463,6 +463,7 @@ def run_collector(
     """Collect like ``pipeline.extract_source`` (finish only on success), recording sleeps instead of sleeping."""
     from conftest import bundle_writer
     from soc2_evidence.collectors import CollectContext, collector_for, source_config
+    from soc2_evidence.core.credentials import Credentials
     from soc2_evidence.core.evidence import RunContext
     from soc2_evidence.core.redaction import Redactor
 
@@ -481,7 +482,7 @@ def run_collector(
     recorded = sleeps if sleeps is not None else []
     context = CollectContext(
         resolve_path=resolve_path,
-        get_connection=lambda conn_id: (connections or {})[conn_id],
+        credentials=Credentials(lambda conn_id: (connections or {})[conn_id]),
         params=params or {},
         last_committed_item=lambda name: watermark if name == "watermark.json" else None,
         sleep=recorded.append,

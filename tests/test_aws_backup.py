@@ -250,7 +250,7 @@ def collect(tmp_path: Path, options: dict) -> Bundle:
     source = source_config("aws-backup", "aws_backup", options)
     run = RunContext("evidence_backup_test", "manual__aws", NOW)
     writer = bundle_writer(tmp_path / "staging", run, family="backup", source=source.name, kind="aws_backup")
-    aws_backup.collect(source, writer, CollectContext(resolve_path=Path, get_connection=lambda conn_id: None))
+    aws_backup.collect(source, writer, CollectContext(resolve_path=Path))
     return writer.finish()
 
 

@@ -36,6 +36,7 @@ from soc2_evidence.collectors.support.postgres import (
     scratch_prefix,
     take_backup,
 )
+from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import ConfigError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import Bundle
@@ -95,7 +96,8 @@ def collect(tmp_path: Path, name: str, options: dict, connections: dict | None =
     source = source_config(name, "pg_restore", {**TARGETS, **options})
     writer = bundle_writer(tmp_path / "staging", run_context(), family="backup", source=name, kind="pg_restore")
     context = CollectContext(
-        resolve_path=lambda value: tmp_path / value, get_connection=lambda conn_id: (connections or {})[conn_id]
+        resolve_path=lambda value: tmp_path / value,
+        credentials=Credentials(lambda conn_id: (connections or {})[conn_id]),
     )
     pg_restore.collect(source, writer, context)
     bundle = writer.finish()
@@ -347,7 +349,7 @@ def test_bad_options_are_refused_with_the_source_and_the_key(options, problem):
 
 def test_options_defaults_and_how_they_are_used(tmp_path):
     source = source_config("shop", "pg_restore", {"dsn": SERVER, "backups": "nightly", **TARGETS})
-    context = CollectContext(resolve_path=lambda value: tmp_path / value, get_connection=lambda conn_id: None)
+    context = CollectContext(resolve_path=lambda value: tmp_path / value, credentials=Credentials())
 
     parsed = pg_restore.RestoreTestConfig.parse(source, context)
 

@@ -114,7 +114,7 @@ def collect(tmp_path: Path, options: dict) -> Bundle:
     source = source_config("restore-reports", "backup_results", options)
     run = RunContext("evidence_backup_test", "manual__results", NOW)
     writer = bundle_writer(tmp_path / "staging", run, family="backup", source=source.name, kind="backup_results")
-    context = CollectContext(resolve_path=lambda value: tmp_path / value, get_connection=lambda conn_id: None)
+    context = CollectContext(resolve_path=lambda value: tmp_path / value)
     backup_results.collect(source, writer, context)
     return writer.finish()
 

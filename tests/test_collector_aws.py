@@ -50,6 +50,7 @@ import pytest
 from conftest import validate_config_bundle, write_pipeline_config
 from soc2_evidence.collectors import CollectContext, aws, load_config, source_config
 from soc2_evidence.collectors.support.aws import AwsApi
+from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.datasets import load_records
 from soc2_evidence.core.errors import CollectorError, ConfigError, TransientCollectorError, is_transient
 from soc2_evidence.core.evidence import RunContext
@@ -965,7 +966,7 @@ def test_access_denied_names_account_region_and_call(tmp_path, airflow_connectio
         r"User: arn:aws:iam::123456789012:user/auditor is not authorized to perform: iam:ListAccessKeys"
     )
     with pytest.raises(CollectorError, match=pattern) as caught:
-        extract_source(config, SOURCE, new_run(), get_connection=airflow_connection)
+        extract_source(config, SOURCE, new_run(), credentials=Credentials(airflow_connection))
     assert not is_transient(caught.value)  # a denied permission needs a person: the task must not retry
     assert airflow_connection.requested == ["aws_audit"]
     assert enforcing_moto.password not in str(caught.value)
@@ -982,7 +983,7 @@ def test_role_that_cannot_be_assumed(tmp_path, airflow_connection):
     )
     pattern = rf"^source {SOURCE}: account 210987654321 region us-east-1: sts AssumeRole failed: AccessDenied: "
     with pytest.raises(CollectorError, match=pattern):
-        extract_source(config, SOURCE, new_run(), get_connection=airflow_connection)
+        extract_source(config, SOURCE, new_run(), credentials=Credentials(airflow_connection))
     assert no_bundle(config)
 
 

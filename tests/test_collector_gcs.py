@@ -33,7 +33,8 @@ import pytest
 
 from conftest import write_pipeline_config
 from soc2_evidence.collectors import load_config, source_config
-from soc2_evidence.collectors.gcs_config import BUCKETS, KIND, bucket_record, service_account_credentials
+from soc2_evidence.collectors.gcs_config import BUCKETS, KIND, bucket_record
+from soc2_evidence.core.credentials import Credentials, service_account_credentials
 from soc2_evidence.core.errors import CollectorError, ConfigError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import Bundle
@@ -110,7 +111,9 @@ def run():
 @pytest.fixture
 def extract(configure, run):
     def extract(try_number=1, get_connection=None, **options):
-        return extract_source(configure(**options), SOURCE, run, try_number=try_number, get_connection=get_connection)
+        return extract_source(
+            configure(**options), SOURCE, run, try_number=try_number, credentials=Credentials(get_connection)
+        )
 
     return extract
 
@@ -162,6 +165,7 @@ def test_buckets_from_the_emulator(extract, buckets):
 
 def test_findings_through_validate_run(extract, buckets, configure, run):
     from soc2_evidence.archive.stores import open_store
+    from soc2_evidence.collectors import collector_for
     from soc2_evidence.validation.controls import load_control_map
     from soc2_evidence.validation.run import ValidationSettings, summary_of, validate_run
 
@@ -181,6 +185,7 @@ def test_findings_through_validate_run(extract, buckets, configure, run):
             today=date.today(),
         ),
         staging_root=config.staging_dir,
+        checks_of=collector_for,
     )
     outcome = summary_of(validation)
     assert outcome["status"] == "passed", outcome["failures"]
@@ -311,9 +316,8 @@ def _service_account_key() -> dict:
 @pytest.mark.parametrize("spelling", ["keyfile_dict", "extra__google_cloud_platform__keyfile_dict"])
 def test_service_account_from_keyfile_dict(spelling):
     key = _service_account_key()
-    context = SimpleNamespace(resolve_path=Path)
     for value in (json.dumps(key), key):  # the UI stores a JSON string, a secrets backend may give a mapping
-        credentials = service_account_credentials({spelling: value}, context)
+        credentials = service_account_credentials({spelling: value})
         assert credentials.service_account_email == key["client_email"]
         assert credentials.project_id == "acme-from-key"
 
@@ -321,11 +325,9 @@ def test_service_account_from_keyfile_dict(spelling):
 def test_service_account_from_key_path(tmp_path):
     key = _service_account_key()
     (tmp_path / "key.json").write_text(json.dumps(key))
-    credentials = service_account_credentials(
-        {"key_path": "key.json"}, SimpleNamespace(resolve_path=lambda p: tmp_path / p)
-    )
+    credentials = service_account_credentials({"key_path": "key.json"}, resolve_path=lambda p: tmp_path / p)
     assert credentials.service_account_email == key["client_email"]
-    assert service_account_credentials({}, SimpleNamespace(resolve_path=Path)) is None
+    assert service_account_credentials({}) is None
 
 
 def test_connection_key_and_project_never_reach_staging(extract, buckets, configure):

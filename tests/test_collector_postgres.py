@@ -20,6 +20,7 @@ import pytest
 from conftest import validate_config_bundle, write_pipeline_config
 from soc2_evidence.collectors import load_config, source_config
 from soc2_evidence.collectors.postgres_config import KIND
+from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import CollectorError, ConfigError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.redaction import Redactor
@@ -103,7 +104,12 @@ def run():
 def extract(configure, run):
     def extract(try_number=1, get_connection=None, **options):
         return extract_source(
-            configure(**options), SOURCE, run, try_number=try_number, redaction_key=b"k", get_connection=get_connection
+            configure(**options),
+            SOURCE,
+            run,
+            try_number=try_number,
+            redaction_key=b"k",
+            credentials=Credentials(get_connection),
         )
 
     return extract

@@ -17,6 +17,7 @@ import pytest
 from conftest import git, make_repo, write_pipeline_config
 from soc2_evidence.collectors import load_config
 from soc2_evidence.collectors.config_repo import glob_to_regex
+from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import CollectorError, ConfigError, TransientCollectorError, is_transient
 from soc2_evidence.core.evidence import RunContext, parse_rfc3339
 from soc2_evidence.core.staging import BUNDLE_FILE, Bundle
@@ -103,7 +104,7 @@ def extract(configure, run_context):
             run or run_context,
             try_number=try_number,
             redaction_key=KEY,
-            get_connection=get_connection,
+            credentials=Credentials(get_connection),
         )
 
     return extract

@@ -15,6 +15,7 @@ from conftest import ROOT, write_pipeline_config
 from soc2_evidence.collectors import source_config
 from soc2_evidence.collectors.support import tickets
 from soc2_evidence.collectors.support.tickets import Approval, Person, collection_window
+from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import CollectorError, ConfigError
 from soc2_evidence.core.evidence import rfc3339
 
@@ -151,7 +152,7 @@ def test_reconciliation_findings_and_quality_failures(tmp_path, settings):
     """One validation of two sources: the samples' planted control exceptions become findings; a Jira
     population whose count disagrees with the API's total, with one issue twice, fails data quality."""
     from soc2_evidence.archive.stores import open_store
-    from soc2_evidence.collectors import load_config
+    from soc2_evidence.collectors import collector_for, load_config
     from soc2_evidence.core.config import DEFAULT_CONFIG_PATH
     from soc2_evidence.validation.run import summary_of, validate_run
 
@@ -195,6 +196,7 @@ def test_reconciliation_findings_and_quality_failures(tmp_path, settings):
         store=open_store((tmp_path / "store").as_uri()),
         settings=settings,
         staging_root=tmp_path / "staging",
+        checks_of=collector_for,
     )
 
     summary = summary_of(validation)
@@ -243,7 +245,7 @@ def test_watermark_advances_only_after_a_committed_passing_run(tmp_path):
                 config,
                 "jira-changes",
                 run,
-                get_connection=lambda _: Connection(login="bot@example.com", password="t0ken"),
+                credentials=Credentials(lambda _: Connection(login="bot@example.com", password="t0ken")),
             )
             if archive:
                 validation = validate_staged(config, family="tickets", run=run, bundle_dirs=[staged["bundle"]])

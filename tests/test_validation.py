@@ -260,7 +260,7 @@ def test_validate_run_stages_the_proof_and_data_docs_open_from_a_copy(tmp_path, 
     from conftest import make_repo, write_pipeline_config
     from soc2_evidence.archive.run import SourceOutcome, archive_run
     from soc2_evidence.archive.stores import open_store
-    from soc2_evidence.collectors import load_config
+    from soc2_evidence.collectors import collector_for, load_config
     from soc2_evidence.core.evidence import RunContext
     from soc2_evidence.core.staging import Bundle
     from soc2_evidence.orchestration.pipeline import extract_source
@@ -296,6 +296,7 @@ def test_validate_run_stages_the_proof_and_data_docs_open_from_a_copy(tmp_path, 
         store=store,
         settings=settings,
         staging_root=config.staging_dir,
+        checks_of=collector_for,
     )
 
     summary = summary_of(validation)

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from soc2_evidence.core import config
+from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import ConfigError
 from soc2_evidence.core.evidence import utc_now
 
@@ -44,14 +45,16 @@ KINDS = (
 class CollectContext:
     """What a collector may use besides its own options: paths and credentials, never the store.
 
-    ``params`` are the run's DAG params; ``last_committed_item(name)`` is the content of this
+    ``credentials`` turn the connection ids in a source's options into connections, AWS sessions
+    and Google credentials (:mod:`soc2_evidence.core.credentials`); a collector never looks a
+    connection up itself. ``params`` are the run's DAG params; ``last_committed_item(name)`` is the content of this
     source's item ``name`` in the last committed run where all of the source's items passed
     validation (None before one), read-only, for watermarks; ``sleep`` and ``now`` let tests run
     rate-limit waits and deadlines without waiting.
     """
 
     resolve_path: Callable[[str], Path]
-    get_connection: Callable[[str], Any]
+    credentials: Credentials = field(default_factory=Credentials)
     params: Mapping[str, Any] = field(default_factory=dict)
     last_committed_item: Callable[[str], bytes | None] = lambda name: None
     sleep: Callable[[float], None] = time.sleep

@@ -4,9 +4,11 @@ Options (:class:`Options`): ``accounts`` (a list of :class:`Account` ``{id, role
 external_id, regions}``: ``id`` is the 12-digit account id as a string; ``role_arn`` is assumed
 once per account with STS, or omitted to read the account the base credentials belong to;
 ``regions`` lists the regions to read, the first one known to botocore serving the account's
-global calls), ``conn_id`` (an Airflow AWS connection: login is the access key id, password the
-secret, extra may hold ``region_name``, ``endpoint_url`` and ``aws_session_token``; without it
-boto3's standard chain applies, with ``AWS_ENDPOINT_URL*``), ``max_access_key_age_days``
+global calls), ``conn_id`` (an Airflow AWS
+connection, resolved by :mod:`soc2_evidence.core.credentials`: outside Airflow login is the
+access key id, password the secret, extra may hold ``region_name``, ``endpoint_url`` and
+``aws_session_token``; under Airflow the amazon provider's hook reads it; without it boto3's
+standard chain applies, with ``AWS_ENDPOINT_URL*``), ``max_access_key_age_days``
 (default 90) and ``admin_allow_list`` (IAM user ARNs allowed administrator access, default none).
 Whether each region exists, and is enabled for its account, is checked when collecting.
 
@@ -36,12 +38,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from botocore.config import Config
 
 from soc2_evidence.collectors import CollectContext
 from soc2_evidence.collectors.support.aws import AwsApi
 from soc2_evidence.core import config
 from soc2_evidence.core.config import Problem, SourceConfig
+from soc2_evidence.core.credentials import AwsSession
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import rfc3339
@@ -50,7 +52,6 @@ from soc2_evidence.core.staging import BundleWriter
 KIND = "aws"
 FAMILY = "config"
 VERSION = "1.0.0"
-CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=32)
 # Calls per listed resource (a user's MFA devices, a bucket's settings) run this many at a time:
 # AWS answers in tens of milliseconds, and one at a time would take hours for large accounts.
 WORKERS = 8
@@ -401,10 +402,12 @@ DATASETS = (
 
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
     options: Options = source.options
-    base_session, endpoint_url = _base_session(source, options, context)
+    # The session roles are assumed from: the connection's (an Airflow AWS connection's, under
+    # Airflow), else boto3's standard chain.
+    base = context.credentials.aws_session(options.conn_id)
     # Every account is opened (role assumed, identity and regions checked) before anything is
     # written, so a misconfigured account fails the snapshot at once.
-    accounts = [_Account.open(source.name, spec, base_session, endpoint_url) for spec in options.accounts]
+    accounts = [_Account.open(source.name, spec, base) for spec in options.accounts]
     now = context.now()  # access-key ages are measured from it
     totals: collections.Counter[str] = collections.Counter()
 
@@ -436,14 +439,29 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
 
 def control_expectations(dataset: Dataset) -> list[Any]:
     """The controls each dataset evidences; a failing record is a finding, not a failed run."""
-    from great_expectations.expectations.row_conditions import Column
+    for candidate, controls in _CONTROLS:
+        if dataset is candidate:
+            return controls(_Checks(dataset))
+    return []
 
-    from soc2_evidence.validation.gx import control, expectations
 
-    def equals(column: str, value: Any, name: str, description: str, **condition: Any) -> Any:
-        return control(
-            expectations.ExpectColumnValuesToBeInSet,
-            dataset,
+class _Checks:
+    """The shapes this collector's control checks take, bound to one dataset.
+
+    Validation imports Great Expectations only when it judges, so extraction never pays for it.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        from soc2_evidence.validation.gx import control, expectations
+
+        self.dataset, self._control, self.expectations = dataset, control, expectations
+
+    def expect(self, expectation: Any, name: str, description: str, **kwargs: Any) -> Any:
+        return self._control(expectation, self.dataset, name, description, **kwargs)
+
+    def equals(self, column: str, value: Any, name: str, description: str, **condition: Any) -> Any:
+        return self.expect(
+            self.expectations.ExpectColumnValuesToBeInSet,
             name,
             description,
             column=column,
@@ -451,156 +469,190 @@ def control_expectations(dataset: Dataset) -> list[Any]:
             **condition,
         )
 
-    def at_least(column: str, minimum: int, name: str, description: str) -> Any:
-        return control(
-            expectations.ExpectColumnValuesToBeBetween, dataset, name, description, column=column, min_value=minimum
+    def at_least(self, column: str, minimum: int, name: str, description: str) -> Any:
+        return self.expect(
+            self.expectations.ExpectColumnValuesToBeBetween, name, description, column=column, min_value=minimum
         )
 
-    def unless_blocked(column: str, name: str, description: str) -> Any:
-        """``column`` may be true only where all four public access block settings are in effect (bucket or account)."""
-        return control(
-            expectations.ExpectColumnPairValuesToBeInSet,
-            dataset,
+    def pairs(self, column_a: str, column_b: str, allowed: list[tuple[bool, bool]], name: str, description: str) -> Any:
+        """Only the ``allowed`` (column_a, column_b) combinations may occur."""
+        return self.expect(
+            self.expectations.ExpectColumnPairValuesToBeInSet,
             name,
             description,
-            column_A="effective_public_access_block_all",
-            column_B=column,
-            value_pairs_set=[(True, True), (True, False), (False, False)],
+            column_A=column_a,
+            column_B=column_b,
+            value_pairs_set=allowed,
         )
 
-    if dataset is IAM_USERS:
-        return [
-            equals(
-                "mfa_enabled",
-                True,
-                "console_users_have_mfa",
-                "Every IAM user who can sign in to the console has an MFA device",
-                row_condition=Column("console_access") == True,  # noqa: E712 - builds a GX condition
-            ),
-            control(
-                expectations.ExpectColumnPairValuesToBeInSet,
-                dataset,
-                "admin_access_allow_listed",
-                "Only allow-listed IAM users have administrator access (AdministratorAccess or Action * on *)",
-                column_A="admin",
-                column_B="admin_allow_listed",
-                value_pairs_set=[(False, False), (False, True), (True, True)],
-            ),
-        ]
-    if dataset is IAM_ACCESS_KEYS:
-        return [
-            control(
-                expectations.ExpectColumnPairValuesAToBeGreaterThanB,
-                dataset,
-                "rotated",
-                "No active access key is older than max_access_key_age_days",
-                column_A="max_age_days",
-                column_B="age_days",
-                or_equal=True,
-                row_condition=Column("status") == "Active",
-            )
-        ]
-    if dataset is PASSWORD_POLICIES:
-        return [
-            equals("present", True, "present", "Every account sets an IAM password policy"),
-            at_least(
-                "minimum_length",
-                MIN_PASSWORD_LENGTH,
-                "minimum_length",
-                f"The password policy requires at least {MIN_PASSWORD_LENGTH} characters",
-            ),
-        ]
-    if dataset is S3_BUCKETS:
-        return [
-            unless_blocked(
-                "policy_is_public",
-                "not_public_by_policy",
-                "No bucket policy makes a bucket public, unless all four Block Public Access settings are on "
-                "(each at bucket or account level)",
-            ),
-            unless_blocked(
-                "acl_is_public",
-                "not_public_by_acl",
-                "No bucket ACL grants access to everyone, unless all four Block Public Access settings are on "
-                "(each at bucket or account level)",
-            ),
-            control(
-                expectations.ExpectColumnValuesToNotBeNull,
-                dataset,
-                "default_encryption",
-                "Every bucket encrypts new objects by default",
-                column="default_encryption",
-            ),
-        ]
-    if dataset is S3_ACCOUNT_PUBLIC_ACCESS:
-        return [
-            equals(
-                "all_blocked",
-                True,
-                "account_blocks_public_access",
-                "Every account turns on all four settings of account-level S3 Block Public Access",
-            )
-        ]
-    if dataset is CLOUDTRAIL_TRAILS:
-        return [
-            equals("multi_region", True, "multi_region", "Trails record every region"),
-            equals("log_file_validation", True, "log_file_validation", "Trails sign their log files (digest files)"),
-            equals("is_logging", True, "logging", "Trails are logging"),
-        ]
-    if dataset is KMS_KEYS:
-        return [equals("rotation_enabled", True, "rotation_enabled", "Customer-managed keys rotate yearly")]
-    if dataset is SECURITY_GROUPS:
-        return [
-            equals(
-                "admin_ports_open_to_world",
-                False,
-                "no_admin_ports_open_to_world",
-                f"No security group opens ports {', '.join(map(str, ADMIN_PORTS))} (or all traffic) to the internet",
-            )
-        ]
-    if dataset is RDS_INSTANCES:
-        return [
-            equals("storage_encrypted", True, "encrypted", "DB instances encrypt their storage"),
-            equals("publicly_accessible", False, "not_public", "DB instances are not publicly accessible"),
-            at_least(
-                "backup_retention_days",
-                MIN_BACKUP_RETENTION_DAYS,
-                "backup_retention",
-                f"DB instances keep automated backups at least {MIN_BACKUP_RETENTION_DAYS} days",
-            ),
-            equals("deletion_protection", True, "deletion_protection", "DB instances have deletion protection"),
-        ]
-    if dataset is CONFIG_RECORDERS:
-        return [equals("recording", True, "recording", "AWS Config records configuration changes in every region")]
-    return []
+    def unless_blocked(self, column: str, name: str, description: str) -> Any:
+        """``column`` may be true only where all four public access block settings are in effect (bucket or account)."""
+        return self.pairs(
+            "effective_public_access_block_all",
+            column,
+            [(True, True), (True, False), (False, False)],
+            name,
+            description,
+        )
+
+
+def _iam_user_controls(checks: _Checks) -> list[Any]:
+    """Console sign-in needs MFA, and administrator access must be granted on purpose (the allow-list)."""
+    from great_expectations.expectations.row_conditions import Column
+
+    return [
+        checks.equals(
+            "mfa_enabled",
+            True,
+            "console_users_have_mfa",
+            "Every IAM user who can sign in to the console has an MFA device",
+            row_condition=Column("console_access") == True,  # noqa: E712 - builds a GX condition
+        ),
+        checks.pairs(
+            "admin",
+            "admin_allow_listed",
+            [(False, False), (False, True), (True, True)],
+            "admin_access_allow_listed",
+            "Only allow-listed IAM users have administrator access (AdministratorAccess or Action * on *)",
+        ),
+    ]
+
+
+def _access_key_controls(checks: _Checks) -> list[Any]:
+    """Long-lived keys leak: active ones must be rotated within the configured age (inactive ones cannot be used)."""
+    from great_expectations.expectations.row_conditions import Column
+
+    return [
+        checks.expect(
+            checks.expectations.ExpectColumnPairValuesAToBeGreaterThanB,
+            "rotated",
+            "No active access key is older than max_access_key_age_days",
+            column_A="max_age_days",
+            column_B="age_days",
+            or_equal=True,
+            row_condition=Column("status") == "Active",
+        )
+    ]
+
+
+def _password_policy_controls(checks: _Checks) -> list[Any]:
+    """Without a policy IAM accepts any password; the length is CIS AWS Foundations' minimum."""
+    return [
+        checks.equals("present", True, "present", "Every account sets an IAM password policy"),
+        checks.at_least(
+            "minimum_length",
+            MIN_PASSWORD_LENGTH,
+            "minimum_length",
+            f"The password policy requires at least {MIN_PASSWORD_LENGTH} characters",
+        ),
+    ]
+
+
+def _s3_bucket_controls(checks: _Checks) -> list[Any]:
+    """A public policy or ACL is only a finding where Block Public Access does not neutralise it; data at rest
+    is encrypted."""
+    return [
+        checks.unless_blocked(
+            "policy_is_public",
+            "not_public_by_policy",
+            "No bucket policy makes a bucket public, unless all four Block Public Access settings are on "
+            "(each at bucket or account level)",
+        ),
+        checks.unless_blocked(
+            "acl_is_public",
+            "not_public_by_acl",
+            "No bucket ACL grants access to everyone, unless all four Block Public Access settings are on "
+            "(each at bucket or account level)",
+        ),
+        checks.expect(
+            checks.expectations.ExpectColumnValuesToNotBeNull,
+            "default_encryption",
+            "Every bucket encrypts new objects by default",
+            column="default_encryption",
+        ),
+    ]
+
+
+def _s3_account_controls(checks: _Checks) -> list[Any]:
+    """The account-level block protects buckets created later, not only the ones listed tonight."""
+    return [
+        checks.equals(
+            "all_blocked",
+            True,
+            "account_blocks_public_access",
+            "Every account turns on all four settings of account-level S3 Block Public Access",
+        )
+    ]
+
+
+def _trail_controls(checks: _Checks) -> list[Any]:
+    """The audit log itself must be complete (every region), tamper-evident (digests) and running."""
+    return [
+        checks.equals("multi_region", True, "multi_region", "Trails record every region"),
+        checks.equals("log_file_validation", True, "log_file_validation", "Trails sign their log files (digest files)"),
+        checks.equals("is_logging", True, "logging", "Trails are logging"),
+    ]
+
+
+def _kms_key_controls(checks: _Checks) -> list[Any]:
+    """Rotation limits how much data one key version protects."""
+    return [checks.equals("rotation_enabled", True, "rotation_enabled", "Customer-managed keys rotate yearly")]
+
+
+def _security_group_controls(checks: _Checks) -> list[Any]:
+    """SSH and RDP open to the internet are the classic way in."""
+    return [
+        checks.equals(
+            "admin_ports_open_to_world",
+            False,
+            "no_admin_ports_open_to_world",
+            f"No security group opens ports {', '.join(map(str, ADMIN_PORTS))} (or all traffic) to the internet",
+        )
+    ]
+
+
+def _rds_instance_controls(checks: _Checks) -> list[Any]:
+    """Databases hold the data SOC 2 protects: encrypted, private, backed up and not deletable by mistake."""
+    return [
+        checks.equals("storage_encrypted", True, "encrypted", "DB instances encrypt their storage"),
+        checks.equals("publicly_accessible", False, "not_public", "DB instances are not publicly accessible"),
+        checks.at_least(
+            "backup_retention_days",
+            MIN_BACKUP_RETENTION_DAYS,
+            "backup_retention",
+            f"DB instances keep automated backups at least {MIN_BACKUP_RETENTION_DAYS} days",
+        ),
+        checks.equals("deletion_protection", True, "deletion_protection", "DB instances have deletion protection"),
+    ]
+
+
+def _config_recorder_controls(checks: _Checks) -> list[Any]:
+    """Change management needs configuration history, so AWS Config must record in every region read."""
+    return [checks.equals("recording", True, "recording", "AWS Config records configuration changes in every region")]
+
+
+_CONTROLS: tuple[tuple[Dataset, Callable[[_Checks], list[Any]]], ...] = (
+    (IAM_USERS, _iam_user_controls),
+    (IAM_ACCESS_KEYS, _access_key_controls),
+    (PASSWORD_POLICIES, _password_policy_controls),
+    (S3_BUCKETS, _s3_bucket_controls),
+    (S3_ACCOUNT_PUBLIC_ACCESS, _s3_account_controls),
+    (CLOUDTRAIL_TRAILS, _trail_controls),
+    (KMS_KEYS, _kms_key_controls),
+    (SECURITY_GROUPS, _security_group_controls),
+    (RDS_INSTANCES, _rds_instance_controls),
+    (CONFIG_RECORDERS, _config_recorder_controls),
+)
 
 
 # --- options and sessions -----------------------------------------------------------------------
-
-
-def _base_session(source: SourceConfig, options: Options, context: CollectContext) -> tuple[Any, str | None]:
-    """The session roles are assumed from: an Airflow connection's keys, else boto3's standard chain."""
-    import boto3
-
-    if not options.conn_id:
-        return boto3.session.Session(), None
-    connection = context.get_connection(options.conn_id)
-    extra = connection.extra_dejson or {}
-    session = boto3.session.Session(
-        aws_access_key_id=connection.login or None,
-        aws_secret_access_key=connection.password or None,
-        aws_session_token=extra.get("aws_session_token"),
-        region_name=extra.get("region_name"),
-    )
-    return session, extra.get("endpoint_url")
 
 
 @dataclass
 class _Account:
     source: str
     spec: Account
-    session: Any
-    endpoint_url: str | None
+    aws: AwsSession
     home_region: str
     identity_arn: str = ""
     _clients: dict[tuple[str, str], AwsApi] = field(default_factory=dict)
@@ -613,14 +665,13 @@ class _Account:
         return self.spec.account_id
 
     @classmethod
-    def open(cls, source: str, spec: Account, base_session: Any, endpoint_url: str | None) -> _Account:
+    def open(cls, source: str, spec: Account, base: AwsSession) -> _Account:
         """Assume the account's role, then check who we are and that every region exists and is enabled."""
-        home = _home_region(source, spec, base_session)
-        session = base_session
+        home = _home_region(source, spec, base.session)
+        aws = base
         if spec.role_arn:
-            base = cls(source, spec, base_session, endpoint_url, home)
-            session = _assumed_role_session(base.api("sts"), spec, home)
-        account = cls(source, spec, session, endpoint_url, home)
+            aws = base.with_session(_assumed_role_session(cls(source, spec, base, home).api("sts"), spec, home))
+        account = cls(source, spec, aws, home)
         identity = account.api("sts").call("get_caller_identity")
         if identity["Account"] != spec.account_id:
             raise CollectorError(
@@ -650,9 +701,7 @@ class _Account:
         region = region or self.home_region
         with self._lock:
             if (service, region) not in self._clients:
-                client = self.session.client(
-                    service, region_name=region, endpoint_url=self.endpoint_url, config=CLIENT_CONFIG
-                )
+                client = self.aws.client(service, region)
                 self._clients[(service, region)] = AwsApi(self.source, self.account_id, region, client)
             return self._clients[(service, region)]
 

@@ -24,6 +24,7 @@ from soc2_evidence.collectors import CollectContext
 from soc2_evidence.collectors.support.aws import AwsApi
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
+from soc2_evidence.core.credentials import AwsSession
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import rfc3339, utc_now
@@ -220,8 +221,8 @@ DATASETS = (PLANS, VAULTS, RECOVERY_POINTS, PROTECTED_RESOURCES, RESTORE_JOBS, R
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
     options: Options = source.options
     now = utc_now()
-    regions = _regions(source, options)
-    sessions = {region: _session(options, region) for region in regions}
+    regions = _regions(source, options, context.credentials.aws_session(options.aws_conn_id).session.region_name)
+    sessions = {region: context.credentials.aws_session(options.aws_conn_id, region) for region in regions}
     account = _account(source, sessions)
     calls = [_Calls(source.name, account, region, session) for region, session in sessions.items()]
     counts: dict[str, int] = {}
@@ -368,43 +369,27 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     return by_dataset.get(dataset.name, [])
 
 
-def _regions(source: SourceConfig, options: Options) -> list[str]:
+def _regions(source: SourceConfig, options: Options, default: str | None) -> list[str]:
     """The configured regions, each once, else the session's default region."""
     if options.regions is not None:
         return list(dict.fromkeys(options.regions))
-    import boto3
-
-    default = boto3.session.Session().region_name
     if not default:
         raise CollectorError(f"source {source.name}: no region; set option 'regions' or AWS_DEFAULT_REGION")
     return [default]
 
 
-def _session(options: Options, region: str) -> Any:
-    if options.aws_conn_id:
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-        return AwsBaseHook(aws_conn_id=options.aws_conn_id, region_name=region).get_session(region_name=region)
-    import boto3
-
-    return boto3.session.Session(region_name=region)
-
-
-def _account(source: SourceConfig, sessions: dict[str, Any]) -> str:
-    region, session = next(iter(sessions.items()))
-    return AwsApi(source.name, None, region, session.client("sts")).call("get_caller_identity")["Account"]
+def _account(source: SourceConfig, sessions: dict[str, AwsSession]) -> str:
+    region, aws = next(iter(sessions.items()))
+    return AwsApi(source.name, None, region, aws.client("sts", region)).call("get_caller_identity")["Account"]
 
 
 class _Calls:
     """One region's Backup and RDS APIs, whose failures name source, account, region, call and page."""
 
-    def __init__(self, source: str, account: str, region: str, session: Any) -> None:
-        from botocore.config import Config
-
+    def __init__(self, source: str, account: str, region: str, aws: AwsSession) -> None:
         self.region = region
-        config = Config(retries={"mode": "adaptive", "max_attempts": 10})
-        self.backup = AwsApi(source, account, region, session.client("backup", config=config))
-        self.rds = AwsApi(source, account, region, session.client("rds", config=config))
+        self.backup = AwsApi(source, account, region, aws.client("backup", region))
+        self.rds = AwsApi(source, account, region, aws.client("rds", region))
 
 
 def _plans(calls: _Calls) -> Iterator[dict[str, Any]]:

@@ -142,7 +142,10 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
     options: Options = source.options
     try:
         location = open_location(
-            options.location, resolve_path=context.resolve_path, aws_conn_id=options.aws_conn_id or None
+            options.location,
+            resolve_path=context.resolve_path,
+            credentials=context.credentials,
+            aws_conn_id=options.aws_conn_id or None,
         )
     except CollectorError as error:
         raise CollectorError(f"source {source.name}: {error}") from error

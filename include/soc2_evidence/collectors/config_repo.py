@@ -292,7 +292,7 @@ def _repository(source: SourceConfig, repo: str, context: CollectContext) -> Ite
         return
     conn_id = source.options.conn_id
     if conn_id:
-        connection = context.get_connection(conn_id)
+        connection = context.credentials.connection(conn_id)
         token = base64.b64encode(f"{connection.login or 'git'}:{connection.password or ''}".encode()).decode()
         # Passed through git's environment config, never on a command line where ps could show it.
         env.update(

@@ -25,13 +25,12 @@ from soc2_evidence.collectors import CollectContext
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset
-from soc2_evidence.core.errors import CollectorError, describe
+from soc2_evidence.core.errors import CollectorError, ConfigError, describe
 from soc2_evidence.core.staging import BundleWriter
 
 KIND = "gcs_config"
 FAMILY = "config"
 VERSION = "1.0.0"
-CONNECTION_TYPE = "google_cloud_platform"
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
 IAM_POLICY_VERSION = 3  # the version that returns conditional bindings instead of refusing them
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
@@ -221,20 +220,15 @@ def _client(source: SourceConfig, context: CollectContext):
     credentials = None
     conn_id = source.options.conn_id
     if conn_id:
-        connection = context.get_connection(conn_id)
-        if connection.conn_type != CONNECTION_TYPE:
-            raise CollectorError(
-                f"source {source.name}: connection {conn_id!r} is of type {connection.conn_type!r}, "
-                f"expected {CONNECTION_TYPE!r}"
-            )
-        extra = connection.extra_dejson or {}
         try:
-            credentials = service_account_credentials(extra, context)
+            credentials, key_project = context.credentials.google_credentials(conn_id, context.resolve_path)
+        except ConfigError as error:  # no such connection, or not a Google one
+            raise CollectorError(f"source {source.name}: {error}") from error
         except (ValueError, OSError, GoogleAuthError) as error:
             raise CollectorError(
                 f"source {source.name}: connection {conn_id!r}: unusable service account key: {describe(error)}"
             ) from error
-        project = project or _extra(extra, "project") or getattr(credentials, "project_id", None)
+        project = project or key_project
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         credentials = AnonymousCredentials()
     try:
@@ -246,27 +240,3 @@ def _client(source: SourceConfig, context: CollectContext):
     if not client.project or client.project == "<none>":
         raise CollectorError(f"source {source.name}: no Google Cloud project; set option 'project'")
     return client
-
-
-def service_account_credentials(extra: dict[str, Any], context: CollectContext):
-    """Service account credentials from a connection's extra, without the Google provider package.
-
-    Both extra spellings are read: ``keyfile_dict`` and the older ``extra__google_cloud_platform__keyfile_dict``.
-    None when the extra names no key, so Google's standard credential chain applies.
-    """
-    from google.oauth2 import service_account
-
-    keyfile = _extra(extra, "keyfile_dict")
-    key_path = _extra(extra, "key_path")
-    if keyfile:
-        info = json.loads(keyfile) if isinstance(keyfile, str) else keyfile
-        if not isinstance(info, dict):
-            raise ValueError("keyfile_dict is not a JSON object")
-        return service_account.Credentials.from_service_account_info(info)
-    if key_path:
-        return service_account.Credentials.from_service_account_file(str(context.resolve_path(key_path)))
-    return None
-
-
-def _extra(extra: dict[str, Any], name: str) -> Any:
-    return extra.get(name) or extra.get(f"extra__{CONNECTION_TYPE}__{name}")

@@ -133,7 +133,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
     headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
     conn_id = options.conn_id
     if conn_id:
-        connection = context.get_connection(conn_id)
+        connection = context.credentials.connection(conn_id)
         if not connection.password:
             raise CollectorError(f"source {source.name}: connection {conn_id!r} has no token (its password)")
         headers["Authorization"] = f"Bearer {connection.password}"

@@ -200,7 +200,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
     options: Options = source.options
     specs = populations_of(options.populations)
     conn_id = options.conn_id
-    connection = context.get_connection(conn_id)
+    connection = context.credentials.connection(conn_id)
     base_url = options.url or base_url_of(connection)
     if not base_url:
         raise CollectorError(f"source {source.name}: no Jira URL: set option 'url' or the host of {conn_id}")

@@ -70,6 +70,7 @@ from soc2_evidence.collectors.support.postgres import (
 )
 from soc2_evidence.core import config
 from soc2_evidence.core.config import Problem, SourceConfig
+from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import check_name, parse_rfc3339, rfc3339, utc_now
@@ -198,9 +199,11 @@ class RestoreTestConfig:
         """The test's settings: the typed options, with connections made and the local backups path resolved."""
         options: Options = source.options
         fields = msgspec.structs.asdict(options)
-        database = connection_from_options(source.name, fields, "conn_id", "dsn", context.get_connection, required=True)
+        database = connection_from_options(
+            source.name, fields, "conn_id", "dsn", context.credentials.connection, required=True
+        )
         restore_server = connection_from_options(
-            source.name, fields, "restore_conn_id", "restore_dsn", context.get_connection, required=False
+            source.name, fields, "restore_conn_id", "restore_dsn", context.credentials.connection, required=False
         )
         restore_server = restore_server or database.with_dbname("postgres")
         backups = options.backups
@@ -230,7 +233,7 @@ class RestoreTestConfig:
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
     config = RestoreTestConfig.parse(source, context)
     with tempfile.TemporaryDirectory(prefix="soc2-restore-test-") as work:
-        test = RestoreTest(config, Path(work))
+        test = RestoreTest(config, Path(work), context.credentials)
         try:
             record = test.run()
         finally:
@@ -272,8 +275,9 @@ class RestoreLog:
 class RestoreTest:
     """One restore test of one database; ``run`` returns its result record and never leaves a scratch database."""
 
-    def __init__(self, config: RestoreTestConfig, work: Path) -> None:
+    def __init__(self, config: RestoreTestConfig, work: Path, credentials: Credentials | None = None) -> None:
         self.config = config
+        self.credentials = credentials or Credentials()
         self.work = work
         self.log = RestoreLog(work / "restore.log")
         self.checks: list[dict[str, str]] = []
@@ -397,7 +401,7 @@ class RestoreTest:
         config = self.config
         if config.backups != FRESH:
             try:
-                return open_location(config.backups, aws_conn_id=config.aws_conn_id)
+                return open_location(config.backups, credentials=self.credentials, aws_conn_id=config.aws_conn_id)
             except CollectorError as error:
                 raise CollectorError(f"source {config.source_name}: {error}") from error
         directory = self.work / "fresh"

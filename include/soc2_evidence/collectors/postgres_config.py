@@ -483,7 +483,7 @@ class _Target:
             {"conn_id": options.conn_id, "dsn": options.dsn},
             "conn_id",
             "dsn",
-            context.get_connection,
+            context.credentials.connection,
             required=True,
         )
         parameters = dict(database.params)

@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 
 from soc2_evidence.collectors import CollectContext, github, jira
 from soc2_evidence.collectors.config_repo import glob_to_regex
 from soc2_evidence.collectors.support import tickets
+from soc2_evidence.collectors.support.locations import LocalLocation, open_location
 from soc2_evidence.collectors.support.tickets import Approval, Person, parse_time, record
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
@@ -220,26 +220,29 @@ def _entry(entry: ExportEntry) -> dict[str, Any]:
 
 
 def _fetch(source: SourceConfig, location: str, context: CollectContext, scratch: Path) -> dict[str, Path]:
-    """Every file under the location, by its name relative to it; bucket objects are downloaded first."""
-    scheme = urlsplit(location).scheme
-    if scheme == "s3":
-        return _fetch_s3(source, location, scratch)
-    if scheme == "gs":
-        return _fetch_gcs(source, location, scratch)
-    if scheme:
-        raise CollectorError(f"source {source.name}: location {location!r}: use a path, s3:// or gs://")
-    root = context.resolve_path(location)
-    if root.is_file():
-        return {root.name: root}
-    if not root.is_dir():
-        raise CollectorError(f"source {source.name}: export location {root} does not exist")
-    return {path.relative_to(root).as_posix(): path for path in sorted(root.rglob("*")) if path.is_file()}
-
-
-def _bucket_and_prefix(location: str) -> tuple[str, str]:
-    parts = urlsplit(location)
-    prefix = parts.path.lstrip("/")
-    return parts.netloc, prefix + "/" if prefix and not prefix.endswith("/") else prefix
+    """Every file under the location, by its name relative to it: local files where they are, bucket objects
+    downloaded into ``scratch`` first. A local location may also be a single file."""
+    try:
+        place = open_location(
+            location,
+            resolve_path=context.resolve_path,
+            credentials=context.credentials,
+            aws_conn_id=source.options.get("aws_conn_id") or None,
+        )
+        if isinstance(place, LocalLocation) and place.root.is_file():
+            return {place.root.name: place.root}
+        files = {}
+        for found in place.iter_objects():
+            if not found.name or found.name.endswith("/"):  # a bucket's folder placeholder
+                continue
+            path = place.local_path(found.name)
+            if path is None:
+                path = _local_name(scratch, found.name)
+                place.download(found.name, path)
+            files[found.name] = path
+    except CollectorError as error:
+        raise CollectorError(f"source {source.name}: {error}") from error
+    return dict(sorted(files.items()))
 
 
 def _local_name(scratch: Path, name: str) -> Path:
@@ -248,58 +251,6 @@ def _local_name(scratch: Path, name: str) -> Path:
         raise CollectorError(f"object name {name!r} escapes the download directory")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _fetch_s3(source: SourceConfig, location: str, scratch: Path) -> dict[str, Path]:
-    bucket, prefix = _bucket_and_prefix(location)
-    conn_id = source.options.aws_conn_id
-    try:
-        if conn_id:
-            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-            client = S3Hook(aws_conn_id=conn_id).get_conn()
-        else:
-            import boto3
-
-            client = boto3.client("s3")
-        files = {}
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for entry in page.get("Contents", []):
-                name = entry["Key"][len(prefix) :]
-                if name and not name.endswith("/"):
-                    files[name] = _local_name(scratch, name)
-                    client.download_file(bucket, entry["Key"], str(files[name]))
-    except CollectorError:
-        raise
-    except Exception as error:  # botocore's errors have no common base with the SDK's own
-        raise CollectorError(f"source {source.name}: cannot read {location}: {error}") from error
-    return dict(sorted(files.items()))
-
-
-def _fetch_gcs(source: SourceConfig, location: str, scratch: Path) -> dict[str, Path]:
-    """Google's default credentials; with ``STORAGE_EMULATOR_HOST`` the client talks to the emulator anonymously."""
-    import os
-
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
-    bucket, prefix = _bucket_and_prefix(location)
-    try:
-        if os.environ.get("STORAGE_EMULATOR_HOST"):
-            client = storage.Client(project="emulator", credentials=AnonymousCredentials())
-        else:
-            client = storage.Client()
-        files = {}
-        for blob in client.list_blobs(bucket, prefix=prefix):
-            name = blob.name[len(prefix) :]
-            if name and not name.endswith("/"):
-                files[name] = _local_name(scratch, name)
-                blob.download_to_filename(str(files[name]))
-    except CollectorError:
-        raise
-    except Exception as error:  # google-cloud's errors and transport errors share no base
-        raise CollectorError(f"source {source.name}: cannot read {location}: {error}") from error
-    return dict(sorted(files.items()))
 
 
 # --- reading the files ---------------------------------------------------------------------------

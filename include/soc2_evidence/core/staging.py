@@ -11,7 +11,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,8 +219,3 @@ class BundleWriter:
         )
         self._items.append(StagedItem(item, path))
         return item
-
-
-def iter_bundles(paths: Iterable[str | Path]) -> Iterator[Bundle]:
-    for path in paths:
-        yield Bundle.load(path)

@@ -6,7 +6,7 @@ Airflow tasks are thin wrappers around these, and tests and the CLI call them di
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from soc2_evidence.archive.run import ArchivedRun, SourceOutcome, archive_run, committed_manifests, passed_items
@@ -14,6 +14,7 @@ from soc2_evidence.archive.stores import open_store
 from soc2_evidence.archive.stores.base import EvidenceStore
 from soc2_evidence.collectors import CollectContext, collector_for
 from soc2_evidence.core.config import PipelineConfig, SourceConfig
+from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import CollectorError, ConfigError, EvidenceError, describe
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.hashing import digest_bytes
@@ -38,22 +39,24 @@ def extract_source(
     *,
     try_number: int = 1,
     redaction_key: bytes | None = None,
-    get_connection: Callable[[str], Any] | None = None,
+    credentials: Credentials | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Collect one source into staging; return a summary small and secret-free enough for XCom.
 
-    When it fails with one of our errors, its one-line description is kept in staging
-    (:func:`record_failure`) so the run's manifest can say why the source is missing.
+    ``credentials`` resolve the connection ids of the source and the store (default: the
+    standard chains, outside Airflow; the Airflow tasks pass Airflow's). When it fails with one of
+    our errors, its one-line description is kept in staging (:func:`record_failure`) so the run's
+    manifest can say why the source is missing.
     """
     try:
-        return _extract(config, source_name, run, try_number, redaction_key, get_connection, params)
+        return _extract(config, source_name, run, try_number, redaction_key, credentials or Credentials(), params)
     except EvidenceError as error:
         record_failure(config.staging_dir, run, source_name, describe(error))
         raise
 
 
-def _extract(config, source_name, run, try_number, redaction_key, get_connection, params) -> dict[str, Any]:
+def _extract(config, source_name, run, try_number, redaction_key, credentials, params) -> dict[str, Any]:
     source = find_source(config, source_name)
     collector = collector_for(source.kind)
     writer = BundleWriter(
@@ -69,10 +72,13 @@ def _extract(config, source_name, run, try_number, redaction_key, get_connection
     )
     context = CollectContext(
         resolve_path=config.resolve_path,
-        get_connection=get_connection or _no_connections,
+        credentials=credentials,
         params=dict(params or {}),
         last_committed_item=lambda name: last_committed_item(
-            open_store(config.store_url, aws_conn_id=config.aws_conn_id), run.dag_id, source.name, name
+            open_store(config.store_url, aws_conn_id=config.aws_conn_id, credentials=credentials),
+            run.dag_id,
+            source.name,
+            name,
         ),
     )
     collector.collect(source, writer, context)
@@ -107,6 +113,7 @@ def validate_staged(
     bundle_dirs: list[str],
     try_number: int = 1,
     aws_conn_id: str | None = None,
+    credentials: Credentials | None = None,
 ) -> dict[str, Any]:
     """Validate what was staged; return the validation bundle's path and summary (secret-free, for XCom)."""
     from soc2_evidence.validation.controls import load_control_map, load_exceptions
@@ -124,9 +131,10 @@ def validate_staged(
         run,
         family=family,
         sources=[source.name for source in config.sources_of(family)],
-        store=open_store(config.store_url, aws_conn_id=aws_conn_id or config.aws_conn_id),
+        store=open_store(config.store_url, aws_conn_id=aws_conn_id or config.aws_conn_id, credentials=credentials),
         settings=settings,
         staging_root=config.staging_dir,
+        checks_of=collector_for,
         try_number=try_number,
     )
     summary = summary_of(bundle)
@@ -145,6 +153,7 @@ def archive_bundles(
     bundle_dirs: list[str],
     validation_dir: str | None,
     aws_conn_id: str | None = None,
+    credentials: Credentials | None = None,
 ) -> ArchivedRun:
     """Archive what was staged, with its validation; sources with no bundle are recorded as failed.
 
@@ -166,7 +175,7 @@ def archive_bundles(
     ]
     if summary is not None:
         outcomes.append(SourceOutcome(VALIDATION_SOURCE, VALIDATION_SOURCE, "archived"))
-    store = open_store(config.store_url, aws_conn_id=aws_conn_id or config.aws_conn_id)
+    store = open_store(config.store_url, aws_conn_id=aws_conn_id or config.aws_conn_id, credentials=credentials)
     return archive_run(
         store,
         family=family,
@@ -182,7 +191,3 @@ def archive_bundles(
 def _why_missing(config: PipelineConfig, run: RunContext, source: str) -> str:
     """The failed extraction's own one line, else (it was killed, or crashed on a bug) where to look."""
     return failure_reason(config.staging_dir, run, source) or "extraction did not finish; see its task log"
-
-
-def _no_connections(conn_id: str) -> Any:
-    raise ConfigError(f"connection {conn_id!r} requested outside Airflow; set AIRFLOW_CONN_{conn_id.upper()}")

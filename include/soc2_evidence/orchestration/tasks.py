@@ -96,12 +96,6 @@ def _redaction_key(variable: str) -> bytes | None:
     return secret.encode("utf-8") if secret else None
 
 
-def _get_connection(conn_id: str):
-    from airflow.sdk import BaseHook
-
-    return BaseHook.get_connection(conn_id)
-
-
 @task
 def list_sources(family: str) -> list[str]:
     """The configured sources of ``family``, or the subset named in the ``sources`` param."""
@@ -130,6 +124,7 @@ def list_sources(family: str) -> list[str]:
 def extract(source_name: str) -> dict[str, Any]:
     """Collect one source into staging. Safe to retry: each try stages afresh and archives nothing."""
     from soc2_evidence.collectors import load_config
+    from soc2_evidence.orchestration.connections import AirflowCredentials
     from soc2_evidence.orchestration.pipeline import extract_source
 
     context = get_current_context()
@@ -141,7 +136,7 @@ def extract(source_name: str) -> dict[str, Any]:
             run_context(context),
             try_number=context["ti"].try_number,
             redaction_key=_redaction_key(config.redaction_secret_variable),
-            get_connection=_get_connection,
+            credentials=AirflowCredentials(),
             params=context["params"],
         )
 
@@ -159,6 +154,7 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def validate(staged_summaries) -> dict[str, Any]:
             from soc2_evidence.collectors import load_config
+            from soc2_evidence.orchestration.connections import AirflowCredentials
             from soc2_evidence.orchestration.pipeline import validate_staged
 
             context = get_current_context()
@@ -169,6 +165,7 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
                     run=run_context(context),
                     bundle_dirs=[summary["bundle"] for summary in staged_summaries],
                     try_number=context["ti"].try_number,
+                    credentials=AirflowCredentials(),
                 )
 
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[evidence_asset(family)])
@@ -176,6 +173,7 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
             from soc2_evidence.collectors import load_config
             from soc2_evidence.core.errors import DataQualityError
             from soc2_evidence.orchestration.alerts import notify_findings
+            from soc2_evidence.orchestration.connections import AirflowCredentials
             from soc2_evidence.orchestration.pipeline import archive_bundles
 
             context = get_current_context()
@@ -189,6 +187,7 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
                     run=run_context(context),
                     bundle_dirs=[summary["bundle"] for summary in staged_summaries],
                     validation_dir=validation["bundle"] if validation else None,
+                    credentials=AirflowCredentials(),
                 )
                 location = f"{config.store_url}/{archived.manifest_key}"
                 result = {

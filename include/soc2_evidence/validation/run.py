@@ -12,13 +12,13 @@ import logging
 import mimetypes
 import shutil
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from soc2_evidence.archive.stores.base import EvidenceStore
-from soc2_evidence.collectors import collector_for
 from soc2_evidence.core.datasets import Dataset, load_records, to_frame
 from soc2_evidence.core.evidence import RunContext, canonical_json
 from soc2_evidence.core.hashing import digest_bytes
@@ -42,6 +42,14 @@ class ValidationSettings:
     today: date
 
 
+class KindChecks(Protocol):
+    """What validation needs of a source kind: its datasets and their control checks (a collector module is one)."""
+
+    DATASETS: tuple[Dataset, ...]
+
+    def control_expectations(self, dataset: Dataset) -> list[Any]: ...
+
+
 def validate_run(
     bundles: list[Bundle],
     run: RunContext,
@@ -51,10 +59,15 @@ def validate_run(
     store: EvidenceStore,
     settings: ValidationSettings,
     staging_root: Path,
+    checks_of: Callable[[str], KindChecks],
     try_number: int = 1,
 ) -> Bundle:
-    """Validate every dataset of every bundle and the calendar; return the staged validation bundle."""
-    from soc2_evidence.validation.gx import Target, Validator
+    """Validate every dataset of every bundle and the calendar; return the staged validation bundle.
+
+    ``checks_of`` gives a bundle's kind its datasets and control checks. Orchestration passes
+    the collector registry, so validation judges what collectors declare without importing them.
+    """
+    from soc2_evidence.validation.gx import Validator
 
     writer = BundleWriter(
         staging_root,
@@ -69,48 +82,139 @@ def validate_run(
     )
     project = writer.directory.parent / f"gx-try-{try_number}"
     shutil.rmtree(project, ignore_errors=True)  # scratch from an interrupted try: suites would clash
-    validator = Validator(project)
-    parameters = {
-        "fresh_after": run.logical_date - timedelta(hours=settings.freshness_hours),
-        "fresh_before": run.logical_date + timedelta(hours=settings.freshness_hours),
-    }
-    failures: list[dict[str, Any]] = []
-    findings: list[dict[str, Any]] = []
-    datasets: list[dict[str, Any]] = []
-    item_status: dict[tuple[str, str], str] = {}
-    results: list[dict[str, Any]] = []
+    judgement = _Judgement(
+        validator=Validator(project),
+        control_map=settings.control_map,
+        parameters={
+            "fresh_after": run.logical_date - timedelta(hours=settings.freshness_hours),
+            "fresh_before": run.logical_date + timedelta(hours=settings.freshness_hours),
+        },
+    )
+    history = drift.History(store, run.dag_id)
+    for bundle in bundles:
+        kind = checks_of(bundle.kind)
+        judgement.check_bundle(bundle, kind)
+        writer.add_json(
+            f"drift/{bundle.source}.json",
+            history.source_drift(bundle, kind.DATASETS),
+            description="What changed since the source's previous committed snapshot",
+        )
+    nights = calendar.evidence_calendar(store, family, sources, run.night, settings.calendar_days)
+    calendar_item = writer.add_jsonl(calendar.CALENDAR.item, nights, description=calendar.CALENDAR.description)
+    judgement.check(
+        VALIDATION_SOURCE,
+        calendar.CALENDAR,
+        nights,
+        calendar_item.collected_at,
+        len(nights),
+        calendar.control_expectations(calendar.CALENDAR),
+    )
+    apply_exceptions(judgement.findings, settings.register, settings.today)
+    summary = judgement.summary()
+    _stage_proof(writer, judgement, summary, settings)
+    writer.report_total(calendar.CALENDAR.total, len(nights))
+    log.info(
+        "validation %s: %d data-quality failure(s), %d open and %d accepted finding(s)",
+        summary["status"],
+        len(judgement.failures),
+        summary["findings"]["open"],
+        summary["findings"]["accepted"],
+    )
+    return writer.finish()
+
+
+@dataclass
+class _Judgement:
+    """Everything one validation run concludes, gathered across bundles before anything is decided.
+
+    Like auditree's checks, every failure and finding is collected instead of stopping at the
+    first, so one run's summary lists them all.
+    """
+
+    validator: Any
+    control_map: ControlMap
+    parameters: dict[str, Any]
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    item_status: dict[tuple[str, str], str] = field(default_factory=dict)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def fail(self, source: str, dataset: str, item: str, check: str, detail: str) -> None:
+        """A data-quality failure: the run's outcome becomes failed."""
+        self.failures.append({"source": source, "dataset": dataset, "item": item, "check": check, "detail": detail})
+
+    def check_bundle(self, bundle: Bundle, kind: KindChecks) -> None:
+        """A source's items must parse, and every dataset its kind declares must be present, complete and valid.
+
+        An item that failed an earlier check is not validated further: its records cannot be trusted.
+        """
+        self._check_well_formed(bundle)
+        items = {staged.item.name: staged for staged in bundle.items}
+        for dataset in kind.DATASETS:
+            staged = items.get(dataset.item)
+            if staged is None:
+                self.fail(
+                    bundle.source,
+                    dataset.name,
+                    dataset.item,
+                    f"{dataset.name}.present",
+                    "the collector did not produce this item",
+                )
+                continue
+            if self.item_status[(bundle.source, dataset.item)] == "failed":
+                continue
+            total = bundle.reported_totals.get(dataset.total) if dataset.total else None
+            if dataset.total and total is None:
+                self.item_status[(bundle.source, dataset.item)] = "failed"
+                self.fail(
+                    bundle.source,
+                    dataset.name,
+                    dataset.item,
+                    f"{dataset.name}.completeness",
+                    "the source reported no total",
+                )
+                continue
+            records = load_records(dataset, staged.path)
+            self.check(
+                bundle.source, dataset, records, staged.item.collected_at, total, kind.control_expectations(dataset)
+            )
+
+    def _check_well_formed(self, bundle: Bundle) -> None:
+        """Every item starts passed; one whose JSON does not parse fails before its datasets are looked at."""
+        for staged in bundle.items:
+            self.item_status[(bundle.source, staged.item.name)] = "passed"
+            problem = _malformed(staged.path, staged.item.media_type)
+            if problem:
+                self.item_status[(bundle.source, staged.item.name)] = "failed"
+                self.fail(bundle.source, "", staged.item.name, "well_formed", problem)
 
     def check(
-        source: str, dataset: Dataset, records: list[dict], collected_at: str, total: int | None, controls
+        self, source: str, dataset: Dataset, records: list[dict], collected_at: str, total: int | None, controls
     ) -> None:
+        """Run one dataset's suite: quality failures fail the item, control failures become findings."""
+        from soc2_evidence.validation.gx import Target
+
         target = Target(
             source=source,
             dataset=dataset,
             frame=to_frame(dataset, records, collected_at),
-            parameters={**parameters, "reported_total": total},
+            parameters={**self.parameters, "reported_total": total},
             controls=controls,
         )
-        checks, raw = validator.validate(target)
-        results.append({"source": source, "dataset": dataset.name, "checkpoint": raw})
+        checks, raw = self.validator.validate(target)
+        self.results.append({"source": source, "dataset": dataset.name, "checkpoint": raw})
         quality_failed = [result for result in checks if result.kind == "quality" and not result.success]
         for result in quality_failed:
-            failures.append(
-                {
-                    "source": source,
-                    "dataset": dataset.name,
-                    "item": dataset.item,
-                    "check": result.check,
-                    "detail": result.detail,
-                }
-            )
+            self.fail(source, dataset.name, dataset.item, result.check, result.detail)
         dataset_findings = [
-            _finding(source, dataset, result, records, row, settings.control_map)
+            _finding(source, dataset, result, records, row, self.control_map)
             for result in checks
             if result.kind == "control" and not result.success
             for row in result.unexpected_rows or [None]
         ]
-        findings.extend(dataset_findings)
-        datasets.append(
+        self.findings.extend(dataset_findings)
+        self.datasets.append(
             {
                 "source": source,
                 "dataset": dataset.name,
@@ -119,125 +223,55 @@ def validate_run(
                 "findings": len(dataset_findings),
             }
         )
-        if quality_failed or (source, dataset.item) not in item_status:
-            item_status[(source, dataset.item)] = "failed" if quality_failed else "passed"
+        if quality_failed or (source, dataset.item) not in self.item_status:
+            self.item_status[(source, dataset.item)] = "failed" if quality_failed else "passed"
 
-    history = drift.History(store, run.dag_id)
-    for bundle in bundles:
-        collector = collector_for(bundle.kind)
-        items = {staged.item.name: staged for staged in bundle.items}
-        for staged in bundle.items:
-            item_status[(bundle.source, staged.item.name)] = "passed"
-            problem = _malformed(staged.path, staged.item.media_type)
-            if problem:
-                item_status[(bundle.source, staged.item.name)] = "failed"
-                failures.append(
-                    {
-                        "source": bundle.source,
-                        "dataset": "",
-                        "item": staged.item.name,
-                        "check": "well_formed",
-                        "detail": problem,
-                    }
-                )
-        for dataset in collector.DATASETS:
-            staged = items.get(dataset.item)
-            if staged is None:
-                failures.append(
-                    {
-                        "source": bundle.source,
-                        "dataset": dataset.name,
-                        "item": dataset.item,
-                        "check": f"{dataset.name}.present",
-                        "detail": "the collector did not produce this item",
-                    }
-                )
-                continue
-            if item_status[(bundle.source, dataset.item)] == "failed":
-                continue
-            total = bundle.reported_totals.get(dataset.total) if dataset.total else None
-            if dataset.total and total is None:
-                item_status[(bundle.source, dataset.item)] = "failed"
-                failures.append(
-                    {
-                        "source": bundle.source,
-                        "dataset": dataset.name,
-                        "item": dataset.item,
-                        "check": f"{dataset.name}.completeness",
-                        "detail": "the source reported no total",
-                    }
-                )
-                continue
-            records = load_records(dataset, staged.path)
-            check(
-                bundle.source,
-                dataset,
-                records,
-                staged.item.collected_at,
-                total,
-                collector.control_expectations(dataset),
-            )
-        writer.add_json(
-            f"drift/{bundle.source}.json",
-            history.source_drift(bundle, collector.DATASETS),
-            description="What changed since the source's previous committed snapshot",
+    def summary(self) -> dict[str, Any]:
+        """The outcome the manifest records: status, failures, finding counts, criteria, exceptions, item status."""
+        by_status = Counter(finding["status"] for finding in self.findings)
+        controls = sorted(
+            {criterion for entry in self.datasets for criterion in self.control_map.for_dataset(entry["dataset"])}
+            | set(self.control_map.quality)
         )
+        findings = self.findings
+        return {
+            "status": "failed" if self.failures else "passed",
+            "failures": self.failures,
+            "findings": {"open": by_status["open"], "accepted": by_status["accepted"]},
+            "datasets": self.datasets,
+            "controls": controls,
+            "exceptions": {
+                "applied": sorted({f["exception"]["id"] for f in findings if f["status"] == "accepted"}),
+                "expired": sorted(
+                    {f["exception"]["id"] for f in findings if f["exception"] and f["exception"]["state"] == "expired"}
+                ),
+            },
+            "item_status": [[source, name, status] for (source, name), status in sorted(self.item_status.items())],
+        }
 
-    nights = calendar.evidence_calendar(store, family, sources, run.night, settings.calendar_days)
-    calendar_item = writer.add_jsonl(calendar.CALENDAR.item, nights, description=calendar.CALENDAR.description)
-    check(
-        VALIDATION_SOURCE,
-        calendar.CALENDAR,
-        nights,
-        calendar_item.collected_at,
-        len(nights),
-        calendar.control_expectations(calendar.CALENDAR),
-    )
 
-    apply_exceptions(findings, settings.register, settings.today)
-    by_status = Counter(finding["status"] for finding in findings)
-    controls = sorted(
-        {criterion for entry in datasets for criterion in settings.control_map.for_dataset(entry["dataset"])}
-        | set(settings.control_map.quality)
-    )
-    summary = {
-        "status": "failed" if failures else "passed",
-        "failures": failures,
-        "findings": {"open": by_status["open"], "accepted": by_status["accepted"]},
-        "datasets": datasets,
-        "controls": controls,
-        "exceptions": {
-            "applied": sorted({f["exception"]["id"] for f in findings if f["status"] == "accepted"}),
-            "expired": sorted(
-                {f["exception"]["id"] for f in findings if f["exception"] and f["exception"]["state"] == "expired"}
-            ),
-        },
-        "item_status": [[source, name, status] for (source, name), status in sorted(item_status.items())],
-    }
+def _stage_proof(
+    writer: BundleWriter, judgement: _Judgement, summary: dict[str, Any], settings: ValidationSettings
+) -> None:
+    """Stage what an auditor needs to re-check the judgement: findings, the register as applied, the raw
+    Great Expectations results, the summary, and the Data Docs site."""
     writer.add_jsonl(
-        "findings.jsonl", findings, description="Control exceptions: failing records and the check that caught them"
+        "findings.jsonl",
+        judgement.findings,
+        description="Control exceptions: failing records and the check that caught them",
     )
     writer.add_json(
         "exceptions.json",
         {"today": settings.today.isoformat(), "register": [exception.to_dict() for exception in settings.register]},
         description="The accepted-exceptions register as applied to this run",
     )
-    writer.add_json("results.json", results, description="Great Expectations checkpoint results")
+    writer.add_json("results.json", judgement.results, description="Great Expectations checkpoint results")
     writer.add_json("summary.json", summary, description="Validation outcome, findings and criteria of this run")
-    docs_dir = validator.finish_docs()
+    docs_dir = judgement.validator.finish_docs()
     for path in sorted(docs_dir.rglob("*")):
         if path.is_file():
             media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             writer.add_file(f"data-docs/{path.relative_to(docs_dir).as_posix()}", path, media_type)
-    writer.report_total(calendar.CALENDAR.total, len(nights))
-    log.info(
-        "validation %s: %d data-quality failure(s), %d open and %d accepted finding(s)",
-        summary["status"],
-        len(failures),
-        by_status["open"],
-        by_status["accepted"],
-    )
-    return writer.finish()
 
 
 def _finding(

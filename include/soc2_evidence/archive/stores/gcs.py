@@ -2,7 +2,8 @@
 
 Every upload is ``if_generation_match=0`` (never overwrite) and carries its MD5 and CRC32C,
 which GCS verifies; the object's generation is recorded as its version. Credentials come
-from the standard Google configuration, or from a key given by an Airflow connection.
+from the standard Google configuration, or from a key given by a connection
+(:mod:`soc2_evidence.core.credentials`).
 
 A storage emulator (``STORAGE_EMULATOR_HOST``) can hold no lock. Against one the store still
 makes every call, but reports itself as not immutable, so manifests and ``verify`` say so.
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from soc2_evidence.archive.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import ObjectExistsError, StoreConfigError
 from soc2_evidence.core.hashing import digest_bytes
 
@@ -27,9 +29,8 @@ BUCKET_LOCK, OBJECT_LOCK, EMULATOR = "bucket_lock", "object_lock", "emulator"
 
 
 def default_client_factory() -> Any:
-    from google.cloud import storage
-
-    return storage.Client()
+    """A client from Google's standard chain (anonymous against an emulator)."""
+    return Credentials().gcs_client()
 
 
 def retention_mode(bucket: dict[str, Any], retention_days: int) -> str:

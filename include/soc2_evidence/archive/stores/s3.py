@@ -1,7 +1,7 @@
 """S3 Object Lock store: every object in COMPLIANCE mode, checksummed, never overwritten.
 
-The endpoint comes from boto3's own configuration (``AWS_ENDPOINT_URL_S3``) or an Airflow
-connection, so the same code runs against AWS, MinIO and a local test server.
+The endpoint comes from boto3's own configuration (``AWS_ENDPOINT_URL_S3``) or a connection
+(:mod:`soc2_evidence.core.credentials`), so the same code runs against AWS, MinIO and a local test server.
 """
 
 from __future__ import annotations
@@ -14,25 +14,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from soc2_evidence.archive.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import ObjectExistsError, StoreConfigError, describe
 from soc2_evidence.core.hashing import digest_bytes
 
 LOCK_MODE = "COMPLIANCE"
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
-CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=32)
 _EXISTS_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 
 
 def default_client_factory() -> Any:
-    import boto3
-
-    return boto3.session.Session().client("s3", config=CLIENT_CONFIG)
+    """An S3 client from boto3's standard chain, with the pipeline's one AWS client configuration."""
+    return Credentials().aws_session(None).client("s3")
 
 
 class S3ObjectLockStore(EvidenceStore):

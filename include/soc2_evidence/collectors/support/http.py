@@ -328,10 +328,6 @@ def next_link(headers: Mapping[str, str]) -> str | None:
     return _links(headers).get("next")
 
 
-def last_link(headers: Mapping[str, str]) -> str | None:
-    return _links(headers).get("last")
-
-
 def _links(headers: Mapping[str, str]) -> dict[str, str]:
     links = {}
     for part in (headers.get("link") or "").split(","):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import CollectorError, describe
 
 SCHEMES = ("s3", "gs", "file")
@@ -67,18 +68,26 @@ class BackupLocation:
 
 
 def open_location(
-    url: str, *, resolve_path: Callable[[str], Path] | None = None, aws_conn_id: str | None = None
+    url: str,
+    *,
+    resolve_path: Callable[[str], Path] | None = None,
+    credentials: Credentials | None = None,
+    aws_conn_id: str | None = None,
 ) -> BackupLocation:
-    """``s3://bucket/prefix``, ``gs://bucket/prefix``, ``file:///dir`` or a directory path."""
+    """``s3://bucket/prefix``, ``gs://bucket/prefix``, ``file:///dir`` or a directory path.
+
+    Bucket clients come from ``credentials`` (default: the standard chains), S3 ones with ``aws_conn_id``.
+    """
     parsed = urlparse(url)
+    credentials = credentials or Credentials()
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise CollectorError(f"location {url!r}: no bucket name")
-        return S3Location(parsed.netloc, parsed.path, aws_conn_id)
+        return S3Location(parsed.netloc, parsed.path, lambda: credentials.aws_session(aws_conn_id).client("s3"))
     if parsed.scheme == "gs":
         if not parsed.netloc:
             raise CollectorError(f"location {url!r}: no bucket name")
-        return GCSLocation(parsed.netloc, parsed.path)
+        return GCSLocation(parsed.netloc, parsed.path, credentials.gcs_client)
     if parsed.scheme == "file":
         return LocalLocation(Path(parsed.path))
     if parsed.scheme:
@@ -133,26 +142,19 @@ class LocalLocation(BackupLocation):
 
 
 class S3Location(BackupLocation):
-    """An S3 prefix; the client comes from boto3's standard configuration or an Airflow AWS connection."""
+    """An S3 prefix; ``client_factory`` makes its client on first use (see :func:`open_location`)."""
 
-    def __init__(self, bucket: str, prefix: str, aws_conn_id: str | None = None) -> None:
+    def __init__(self, bucket: str, prefix: str, client_factory: Callable[[], Any]) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self.aws_conn_id = aws_conn_id
+        self._client_factory = client_factory
         self._client: Any = None
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            if self.aws_conn_id:
-                from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-                self._client = S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
-            else:
-                import boto3
-
-                self._client = boto3.session.Session().client("s3")
+            self._client = self._client_factory()
         return self._client
 
     def _key(self, name: str) -> str:
@@ -217,20 +219,19 @@ class S3Location(BackupLocation):
 
 
 class GCSLocation(BackupLocation):
-    """A GCS prefix; credentials from Google's standard chain (anonymous against an emulator)."""
+    """A GCS prefix; ``client_factory`` makes its client on first use (see :func:`open_location`)."""
 
-    def __init__(self, bucket: str, prefix: str) -> None:
+    def __init__(self, bucket: str, prefix: str, client_factory: Callable[[], Any]) -> None:
         self.bucket_name = bucket
         self.prefix = prefix.strip("/")
         self.url = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
+        self._client_factory = client_factory
         self._bucket: Any = None
 
     @property
     def bucket(self) -> Any:
         if self._bucket is None:
-            from google.cloud import storage
-
-            self._bucket = storage.Client().bucket(self.bucket_name)
+            self._bucket = self._client_factory().bucket(self.bucket_name)
         return self._bucket
 
     def _key(self, name: str) -> str:

@@ -442,7 +442,6 @@ def take_backup(
     checksums: str = "full",
     sample_percent: int = DEFAULT_SAMPLE_PERCENT,
     bin_dir: str | Path | None = None,
-    aws_conn_id: str | None = None,
     timeout: float | None = None,
 ) -> dict[str, Any]:
     """Dump one database (``pg_dump -Fc``) to ``dest`` with its manifest beside it; return the manifest.
@@ -457,7 +456,7 @@ def take_backup(
     if checksums not in CHECKSUM_MODES:
         raise ValueError(f"checksums must be one of {', '.join(CHECKSUM_MODES)}, got {checksums!r}")
     source = source if isinstance(source, PgConnection) else PgConnection.from_dsn(source)
-    location = open_location(str(dest), aws_conn_id=aws_conn_id)
+    location = open_location(str(dest))
     with (
         tempfile.TemporaryDirectory(prefix="soc2-pg-backup-") as work,
         source.connect(autocommit=False, pinned=True) as connection,
