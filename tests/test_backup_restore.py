@@ -262,16 +262,16 @@ GOOD = {"dsn": SERVER, "backups": "fresh", **TARGETS}
     [
         (
             {"dsn": SERVER, "backups": "fresh", "rto_target_minutes": 5},
-            r"top level: missing required key 'rpo_target_hours'",
+            r"missing required key 'rpo_target_hours'",
         ),
         (
             {"dsn": SERVER, "backup": "fresh", **TARGETS},
-            r"backup: unknown key 'backup'; did you mean 'backups'\?.*top level: missing required key 'backups'",
+            r"backup: unknown key 'backup'; did you mean 'backups'\?.*; missing required key 'backups'",
         ),
         ({**GOOD, "checksums": "md5"}, r"checksums: expected one of full, sample, none, got 'md5'$"),
         ({**GOOD, "baseline": "now"}, r"baseline: expected one of manifest, source, got 'now'$"),
         ({**GOOD, "conn_id": "shop"}, r"dsn: set only one of 'conn_id' and 'dsn'$"),
-        ({"backups": "fresh", **TARGETS}, r"top level: set 'conn_id' \(an Airflow connection\) or 'dsn'"),
+        ({"backups": "fresh", **TARGETS}, r"set 'conn_id' \(an Airflow connection\) or 'dsn'"),
         ({**GOOD, "restore_conn_id": "a", "restore_dsn": SERVER}, r"restore_dsn: set only one of 'restore_conn_id'"),
         ({**GOOD, "scratch_prefix": "Restore-"}, r"scratch_prefix: expected str matching regex .*, got 'Restore-'"),
         ({**GOOD, "backups": ""}, r"backups: expected str of length >= 1, got ''"),

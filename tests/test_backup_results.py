@@ -229,10 +229,10 @@ def test_results_are_ingested_from_a_bucket_prefix(s3_client, tmp_path):
 @pytest.mark.parametrize(
     ("options", "problem"),
     [
-        ({}, r"top level: missing required key 'location'"),
+        ({}, r"missing required key 'location'"),
         (
             {"locaton": "results"},
-            r"locaton: unknown key 'locaton'; did you mean 'location'\?.*top level: missing required key 'location'",
+            r"locaton: unknown key 'locaton'; did you mean 'location'\?.*; missing required key 'location'",
         ),
         ({"location": ""}, r"location: expected str of length >= 1, got ''"),
         ({"location": "results", "patterns": []}, r"patterns: expected array of length >= 1, got \[\]"),

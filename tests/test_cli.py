@@ -109,9 +109,10 @@ def one_try_s3(monkeypatch):
     """S3 clients that do not retry: what botocore gives up with after ten tries (~30 s here) comes at once."""
     from botocore.config import Config
 
-    from soc2_evidence.archive.stores import s3
+    from soc2_evidence.core import credentials
 
-    monkeypatch.setattr(s3, "CLIENT_CONFIG", Config(retries={"mode": "standard", "total_max_attempts": 1}))
+    one_try = Config(retries={"mode": "standard", "total_max_attempts": 1})
+    monkeypatch.setattr(credentials, "aws_client_config", lambda: one_try)
 
 
 def test_verify_against_a_closed_port_is_one_line(aws_env, one_try_s3, monkeypatch):

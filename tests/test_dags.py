@@ -289,5 +289,5 @@ def test_the_schedules_come_from_the_configuration(tmp_path, monkeypatch, config
     monkeypatch.setenv("EVIDENCE_CONFIG", path)
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert not bag.import_errors
-    assert bag.dags["evidence_config_snapshot"].timetable.summary == "15 1 * * *"
-    assert bag.dags["evidence_tickets"].timetable.summary == "None"
+    assert bag.dags["evidence_config_snapshot"].schedule == "15 1 * * *"
+    assert bag.dags["evidence_tickets"].schedule is None

@@ -227,7 +227,7 @@ def _fetch(source: SourceConfig, location: str, context: CollectContext, scratch
             location,
             resolve_path=context.resolve_path,
             credentials=context.credentials,
-            aws_conn_id=source.options.get("aws_conn_id") or None,
+            aws_conn_id=source.options.aws_conn_id or None,
         )
         if isinstance(place, LocalLocation) and place.root.is_file():
             return {place.root.name: place.root}
