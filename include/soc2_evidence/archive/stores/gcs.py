@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from soc2_evidence.archive.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.core.buckets import BucketPrefix
 from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import ObjectExistsError, StoreConfigError
 from soc2_evidence.core.hashing import digest_bytes
@@ -54,15 +55,13 @@ def retention_mode(bucket: dict[str, Any], retention_days: int) -> str:
     raise StoreConfigError(f"bucket {name}: no locked retention policy and Object Retention Lock is not enabled")
 
 
-class GCSRetentionStore(EvidenceStore):
+class GCSRetentionStore(BucketPrefix, EvidenceStore):
+    scheme = "gs"
+
     def __init__(
         self, bucket: str, prefix: str = "", client_factory: Callable[[], Any] = default_client_factory
     ) -> None:
-        self.bucket_name = bucket
-        self.prefix = prefix.strip("/")
-        self.url = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
-        self._client_factory = client_factory
-        self._client: Any = None
+        super().__init__(bucket, prefix, client_factory)
         self._bucket: Any = None
         self._mode: str | None = None
 
@@ -71,9 +70,8 @@ class GCSRetentionStore(EvidenceStore):
         if self._bucket is None:
             from google.api_core import exceptions
 
-            self._client = self._client_factory()
             try:
-                self._bucket = self._client.get_bucket(self.bucket_name)
+                self._bucket = self.client.get_bucket(self.bucket_name)
             except exceptions.NotFound as error:
                 raise StoreConfigError(f"bucket {self.bucket_name}: bucket does not exist") from error
             except exceptions.GoogleAPIError as error:

@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from soc2_evidence.archive.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.core.buckets import BucketPrefix
 from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import ObjectExistsError, StoreConfigError, describe
 from soc2_evidence.core.hashing import digest_bytes
@@ -33,40 +34,31 @@ def default_client_factory() -> Any:
     return Credentials().aws_session(None).client("s3")
 
 
-class S3ObjectLockStore(EvidenceStore):
+class S3ObjectLockStore(BucketPrefix, EvidenceStore):
+    scheme = "s3"
     immutable = True
 
     def __init__(
         self, bucket: str, prefix: str = "", client_factory: Callable[[], Any] = default_client_factory
     ) -> None:
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self._client_factory = client_factory
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+        super().__init__(bucket, prefix, client_factory)
 
     def check_writable(self, retention_days: int) -> None:
         """Refuse to write unless versioning is Enabled and Object Lock is enabled on the bucket."""
-        with self._failing_closed(f"bucket {self.bucket}"):
-            versioning = self.client.get_bucket_versioning(Bucket=self.bucket)
+        with self._failing_closed(f"bucket {self.bucket_name}"):
+            versioning = self.client.get_bucket_versioning(Bucket=self.bucket_name)
         if versioning.get("Status") != "Enabled":
             state = versioning.get("Status", "never enabled")
-            raise StoreConfigError(f"bucket {self.bucket}: versioning is {state}, must be Enabled")
+            raise StoreConfigError(f"bucket {self.bucket_name}: versioning is {state}, must be Enabled")
         try:
-            with self._failing_closed(f"bucket {self.bucket}"):
-                lock = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            with self._failing_closed(f"bucket {self.bucket_name}"):
+                lock = self.client.get_object_lock_configuration(Bucket=self.bucket_name)
         except StoreConfigError as error:
             if _code(error.__cause__) == "ObjectLockConfigurationNotFoundError":
-                raise StoreConfigError(f"bucket {self.bucket}: Object Lock is not enabled") from error
+                raise StoreConfigError(f"bucket {self.bucket_name}: Object Lock is not enabled") from error
             raise
         if lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
-            raise StoreConfigError(f"bucket {self.bucket}: Object Lock is not enabled")
+            raise StoreConfigError(f"bucket {self.bucket_name}: Object Lock is not enabled")
 
     def put_bytes(self, key: str, data: bytes, sha256: str, retain_until: datetime) -> StoredObject:
         digest = digest_bytes(data)
@@ -74,7 +66,7 @@ class S3ObjectLockStore(EvidenceStore):
             raise ValueError(f"{self.url}/{key}: content hashes to {digest.sha256}, expected {sha256}")
         try:
             response = self.client.put_object(
-                Bucket=self.bucket,
+                Bucket=self.bucket_name,
                 Key=self._key(key),
                 Body=data,
                 ChecksumAlgorithm="SHA256",
@@ -95,7 +87,7 @@ class S3ObjectLockStore(EvidenceStore):
         """Upload in parts, hashing the whole file and each part in the same read."""
         full_key = self._key(key)
         upload = self.client.create_multipart_upload(
-            Bucket=self.bucket, Key=full_key, ChecksumAlgorithm="SHA256", **self._lock_args(retain_until)
+            Bucket=self.bucket_name, Key=full_key, ChecksumAlgorithm="SHA256", **self._lock_args(retain_until)
         )
         upload_id = upload["UploadId"]
         whole = hashlib.sha256()
@@ -109,7 +101,7 @@ class S3ObjectLockStore(EvidenceStore):
                     part_checksum = base64.b64encode(hashlib.sha256(chunk).digest()).decode("ascii")
                     number = len(parts) + 1
                     response = self.client.upload_part(
-                        Bucket=self.bucket,
+                        Bucket=self.bucket_name,
                         Key=full_key,
                         UploadId=upload_id,
                         PartNumber=number,
@@ -121,14 +113,14 @@ class S3ObjectLockStore(EvidenceStore):
             if whole.hexdigest() != sha256:
                 raise ValueError(f"{self.url}/{key}: {path} hashes to {whole.hexdigest()}, expected {sha256}")
             response = self.client.complete_multipart_upload(
-                Bucket=self.bucket,
+                Bucket=self.bucket_name,
                 Key=full_key,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
                 IfNoneMatch="*",
             )
         except BaseException as error:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
+            self.client.abort_multipart_upload(Bucket=self.bucket_name, Key=full_key, UploadId=upload_id)
             if isinstance(error, ClientError | BotoCoreError):
                 raise self._write_error(key, error) from error
             raise
@@ -136,7 +128,7 @@ class S3ObjectLockStore(EvidenceStore):
         # Some S3-compatible servers (moto among them) drop the lock headers of a multipart upload;
         # setting the same retention again is a no-op on AWS and closes that gap elsewhere.
         self.client.put_object_retention(
-            Bucket=self.bucket,
+            Bucket=self.bucket_name,
             Key=full_key,
             VersionId=version_id,
             Retention={"Mode": LOCK_MODE, "RetainUntilDate": retain_until},
@@ -146,27 +138,26 @@ class S3ObjectLockStore(EvidenceStore):
     def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.prefix) + 1 if self.prefix else 0
-        with self._failing_closed(f"bucket {self.bucket}: cannot list"):
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix) if prefix else self._key("")):
+        with self._failing_closed(f"bucket {self.bucket_name}: cannot list"):
+            for page in paginator.paginate(
+                Bucket=self.bucket_name, Prefix=self._key(prefix) if prefix else self._key("")
+            ):
                 for entry in page.get("Contents", []):
                     yield ObjectInfo(key=entry["Key"][strip:], size=entry["Size"])
 
     def open(self, key: str) -> BinaryIO:
         with self._failing_closed(f"{self.url}/{key}: cannot read"):
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            return self.client.get_object(Bucket=self.bucket_name, Key=self._key(key))["Body"]
 
     def head(self, key: str) -> ObjectHead:
         # head_object, not get_object_retention: the latter is broken in moto's server mode.
         with self._failing_closed(f"{self.url}/{key}: cannot read its lock"):
-            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            response = self.client.head_object(Bucket=self.bucket_name, Key=self._key(key))
         return ObjectHead(
             version_id=response.get("VersionId"),
             lock_mode=response.get("ObjectLockMode"),
             retain_until=response.get("ObjectLockRetainUntilDate"),
         )
-
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
 
     @staticmethod
     def _lock_args(retain_until: datetime) -> dict[str, Any]:

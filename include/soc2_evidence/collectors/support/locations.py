@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from soc2_evidence.core.buckets import BucketPrefix
 from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import CollectorError, describe
 
@@ -141,24 +142,10 @@ class LocalLocation(BackupLocation):
         return self.root / name
 
 
-class S3Location(BackupLocation):
+class S3Location(BucketPrefix, BackupLocation):
     """An S3 prefix; ``client_factory`` makes its client on first use (see :func:`open_location`)."""
 
-    def __init__(self, bucket: str, prefix: str, client_factory: Callable[[], Any]) -> None:
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self._client_factory = client_factory
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
-
-    def _key(self, name: str) -> str:
-        return f"{self.prefix}/{name}" if self.prefix else name
+    scheme = "s3"
 
     def iter_objects(self) -> Iterator[BackupObject]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -166,14 +153,14 @@ class S3Location(BackupLocation):
         from soc2_evidence.collectors.support.aws import aws_error
 
         start = f"{self.prefix}/" if self.prefix else ""
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start)
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket_name, Prefix=start)
         page_number = 0
         try:
             for page_number, page in enumerate(pages, start=1):  # noqa: B007 - named in the error below
                 for entry in page.get("Contents", []):
                     yield BackupObject(
                         name=entry["Key"][len(start) :],
-                        url=f"s3://{self.bucket}/{entry['Key']}",
+                        url=f"s3://{self.bucket_name}/{entry['Key']}",
                         size=entry["Size"],
                         modified=entry["LastModified"].astimezone(UTC),
                     )
@@ -186,7 +173,7 @@ class S3Location(BackupLocation):
         from soc2_evidence.collectors.support.aws import aws_error
 
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
+            response = self.client.get_object(Bucket=self.bucket_name, Key=self._key(name))
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
@@ -202,7 +189,7 @@ class S3Location(BackupLocation):
         from soc2_evidence.collectors.support.aws import aws_error
 
         try:
-            self.client.download_file(self.bucket, self._key(name), str(path))
+            self.client.download_file(self.bucket_name, self._key(name), str(path))
         except (BotoCoreError, ClientError) as error:
             raise aws_error(f"location {self.url}: download of {name} failed", error) from error
 
@@ -212,30 +199,20 @@ class S3Location(BackupLocation):
         from soc2_evidence.collectors.support.aws import aws_error
 
         try:
-            self.client.upload_file(str(path), self.bucket, self._key(name))
+            self.client.upload_file(str(path), self.bucket_name, self._key(name))
         except (BotoCoreError, ClientError) as error:
             raise aws_error(f"location {self.url}: upload of {name} failed", error) from error
-        return f"s3://{self.bucket}/{self._key(name)}"
+        return f"s3://{self.bucket_name}/{self._key(name)}"
 
 
-class GCSLocation(BackupLocation):
+class GCSLocation(BucketPrefix, BackupLocation):
     """A GCS prefix; ``client_factory`` makes its client on first use (see :func:`open_location`)."""
 
-    def __init__(self, bucket: str, prefix: str, client_factory: Callable[[], Any]) -> None:
-        self.bucket_name = bucket
-        self.prefix = prefix.strip("/")
-        self.url = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
-        self._client_factory = client_factory
-        self._bucket: Any = None
+    scheme = "gs"
 
     @property
     def bucket(self) -> Any:
-        if self._bucket is None:
-            self._bucket = self._client_factory().bucket(self.bucket_name)
-        return self._bucket
-
-    def _key(self, name: str) -> str:
-        return f"{self.prefix}/{name}" if self.prefix else name
+        return self.client.bucket(self.bucket_name)
 
     def iter_objects(self) -> Iterator[BackupObject]:
         from google.api_core.exceptions import GoogleAPIError
