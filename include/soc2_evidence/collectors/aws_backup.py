@@ -23,7 +23,7 @@ from soc2_evidence.collectors import CollectContext, reject_unknown_options
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
-from soc2_evidence.core.evidence import rfc3339, utc_now
+from soc2_evidence.core.evidence import rfc3339
 from soc2_evidence.core.staging import BundleWriter
 
 KIND = "aws_backup"
@@ -188,7 +188,7 @@ DATASETS = (PLANS, VAULTS, RECOVERY_POINTS, PROTECTED_RESOURCES, RESTORE_JOBS, R
 
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
     options = _Options.parse(source)
-    now = utc_now()
+    now = context.now()  # recovery point and snapshot ages are measured from it
     sessions = {region: _session(options, region) for region in options.regions}
     account = _account(source, sessions)
     calls = [_Calls(source.name, region, session) for region, session in sessions.items()]

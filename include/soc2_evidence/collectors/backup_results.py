@@ -40,7 +40,7 @@ from soc2_evidence.collectors.support.locations import BackupObject, open_locati
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
-from soc2_evidence.core.evidence import parse_rfc3339, rfc3339, utc_now
+from soc2_evidence.core.evidence import parse_rfc3339, rfc3339
 from soc2_evidence.core.hashing import digest_bytes
 from soc2_evidence.core.staging import BundleWriter
 
@@ -105,7 +105,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
         location = open_location(options["location"], resolve_path=context.resolve_path, aws_conn_id=options["aws"])
     except CollectorError as error:
         raise CollectorError(f"source {source.name}: {error}") from error
-    now = utc_now()
+    now = context.now()  # result ages are measured from it
     files: list[dict[str, Any]] = []
     newest: dict[str, dict[str, Any]] = {}
 

@@ -15,11 +15,12 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from soc2_evidence.core.config import PROJECT_ROOT, load_config
+from soc2_evidence.core.evidence import utc_now
 from soc2_evidence.demo.local_services import (
     DUMMY_AWS_ENV,
     create_object_lock_bucket,
@@ -97,12 +98,17 @@ def airflow_env(store_url: str, base: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def main(argv: list[str] | None = None) -> int:
+def yesterday(now: datetime) -> date:
+    """The night before ``now``'s UTC date: the demo's default night."""
+    return now.astimezone(UTC).date() - timedelta(days=1)
+
+
+def main(argv: list[str] | None = None, now: Callable[[], datetime] = utc_now) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--date",
         type=date.fromisoformat,
-        default=datetime.now(UTC).date() - timedelta(days=1),
+        default=yesterday(now()),
         help="night to run (default: yesterday, UTC)",
     )
     parser.add_argument(
@@ -118,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     steps = Steps()
     DEMO_DIR.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = now().strftime("%Y%m%dT%H%M%SZ")
     log_path = DEMO_DIR / f"airflow-{stamp}.log"
 
     with contextlib.ExitStack() as stack:

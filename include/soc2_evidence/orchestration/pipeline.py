@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from soc2_evidence.archive.run import ArchivedRun, SourceOutcome, archive_run, committed_manifests, passed_items
@@ -15,7 +16,7 @@ from soc2_evidence.archive.stores.base import EvidenceStore
 from soc2_evidence.collectors import CollectContext, collector_for
 from soc2_evidence.core.config import PipelineConfig, SourceConfig
 from soc2_evidence.core.errors import CollectorError, ConfigError
-from soc2_evidence.core.evidence import RunContext
+from soc2_evidence.core.evidence import RunContext, utc_now
 from soc2_evidence.core.hashing import digest_bytes
 from soc2_evidence.core.redaction import Redactor
 from soc2_evidence.core.staging import Bundle, BundleWriter
@@ -40,8 +41,12 @@ def extract_source(
     redaction_key: bytes | None = None,
     get_connection: Callable[[str], Any] | None = None,
     params: Mapping[str, Any] | None = None,
+    now: Callable[[], datetime] = utc_now,
 ) -> dict[str, Any]:
-    """Collect one source into staging; return a summary small and secret-free enough for XCom."""
+    """Collect one source into staging; return a summary small and secret-free enough for XCom.
+
+    ``now`` is the clock the collector and the writer read (windows, ages, collected_at); tests inject one.
+    """
     source = find_source(config, source_name)
     collector = collector_for(source.kind)
     writer = BundleWriter(
@@ -54,6 +59,7 @@ def extract_source(
         collector=f"{collector.__name__}",
         collector_version=collector.VERSION,
         redactor=Redactor(redaction_key),
+        now=now,
     )
     context = CollectContext(
         resolve_path=config.resolve_path,
@@ -62,6 +68,7 @@ def extract_source(
         last_committed_item=lambda name: last_committed_item(
             open_store(config.store_url, aws_conn_id=config.aws_conn_id), run.dag_id, source.name, name
         ),
+        now=now,
     )
     collector.collect(source, writer, context)
     bundle = writer.finish()
@@ -95,8 +102,12 @@ def validate_staged(
     bundle_dirs: list[str],
     try_number: int = 1,
     aws_conn_id: str | None = None,
+    now: Callable[[], datetime] = utc_now,
 ) -> dict[str, Any]:
-    """Validate what was staged; return the validation bundle's path and summary (secret-free, for XCom)."""
+    """Validate what was staged; return the validation bundle's path and summary (secret-free, for XCom).
+
+    ``now`` decides which exceptions have expired and stamps the validation's items.
+    """
     from soc2_evidence.validation.controls import load_control_map, load_exceptions
     from soc2_evidence.validation.run import ValidationSettings, today_utc, validate_run
 
@@ -105,7 +116,7 @@ def validate_staged(
         register=load_exceptions(config.exceptions_path),
         freshness_hours=config.freshness_hours,
         calendar_days=config.calendar_days,
-        today=today_utc(),
+        today=today_utc(now),
     )
     bundle = validate_run(
         [Bundle.load(path) for path in bundle_dirs],
@@ -116,6 +127,7 @@ def validate_staged(
         settings=settings,
         staging_root=config.staging_dir,
         try_number=try_number,
+        now=now,
     )
     summary = summary_of(bundle)
     return {
@@ -133,6 +145,7 @@ def archive_bundles(
     bundle_dirs: list[str],
     validation_dir: str | None,
     aws_conn_id: str | None = None,
+    now: Callable[[], datetime] = utc_now,
 ) -> ArchivedRun:
     """Archive what was staged, with its validation; sources with no bundle are recorded as failed.
 
@@ -164,6 +177,7 @@ def archive_bundles(
         retention_days=config.retention_days,
         item_status={(source, name): status for source, name, status in summary["item_status"]} if summary else {},
         validation={key: value for key, value in summary.items() if key != "item_status"} if summary else None,
+        now=now,
     )
 
 

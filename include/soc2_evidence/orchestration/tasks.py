@@ -62,6 +62,14 @@ def run_context(context: dict[str, Any]):
     )
 
 
+def clock():
+    """The clock the tasks collect, validate and archive by: the real one. DAG tests replace this
+    function to run a night on an injected clock."""
+    from soc2_evidence.core.evidence import utc_now
+
+    return utc_now
+
+
 def _redaction_key(variable: str) -> bytes | None:
     from airflow.sdk import Variable
 
@@ -112,6 +120,7 @@ def extract(source_name: str) -> dict[str, Any]:
         redaction_key=_redaction_key(config.redaction_secret_variable),
         get_connection=_get_connection,
         params=context["params"],
+        now=clock(),
     )
 
 
@@ -137,6 +146,7 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
                 run=run_context(context),
                 bundle_dirs=[summary["bundle"] for summary in staged_summaries],
                 try_number=context["ti"].try_number,
+                now=clock(),
             )
 
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[evidence_asset(family)])
@@ -156,6 +166,7 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
                 run=run_context(context),
                 bundle_dirs=[summary["bundle"] for summary in staged_summaries],
                 validation_dir=validation["bundle"] if validation else None,
+                now=clock(),
             )
             location = f"{config.store_url}/{archived.manifest_key}"
             result = {"manifest": location, "manifest_sha256": archived.manifest_sha256, "outcome": archived.outcome}

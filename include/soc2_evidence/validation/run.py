@@ -12,6 +12,7 @@ import logging
 import mimetypes
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from soc2_evidence.archive.stores.base import EvidenceStore
 from soc2_evidence.collectors import collector_for
 from soc2_evidence.core.datasets import Dataset, load_records, to_frame
-from soc2_evidence.core.evidence import RunContext, canonical_json
+from soc2_evidence.core.evidence import RunContext, canonical_json, utc_now
 from soc2_evidence.core.hashing import digest_bytes
 from soc2_evidence.core.redaction import Redactor
 from soc2_evidence.core.staging import Bundle, BundleWriter
@@ -52,8 +53,12 @@ def validate_run(
     settings: ValidationSettings,
     staging_root: Path,
     try_number: int = 1,
+    now: Callable[[], datetime] = utc_now,
 ) -> Bundle:
-    """Validate every dataset of every bundle and the calendar; return the staged validation bundle."""
+    """Validate every dataset of every bundle and the calendar; return the staged validation bundle.
+
+    ``now`` stamps the validation's own items (the calendar's freshness is checked against it).
+    """
     from soc2_evidence.validation.gx import Target, Validator
 
     writer = BundleWriter(
@@ -66,14 +71,12 @@ def validate_run(
         collector=__name__,
         collector_version=VALIDATOR_VERSION,
         redactor=Redactor(),
+        now=now,
     )
     project = writer.directory.parent / f"gx-try-{try_number}"
     shutil.rmtree(project, ignore_errors=True)  # scratch from an interrupted try: suites would clash
     validator = Validator(project)
-    parameters = {
-        "fresh_after": run.logical_date - timedelta(hours=settings.freshness_hours),
-        "fresh_before": run.logical_date + timedelta(hours=settings.freshness_hours),
-    }
+    parameters = freshness_window(run.logical_date, settings.freshness_hours)
     failures: list[dict[str, Any]] = []
     findings: list[dict[str, Any]] = []
     datasets: list[dict[str, Any]] = []
@@ -240,6 +243,14 @@ def validate_run(
     return writer.finish()
 
 
+def freshness_window(logical_date: datetime, hours: int) -> dict[str, datetime]:
+    """The freshness expectation's bounds: evidence of a night is collected within ``hours`` of it."""
+    return {
+        "fresh_after": logical_date - timedelta(hours=hours),
+        "fresh_before": logical_date + timedelta(hours=hours),
+    }
+
+
 def _finding(
     source: str, dataset: Dataset, result, records: list[dict], row: int | None, control_map: ControlMap
 ) -> dict[str, Any]:
@@ -282,5 +293,6 @@ def summary_of(bundle: Bundle) -> dict[str, Any]:
     return json.loads(staged.path.read_bytes())
 
 
-def today_utc() -> date:
-    return datetime.now(UTC).date()
+def today_utc(now: Callable[[], datetime] = utc_now) -> date:
+    """Today's UTC date by ``now`` (the real clock unless a test injects one): exceptions expire by it."""
+    return now().astimezone(UTC).date()
