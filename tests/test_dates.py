@@ -454,3 +454,21 @@ def test_the_demo_runs_yesterday_by_the_injected_clock(now, night):
     from soc2_evidence.demo.run import yesterday
 
     assert yesterday(at(now)) == night
+
+
+# --- no test reads the real clock ---------------------------------------------------------------------------
+
+
+def test_no_test_reads_the_real_clock():
+    """A result that depends on today fails on some day of the year: tests inject a clock instead."""
+    import re
+    from pathlib import Path
+
+    pattern = re.compile(r"\b(datetime|date)\.(now|today|utcnow)\(")
+    hits = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted(Path(__file__).parent.rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if pattern.search(line)
+    ]
+    assert not hits, "tests read the real clock; inject one (now=..., today=...) instead:\n" + "\n".join(hits)
