@@ -161,14 +161,13 @@ def restore_test(staging: Path, source: str, backups: Path) -> float:
     """The pg_restore collector's whole run, evidence written; raises unless the test passed."""
     import json
 
-    from soc2_evidence.collectors import CollectContext, pg_restore
-    from soc2_evidence.core.config import SourceConfig
+    from soc2_evidence.collectors import CollectContext, pg_restore, source_config
     from soc2_evidence.core.evidence import RunContext
     from soc2_evidence.core.redaction import Redactor
     from soc2_evidence.core.staging import BundleWriter
 
     options = {"dsn": source, "backups": str(backups), "rto_target_minutes": 60, "rpo_target_hours": 24}
-    config = SourceConfig(name="bench-restore-overhead", kind="pg_restore", family="backup", options=options)
+    config = source_config("bench-restore-overhead", "pg_restore", options)
     writer = BundleWriter(
         staging,
         family="backup",

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -184,17 +185,19 @@ def _bare(url: str) -> int:
 
 def _ours(url: str, staging: Path) -> Path:
     """The collector as the extract task runs it; returns the population's JSON Lines file."""
-    from soc2_evidence.collectors import CollectContext, jira
-    from soc2_evidence.core.config import SourceConfig
+    from soc2_evidence.collectors import CollectContext, jira, source_config
     from soc2_evidence.core.credentials import Credentials
-    from soc2_evidence.core.evidence import RunContext, utc_now
+    from soc2_evidence.core.evidence import RunContext
     from soc2_evidence.core.redaction import Redactor
     from soc2_evidence.core.staging import BundleWriter
 
     class Connection:
         login, password = "bench", "bench-token"
 
-    run = RunContext("evidence_tickets", "bench", utc_now())
+    # A fixed mid-month night: on the 1st the collector would take the monthly full window instead.
+    night = datetime(2026, 11, 25, 2, tzinfo=UTC)
+    clock = lambda: night + timedelta(hours=1)  # noqa: E731
+    run = RunContext("evidence_tickets", "bench", night)
     writer = BundleWriter(
         staging,
         family="tickets",
@@ -205,6 +208,7 @@ def _ours(url: str, staging: Path) -> Path:
         collector=jira.__name__,
         collector_version=jira.VERSION,
         redactor=Redactor(b"bench-key"),
+        now=clock,
     )
     options = {
         "conn_id": "jira",
@@ -219,9 +223,9 @@ def _ours(url: str, staging: Path) -> Path:
         },
     }
     jira.collect(
-        SourceConfig("jira-bench", "jira", "tickets", options),
+        source_config("jira-bench", "jira", options),
         writer,
-        CollectContext(resolve_path=Path, credentials=Credentials(lambda _: Connection())),
+        CollectContext(resolve_path=Path, credentials=Credentials(lambda _: Connection()), now=clock),
     )
     bundle = writer.finish()
     return next(staged.path for staged in bundle.items if staged.item.name == "changes.jsonl")

@@ -11,8 +11,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -150,8 +150,13 @@ def bundle_writer(
     collector: str = "tests",
     collector_version: str = "0",
     redactor: Redactor | None = None,
+    now: Callable[[], datetime] | None = None,
 ) -> BundleWriter:
-    """A first-try writer of one source's bundle, as the extract task makes it."""
+    """A first-try writer of one source's bundle, as the extract task makes it.
+
+    Items are stamped collected by ``now``, by default an hour after the run's logical date (as the
+    nightly run collects): tests never read the real clock, so a result cannot depend on today.
+    """
     return BundleWriter(
         staging,
         family=family,
@@ -162,14 +167,19 @@ def bundle_writer(
         collector=collector,
         collector_version=collector_version,
         redactor=redactor or Redactor(),
+        now=now or collected_after(run),
     )
 
 
-def validate_config_bundle(config, run: RunContext, bundle, source: str, calendar_days: int = 7):
-    """validate_run over one staged config bundle with the shipped control map, as the validate task runs
-    it: the validation's summary and its findings."""
-    from datetime import date
+def collected_after(run: RunContext, delay: timedelta = timedelta(hours=1)) -> Callable[[], datetime]:
+    """A clock that always reads ``delay`` after the run's logical date."""
+    return lambda: run.logical_date + delay
 
+
+def validate_config_bundle(config, run: RunContext, bundle, source: str, calendar_days: int = 7, now=None):
+    """validate_run over one staged config bundle with the shipped control map, as the validate task runs
+    it: the validation's summary and its findings. ``now`` (default: an hour after the run's logical
+    date) is the validation's clock; today is its UTC date."""
     from soc2_evidence.archive.stores import open_store
     from soc2_evidence.collectors import collector_for
     from soc2_evidence.validation.controls import load_control_map
@@ -180,7 +190,7 @@ def validate_config_bundle(config, run: RunContext, bundle, source: str, calenda
         register=[],
         freshness_hours=48,
         calendar_days=calendar_days,
-        today=date.today(),
+        today=(now or collected_after(run))().astimezone(UTC).date(),
     )
     validation = validate_run(
         [bundle],
@@ -191,6 +201,7 @@ def validate_config_bundle(config, run: RunContext, bundle, source: str, calenda
         settings=settings,
         staging_root=config.staging_dir,
         checks_of=collector_for,
+        now=now or collected_after(run),
     )
     findings_item = next(staged for staged in validation.items if staged.item.name == "findings.jsonl")
     return summary_of(validation), [json.loads(line) for line in findings_item.path.read_text().splitlines()]

@@ -344,7 +344,7 @@ class FakeGitHub(FakeApi):
         reply.headers = {
             "x-ratelimit-limit": "5000",
             "x-ratelimit-remaining": str(self.remaining),
-            "x-ratelimit-reset": str(int(time.time()) + 3600),
+            "x-ratelimit-reset": str(int(NOW.timestamp()) + 3600),  # an hour after the collectors' clock
             "x-ratelimit-resource": "core",
             **reply.headers,
         }
@@ -478,6 +478,7 @@ def run_collector(
         collector=collector.__name__,
         collector_version=collector.VERSION,
         redactor=Redactor(b"test-key"),
+        now=lambda: now,
     )
     recorded = sleeps if sleeps is not None else []
     context = CollectContext(

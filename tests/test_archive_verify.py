@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from conftest import bundle_writer
+from conftest import bundle_writer, collected_after
 from soc2_evidence.archive import run as archive_module
 from soc2_evidence.archive.run import SourceOutcome, archive_run, latest_link
 from soc2_evidence.archive.stores import open_store
@@ -38,9 +38,17 @@ PASSED = {"status": "passed", "failures": [], "controls": ["CC8.1"]}
 
 
 def archive(store, tmp_path, run):
+    """Stage and archive one night, collected and committed an hour after its logical date."""
     bundle = stage(tmp_path, run)
     return archive_run(
-        store, family="config", run=run, bundles=[bundle], sources=[SOURCE], retention_days=400, validation=PASSED
+        store,
+        family="config",
+        run=run,
+        bundles=[bundle],
+        sources=[SOURCE],
+        retention_days=400,
+        validation=PASSED,
+        now=collected_after(run),
     )
 
 
@@ -199,7 +207,7 @@ def test_verify_detects_shortened_retention(s3_store, s3_client, lock_bucket, tm
         Bucket=lock_bucket,
         Key=f"evidence/{item['key']}",
         VersionId=item["version_id"],
-        Retention={"Mode": "COMPLIANCE", "RetainUntilDate": datetime.now(UTC) + timedelta(days=30)},
+        Retention={"Mode": "COMPLIANCE", "RetainUntilDate": run_context.logical_date + timedelta(days=30)},
     )
 
     report = verify_store(s3_store)
@@ -209,11 +217,12 @@ def test_verify_detects_shortened_retention(s3_store, s3_client, lock_bucket, tm
 
 
 def test_every_object_is_locked_for_the_policy(s3_store, s3_client, lock_bucket, tmp_path, run_context):
+    """Items, manifest and chain link: collected and committed 2026-11-25T03:00Z, locked 400 days on."""
     archive(s3_store, tmp_path, run_context)
     for entry in s3_client.list_objects_v2(Bucket=lock_bucket)["Contents"]:
         head = s3_client.head_object(Bucket=lock_bucket, Key=entry["Key"])
         assert head["ObjectLockMode"] == "COMPLIANCE", entry["Key"]
-        assert head["ObjectLockRetainUntilDate"] >= datetime.now(UTC) + timedelta(days=399), entry["Key"]
+        assert head["ObjectLockRetainUntilDate"] == datetime(2027, 12, 30, 3, tzinfo=UTC), entry["Key"]
 
 
 def test_interrupted_archive_leaves_an_uncommitted_attempt_and_the_night_missing(
@@ -309,7 +318,7 @@ def test_local_store_is_append_only_and_says_it_is_not_immutable(tmp_path, run_c
     path = tmp_path / "store" / archived.manifest_key
     assert not path.stat().st_mode & 0o222  # read-only
     with pytest.raises(ObjectExistsError):
-        store.put_bytes(archived.manifest_key, b"x", hashlib.sha256(b"x").hexdigest(), datetime.now(UTC))
+        store.put_bytes(archived.manifest_key, b"x", hashlib.sha256(b"x").hexdigest(), run_context.logical_date)
 
     report = verify_store(store)
     assert report.ok and [p.check for p in report.warnings] == ["immutability"]

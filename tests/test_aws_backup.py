@@ -6,6 +6,10 @@ ListRecoveryPointsByBackupVault, ListRestoreJobs or ListRestoreTestingPlans (it 
 those a small HTTP server in front of moto answers with recorded responses in the documented
 REST-JSON shapes (epoch-second timestamps, ``NextToken`` paging), and forwards every other call.
 The collector makes the same real API calls either way; botocore parses the recorded answers.
+
+The test never reads its own clock. moto stamps the RDS snapshots with the server's time, so the
+estate's ``now`` is read from moto (the orders snapshot's creation time); the recorded times are
+hours before it, and the collector, the writer and validation all run on that injected clock.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import re
 import threading
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,11 +37,17 @@ from soc2_evidence.orchestration.pipeline import validate_staged
 
 REGION = "eu-north-1"  # this module's own region: other tests share the session's moto server
 ACCOUNT = "123456789012"  # moto's default account
-NOW = datetime.now(UTC)
 
 
-def epoch(hours_ago: float) -> float:
-    return (NOW - timedelta(hours=hours_ago)).timestamp()
+@dataclass(frozen=True)
+class Ago:
+    """A recorded time, ``hours`` before the estate's now; sent as epoch seconds (see ``_Handler._json``)."""
+
+    hours: float
+
+
+def epoch(hours_ago: float) -> Ago:
+    return Ago(hours_ago)
 
 
 def arn(kind: str, name: str) -> str:
@@ -131,6 +142,7 @@ class RecordedBackupApi(ThreadingHTTPServer):
         self.moto_endpoint = moto_endpoint
         self.denied: set[str] = set()
         self.calls: list[str] = []
+        self.now = datetime(2026, 11, 25, 3, tzinfo=UTC)  # the estate's clock; aws_estate sets moto's
 
     @property
     def endpoint(self) -> str:
@@ -162,7 +174,12 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = lambda self: self._forward()
 
     def _json(self, status: int, body: dict, error: str | None = None) -> None:
-        data = json.dumps(body).encode()
+        def epoch_seconds(value):
+            if isinstance(value, Ago):
+                return (self.server.now - timedelta(hours=value.hours)).timestamp()
+            raise TypeError(f"{type(value).__name__} in a recording")
+
+        data = json.dumps(body, default=epoch_seconds).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         if error:
@@ -243,14 +260,18 @@ def aws_estate(backup_api):
             for snapshot in rds.describe_db_snapshots(DBInstanceIdentifier="scratch")["DBSnapshots"]
         )
     )
+    [snapshot] = rds.describe_db_snapshots(DBInstanceIdentifier="orders")["DBSnapshots"]
+    backup_api.now = snapshot["SnapshotCreateTime"].astimezone(UTC) + timedelta(minutes=1)  # moto's clock
     return backup_api
 
 
-def collect(tmp_path: Path, options: dict) -> Bundle:
+def collect(tmp_path: Path, options: dict, now: datetime = datetime(2026, 11, 25, 3, tzinfo=UTC)) -> Bundle:
+    """Collect on a clock stopped at ``now``."""
     source = source_config("aws-backup", "aws_backup", options)
-    run = RunContext("evidence_backup_test", "manual__aws", NOW)
-    writer = bundle_writer(tmp_path / "staging", run, family="backup", source=source.name, kind="aws_backup")
-    aws_backup.collect(source, writer, CollectContext(resolve_path=Path))
+    run = RunContext("evidence_backup_test", "manual__aws", now)
+    clock = lambda: now  # noqa: E731
+    writer = bundle_writer(tmp_path / "staging", run, family="backup", source=source.name, kind="aws_backup", now=clock)
+    aws_backup.collect(source, writer, CollectContext(resolve_path=Path, now=clock))
     return writer.finish()
 
 
@@ -260,7 +281,7 @@ def records(bundle: Bundle, name: str) -> list[dict]:
 
 
 def test_aws_backup_and_rds_evidence_with_findings(aws_estate, tmp_path):
-    bundle = collect(tmp_path, {"regions": [REGION]})
+    bundle = collect(tmp_path, {"regions": [REGION]}, aws_estate.now)
 
     [plan] = records(bundle, "plans.jsonl")
     assert plan["name"] == "nightly" and plan["rule_count"] == 1
@@ -272,7 +293,7 @@ def test_aws_backup_and_rds_evidence_with_findings(aws_estate, tmp_path):
     assert len(points) == bundle.reported_totals["recovery_points"] == 4  # both pages
     assert "/backup-vaults/locked/recovery-points/" in aws_estate.calls
     resources = {r["resource_arn"].rsplit(":", 1)[1]: r for r in records(bundle, "protected_resources.jsonl")}
-    assert resources["orders"]["rpo_met"] is True and 5.9 < resources["orders"]["age_hours"] < 6.5
+    assert resources["orders"]["rpo_met"] is True and resources["orders"]["age_hours"] == 6.0
     assert resources["orders"]["newest_recovery_point_arn"].endswith("orders-new")
     assert resources["billing"]["rpo_met"] is False and resources["billing"]["newest_at"] is None  # PARTIAL only
     assert resources["archive"]["rpo_met"] is False
@@ -295,9 +316,13 @@ def test_aws_backup_and_rds_evidence_with_findings(aws_estate, tmp_path):
         validation={"controls_file": str(ROOT / "include" / "config" / "controls.yaml")},
         exceptions_stub=True,
     )
-    run = RunContext("evidence_backup_test", "manual__aws", NOW)
+    run = RunContext("evidence_backup_test", "manual__aws", aws_estate.now)
     validation = validate_staged(
-        load_config(config_path), family="backup", run=run, bundle_dirs=[str(bundle.directory)]
+        load_config(config_path),
+        family="backup",
+        run=run,
+        bundle_dirs=[str(bundle.directory)],
+        now=lambda: aws_estate.now,
     )
 
     assert validation["failures"] == []

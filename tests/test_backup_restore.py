@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -41,6 +42,7 @@ from soc2_evidence.core.errors import ConfigError
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import Bundle
 from soc2_evidence.demo.local_services import embedded_postgres, load_sample_data
+from soc2_evidence.orchestration import tasks
 
 SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 CANARY_PASSWORD = "Canary-Pg-Passw0rd-4417"  # trust auth ignores it; it must reach no evidence all the same
@@ -55,8 +57,21 @@ INSERT INTO public.slow SELECT generate_series(1, 1000);
 """
 
 
-def run_context() -> RunContext:
-    return RunContext("evidence_backup_test", f"manual__{uuid.uuid4().hex[:8]}", datetime.now(UTC))
+def server_clock() -> Callable[[], datetime]:
+    """The PostgreSQL server's clock, read once and then advanced by the monotonic clock.
+
+    The server stamps every backup (its manifest's ``taken_at``), so RPO ages are measured on its
+    clock, whatever date the test process thinks it is (faketime does not reach the server).
+    """
+    with psycopg.connect(SERVER) as connection:
+        start = connection.execute("SELECT now()").fetchone()[0].astimezone(UTC)
+    started = time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - started)
+
+
+def run_context(clock: Callable[[], datetime]) -> RunContext:
+    """A run whose logical date is an hour before the clock reads now."""
+    return RunContext("evidence_backup_test", f"manual__{uuid.uuid4().hex[:8]}", clock() - timedelta(hours=1))
 
 
 @pytest.fixture
@@ -94,10 +109,14 @@ def execute(dsn: str, statement: str) -> None:
 def collect(tmp_path: Path, name: str, options: dict, connections: dict | None = None) -> tuple[dict, Bundle]:
     """Run one restore test into a staged bundle; return its result record and the bundle."""
     source = source_config(name, "pg_restore", {**TARGETS, **options})
-    writer = bundle_writer(tmp_path / "staging", run_context(), family="backup", source=name, kind="pg_restore")
+    clock = server_clock()
+    writer = bundle_writer(
+        tmp_path / "staging", run_context(clock), family="backup", source=name, kind="pg_restore", now=clock
+    )
     context = CollectContext(
         resolve_path=lambda value: tmp_path / value,
         credentials=Credentials(lambda conn_id: (connections or {})[conn_id]),
+        now=clock,
     )
     pg_restore.collect(source, writer, context)
     bundle = writer.finish()
@@ -555,7 +574,9 @@ def test_the_backup_test_dag_archives_each_restore_test_and_each_failure_with_it
     extract_task = dag.get_task("extract")
     assert extract_task.pool == "evidence_restores" and extract_task.execution_timeout.total_seconds() == 6 * 3600
 
-    dag_run = dag.test(logical_date=datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0))
+    clock = server_clock()
+    monkeypatch.setattr(tasks, "clock", lambda: clock)  # the tasks collect, validate and archive by it
+    dag_run = dag.test(logical_date=run_context(clock).logical_date)
 
     assert dag_run.state == "success"
     extracts = [ti for ti in dag_run.get_task_instances() if ti.task_id == "extract"]

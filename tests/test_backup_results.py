@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,8 @@ from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import Bundle
 from soc2_evidence.orchestration.pipeline import validate_staged
 
-NOW = datetime.now(UTC)
+# The collector's injected clock: the morning after the leap day, so result ages span 2028-02-29.
+NOW = datetime(2028, 3, 1, 3, 0, tzinfo=UTC)
 
 
 def ago(hours: float, *, naive: bool = False) -> str:
@@ -102,6 +104,8 @@ def write_results(directory: Path) -> Path:
             ]
         )
     )
+    # pgBackRest's check is dated by the info file's modification time: pin it to the injected clock.
+    os.utime(directory / "pgbackrest-info.json", (NOW.timestamp(), NOW.timestamp()))
     (directory / "broken.json").write_text('{"results": [')
     (directory / "no-database.xml").write_text(
         '<testsuite name="restore ?" timestamp="2026-01-01T00:00:00"><testcase name="x"/></testsuite>'
@@ -113,8 +117,10 @@ def write_results(directory: Path) -> Path:
 def collect(tmp_path: Path, options: dict) -> Bundle:
     source = source_config("restore-reports", "backup_results", options)
     run = RunContext("evidence_backup_test", "manual__results", NOW)
-    writer = bundle_writer(tmp_path / "staging", run, family="backup", source=source.name, kind="backup_results")
-    context = CollectContext(resolve_path=lambda value: tmp_path / value)
+    writer = bundle_writer(
+        tmp_path / "staging", run, family="backup", source=source.name, kind="backup_results", now=lambda: NOW
+    )
+    context = CollectContext(resolve_path=lambda value: tmp_path / value, now=lambda: NOW)
     backup_results.collect(source, writer, context)
     return writer.finish()
 
@@ -154,10 +160,11 @@ def test_results_of_other_tools_are_normalised_checked_and_archived(tmp_path):
     }
     assert billing["rto_target_seconds"] == 1800  # the configured default where the result has none
     crm = results["crm"]
-    assert crm["outcome"] == "passed" and crm["rto_seconds"] == 120 and crm["rpo_met"] is False  # 29 h old
+    assert crm["outcome"] == "passed" and crm["rto_seconds"] == 120 and crm["rpo_met"] is False
+    assert crm["rpo_seconds"] == 29 * 3600  # backed up 2028-02-28T21:00Z, restored 2028-03-01T02:00Z
     main = results["main"]
     assert main["test_type"] == "backup_info" and main["tool"] == "pgbackrest" and main["outcome"] == "passed"
-    assert main["backup_key"] == "20260101-010000F_20260102-010000I" and main["rpo_seconds"] > 9.9 * 3600
+    assert main["backup_key"] == "20260101-010000F_20260102-010000I" and main["rpo_seconds"] == 10 * 3600
 
     files = {entry["path"]: entry for entry in records(bundle, "files.jsonl")}
     assert set(files) == {
@@ -188,7 +195,7 @@ def test_results_of_other_tools_are_normalised_checked_and_archived(tmp_path):
     )
     run = RunContext("evidence_backup_test", "manual__results", NOW)
     validation = validate_staged(
-        load_config(config_path), family="backup", run=run, bundle_dirs=[str(bundle.directory)]
+        load_config(config_path), family="backup", run=run, bundle_dirs=[str(bundle.directory)], now=lambda: NOW
     )
 
     # Malformed result files are a data-quality failure; the findings are the tests that failed or are missing.

@@ -3,9 +3,9 @@
 Two accounts are seeded through STS assume_role (moto switches account by role ARN), so each
 test module sees only its own resources on the shared server. moto gaps, named where they bite:
 
-- moto stamps access keys with the current time and cannot backdate them: key ages are measured
-  against the collect context's clock (``CollectContext.now``) moved KEY_CLOCK_SHIFT ahead, for
-  the extraction only.
+- moto stamps access keys with the server's current time and cannot backdate them: the snapshot's
+  injected clock (``extract_source(now=...)``) reads KEY_CLOCK_SHIFT after the newest key's
+  creation time as moto reports it, so key ages are exact and no test reads its own clock.
 - moto's assume_role succeeds for any role, existing or not: a role that cannot be assumed is
   provoked with moto's IAM enforcement (``/moto-api/reset-auth``) and an explicit Deny on
   sts:AssumeRole, on a moto server of this module's own.
@@ -29,7 +29,6 @@ test module sees only its own resources on the shared server. moto gaps, named w
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import http.client
 import json
@@ -47,8 +46,8 @@ import boto3
 import botocore.config
 import pytest
 
-from conftest import validate_config_bundle, write_pipeline_config
-from soc2_evidence.collectors import CollectContext, aws, load_config, source_config
+from conftest import collected_after, validate_config_bundle, write_pipeline_config
+from soc2_evidence.collectors import aws, load_config, source_config
 from soc2_evidence.collectors.support.aws import AwsApi
 from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.datasets import load_records
@@ -56,7 +55,6 @@ from soc2_evidence.core.errors import CollectorError, ConfigError, TransientColl
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.staging import BUNDLE_FILE, Bundle
 from soc2_evidence.demo.local_services import DUMMY_AWS_ENV, moto_server, s3_control_env
-from soc2_evidence.orchestration import pipeline
 from soc2_evidence.orchestration.pipeline import extract_source
 
 SOURCE = "aws-prod"
@@ -95,8 +93,18 @@ def write_config(directory: Path, **options):
     return load_config(write_pipeline_config(directory, [source], path=directory / "config" / "evidence.yaml"))
 
 
-def new_run() -> RunContext:
-    return RunContext("evidence_config_snapshot", f"manual__{uuid.uuid4().hex[:8]}", datetime.now(UTC))
+NIGHT = datetime(2026, 11, 25, 2, tzinfo=UTC)
+
+
+def new_run(logical_date: datetime = NIGHT) -> RunContext:
+    return RunContext("evidence_config_snapshot", f"manual__{uuid.uuid4().hex[:8]}", logical_date)
+
+
+def extract(config, run: RunContext | None = None, **kwargs) -> dict:
+    """``extract_source`` of the aws source on a clock an hour after the run's logical date."""
+    run = run or new_run()
+    kwargs.setdefault("now", collected_after(run))
+    return extract_source(config, SOURCE, run, **kwargs)
 
 
 def no_bundle(config) -> bool:
@@ -188,6 +196,7 @@ def seed_iam(session, account_id: str) -> dict:
         "secrets": [key["SecretAccessKey"] for key in secrets],
         "key_ids": {"carol": secrets[0]["AccessKeyId"], "dave": secrets[1]["AccessKeyId"]},
         "allow_list": [f"arn:aws:iam::{account_id}:user/break-glass"],
+        "keys_created": max(key["CreateDate"] for key in secrets).astimezone(UTC),  # moto's clock
     }
 
 
@@ -395,8 +404,8 @@ def snapshot(moto_env, tmp_path_factory):
         max_access_key_age_days=MAX_KEY_AGE,
         admin_allow_list=iam["allow_list"],
     )
-    run = new_run()
-    later = functools.partial(CollectContext, now=lambda: datetime.now(UTC) + KEY_CLOCK_SHIFT)
+    now = iam["keys_created"] + KEY_CLOCK_SHIFT  # moto cannot backdate keys: move the clock instead
+    run = new_run(now - timedelta(hours=1))
     account_block_reads = []
 
     def read_account_block(account):
@@ -405,12 +414,12 @@ def snapshot(moto_env, tmp_path_factory):
 
     read_once = aws._s3_account_public_access
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pipeline, "CollectContext", later)  # moto cannot backdate keys: move the clock instead
         patch.setattr(aws, "_s3_account_public_access", read_account_block)
-        summary = extract_source(config, SOURCE, run, redaction_key=KEY)
+        summary = extract(config, run, redaction_key=KEY, now=lambda: now)
     bundle = Bundle.load(summary["bundle"])
     validation, findings = validate(config, run, bundle)
     return SimpleNamespace(
+        now=now,
         first=first,
         second=second,
         iam=iam,
@@ -474,7 +483,7 @@ def test_iam_users(snapshot):
     assert alice["groups"] == ["Auditors"] and alice["admin"] is False and alice["admin_grants"] == []
     assert alice["arn"] == f"arn:aws:iam::{snapshot.first}:user/alice"
     assert alice["password_last_used"] is None
-    assert datetime.fromisoformat(alice["created"].replace("Z", "+00:00")) <= datetime.now(UTC)
+    assert datetime.fromisoformat(alice["created"].replace("Z", "+00:00")) <= snapshot.now - KEY_CLOCK_SHIFT
     bob = users[(snapshot.first, "bob")]
     assert (bob["console_access"], bob["mfa_enabled"], bob["admin"]) == (True, False, False)  # ReadOnly is no admin
     carol = users[(snapshot.first, "carol")]
@@ -494,7 +503,7 @@ def test_access_keys_are_identified_by_fingerprint_never_by_id(snapshot):
         key = keys[user]
         assert key["key_fingerprint"] == hashlib.sha256(key_id.encode()).hexdigest()[:16]
         assert key["key_id_suffix"] == key_id[-4:]
-        assert KEY_CLOCK_SHIFT.days <= key["age_days"] <= KEY_CLOCK_SHIFT.days + 1
+        assert key["age_days"] == KEY_CLOCK_SHIFT.days  # 100 days after the newest key was made
         assert key["max_age_days"] == MAX_KEY_AGE
         assert key["last_used_date"] is None and key["last_used_service"] is None
     assert (keys["carol"]["status"], keys["dave"]["status"]) == ("Active", "Inactive")
@@ -629,7 +638,7 @@ def test_block_public_access_in_effect_is_each_setting_at_either_level(moto_env,
     put_account_block(session, account, BlockPublicAcls=True, IgnorePublicAcls=True)
     config = write_config(tmp_path, accounts=[{"id": account, "role_arn": role_arn(account), "regions": ["us-east-1"]}])
     run = new_run()
-    bundle = Bundle.load(extract_source(config, SOURCE, run)["bundle"])
+    bundle = Bundle.load(extract(config, run)["bundle"])
     _, findings = validate(config, run, bundle)
 
     [account_record] = load_records(aws.S3_ACCOUNT_PUBLIC_ACCESS, bundle_item(bundle, aws.S3_ACCOUNT_PUBLIC_ACCESS))
@@ -807,7 +816,7 @@ def test_credentials_of_another_account_are_refused(moto_aws, tmp_path):
     config = write_config(tmp_path, accounts=[{"id": wanted, "regions": ["us-east-1"]}])
     pattern = rf"^source {SOURCE}: account {wanted}: the credentials are for account 123456789012 \(arn:aws:"
     with pytest.raises(CollectorError, match=pattern):
-        extract_source(config, SOURCE, new_run())
+        extract(config)
     assert no_bundle(config)
 
 
@@ -821,7 +830,7 @@ def test_region_that_does_not_exist(moto_aws, tmp_path):
         r"'mars-north-1': no such region$"
     )
     with pytest.raises(CollectorError, match=pattern):
-        extract_source(config, SOURCE, new_run())
+        extract(config)
     assert no_bundle(config)
 
 
@@ -829,7 +838,7 @@ def test_no_known_region_at_all(moto_aws, tmp_path):
     account = new_account_id()
     config = write_config(tmp_path, accounts=[{"id": account, "regions": ["mars-north-1"]}])
     with pytest.raises(CollectorError, match=rf"^source {SOURCE}: account {account}: none of the regions mars-north-1"):
-        extract_source(config, SOURCE, new_run())
+        extract(config)
 
 
 ACCOUNT = {"id": "123456789012", "regions": ["us-east-1"]}
@@ -966,7 +975,7 @@ def test_access_denied_names_account_region_and_call(tmp_path, airflow_connectio
         r"User: arn:aws:iam::123456789012:user/auditor is not authorized to perform: iam:ListAccessKeys"
     )
     with pytest.raises(CollectorError, match=pattern) as caught:
-        extract_source(config, SOURCE, new_run(), credentials=Credentials(airflow_connection))
+        extract(config, credentials=Credentials(airflow_connection))
     assert not is_transient(caught.value)  # a denied permission needs a person: the task must not retry
     assert airflow_connection.requested == ["aws_audit"]
     assert enforcing_moto.password not in str(caught.value)
@@ -983,7 +992,7 @@ def test_role_that_cannot_be_assumed(tmp_path, airflow_connection):
     )
     pattern = rf"^source {SOURCE}: account 210987654321 region us-east-1: sts AssumeRole failed: AccessDenied: "
     with pytest.raises(CollectorError, match=pattern):
-        extract_source(config, SOURCE, new_run(), credentials=Credentials(airflow_connection))
+        extract(config, credentials=Credentials(airflow_connection))
     assert no_bundle(config)
 
 
@@ -1047,7 +1056,7 @@ def test_throttling_is_retried_by_botocore(moto_aws, tmp_path, monkeypatch):
         config = write_config(
             tmp_path, accounts=[{"id": account, "role_arn": role_arn(account), "regions": ["us-east-1"]}]
         )
-        summary = extract_source(config, SOURCE, new_run())
+        summary = extract(config)
     finally:
         server.shutdown()
         server.server_close()

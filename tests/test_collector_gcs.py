@@ -25,13 +25,13 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import write_pipeline_config
+from conftest import collected_after, write_pipeline_config
 from soc2_evidence.collectors import load_config, source_config
 from soc2_evidence.collectors.gcs_config import BUCKETS, KIND, bucket_record
 from soc2_evidence.core.credentials import Credentials, service_account_credentials
@@ -105,14 +105,20 @@ def configure(tmp_path):
 
 @pytest.fixture
 def run():
-    return RunContext("evidence_config_snapshot", "manual__gcs", datetime.now(UTC))
+    """A fixed night; extract stamps items an hour after it, so freshness holds whatever day it is."""
+    return RunContext("evidence_config_snapshot", "manual__gcs", datetime(2026, 11, 25, 2, tzinfo=UTC))
 
 
 @pytest.fixture
 def extract(configure, run):
     def extract(try_number=1, get_connection=None, **options):
         return extract_source(
-            configure(**options), SOURCE, run, try_number=try_number, credentials=Credentials(get_connection)
+            configure(**options),
+            SOURCE,
+            run,
+            try_number=try_number,
+            credentials=Credentials(get_connection),
+            now=collected_after(run),
         )
 
     return extract
@@ -182,10 +188,11 @@ def test_findings_through_validate_run(extract, buckets, configure, run):
             register=[],
             freshness_hours=48,
             calendar_days=3,
-            today=date.today(),
+            today=run.night,
         ),
         staging_root=config.staging_dir,
         checks_of=collector_for,
+        now=collected_after(run),
     )
     outcome = summary_of(validation)
     assert outcome["status"] == "passed", outcome["failures"]
@@ -258,12 +265,12 @@ def test_public_access_prevention_overrides_a_leftover_public_binding(tmp_path):
         bucket_record(recorded("bucket-locked-retention.json"), recorded("iam-policy-locked-retention.json")),
         bucket_record(recorded("bucket-public-website.json"), recorded("iam-policy-public-website.json")),
     ]
-    now = datetime.now(UTC)
+    collected = datetime(2028, 2, 29, 3, tzinfo=UTC)
     target = Target(
         source=SOURCE,
         dataset=BUCKETS,
-        frame=to_frame(BUCKETS, records, now.isoformat()),
-        parameters={"fresh_after": now.replace(year=now.year - 1), "fresh_before": now, "reported_total": 2},
+        frame=to_frame(BUCKETS, records, collected.isoformat()),
+        parameters={"fresh_after": collected - timedelta(days=1), "fresh_before": collected, "reported_total": 2},
         controls=control_expectations(BUCKETS),
     )
     checks, _ = Validator(tmp_path / "gx").validate(target)

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 
-from conftest import validate_config_bundle, write_pipeline_config
+from conftest import collected_after, validate_config_bundle, write_pipeline_config
 from soc2_evidence.collectors import load_config, source_config
 from soc2_evidence.collectors.postgres_config import KIND
 from soc2_evidence.core.credentials import Credentials
@@ -96,8 +96,8 @@ def configure(tmp_path):
 
 @pytest.fixture
 def run():
-    """A run of now, so the freshness expectation holds whatever day the tests run."""
-    return RunContext("evidence_config_snapshot", "manual__postgres", datetime.now(UTC))
+    """A run of a fixed night; items are stamped by a clock an hour after it, so freshness holds any day."""
+    return RunContext("evidence_config_snapshot", "manual__postgres", datetime(2026, 11, 25, 2, tzinfo=UTC))
 
 
 @pytest.fixture
@@ -110,6 +110,7 @@ def extract(configure, run):
             try_number=try_number,
             redaction_key=b"k",
             credentials=Credentials(get_connection),
+            now=collected_after(run),
         )
 
     return extract

@@ -91,12 +91,16 @@ def config_repo(tmp_path):
     )
 
 
-def today() -> datetime:
-    """A logical date the evidence collected now is fresh for."""
-    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+NIGHT = datetime(2026, 11, 25, 2, tzinfo=UTC)
 
 
-def run_dag(dag_bag, monkeypatch, config_path: str, logical_date: datetime):
+def run_dag(dag_bag, monkeypatch, config_path: str, logical_date: datetime, collected_at: datetime | None = None):
+    """``dag.test`` of the config DAG, its tasks on a clock stopped at ``collected_at`` (by default an
+    hour after the logical date, as the nightly run collects)."""
+    from soc2_evidence.orchestration import tasks
+
+    now = collected_at or logical_date + timedelta(hours=1)
+    monkeypatch.setattr(tasks, "clock", lambda: lambda: now)
     monkeypatch.setenv("EVIDENCE_CONFIG", config_path)
     monkeypatch.setenv("AIRFLOW_VAR_SOC2_EVIDENCE_REDACTION_SECRET", "test-redaction-key")
     dag = dag_bag.dags["evidence_config_snapshot"]
@@ -119,7 +123,7 @@ def test_nightly_run_archives_and_verifies(
     sources = [{"name": "app-config", "kind": "config_repo", "family": "config", "repo": str(config_repo)}]
     findings = []
     monkeypatch.setattr("soc2_evidence.orchestration.alerts._notifiers", [findings.append])
-    dag_run = run_dag(dag_bag, monkeypatch, write_config(tmp_path, store_url, sources), today())
+    dag_run = run_dag(dag_bag, monkeypatch, write_config(tmp_path, store_url, sources), NIGHT)
 
     assert dag_run.state == "success"  # a control exception is a finding, not a failure
     store = open_store(store_url)
@@ -200,7 +204,7 @@ def test_a_failing_source_fails_alone_and_the_rest_is_archived(
     extract_task = dag_bag.dags["evidence_config_snapshot"].get_task("extract")
     monkeypatch.setattr(extract_task, "retries", 1)  # one retry proves retrying; backoff waits are not the test
     monkeypatch.setattr(extract_task, "retry_delay", timedelta(0))
-    dag_run = run_dag(dag_bag, monkeypatch, write_config(tmp_path, store_url, sources), today())
+    dag_run = run_dag(dag_bag, monkeypatch, write_config(tmp_path, store_url, sources), NIGHT)
 
     assert dag_run.state == "failed"
     extract_tries = {ti.map_index: ti.try_number for ti in dag_run.get_task_instances() if ti.task_id == "extract"}
@@ -236,11 +240,15 @@ def test_a_failing_source_fails_alone_and_the_rest_is_archived(
 def test_a_data_quality_failure_archives_the_evidence_marked_failed_and_fails_the_task(
     airflow_db, dag_bag, aws_env, lock_bucket, config_repo, tmp_path, monkeypatch
 ):
-    """Evidence collected now cannot prove a night months ago: the freshness expectation fails."""
+    """Evidence collected today cannot prove a night months ago: the freshness expectation fails."""
     store_url = f"s3://{lock_bucket}/evidence"
     sources = [{"name": "app-config", "kind": "config_repo", "family": "config", "repo": str(config_repo)}]
     dag_run = run_dag(
-        dag_bag, monkeypatch, write_config(tmp_path, store_url, sources), datetime(2026, 1, 5, tzinfo=UTC)
+        dag_bag,
+        monkeypatch,
+        write_config(tmp_path, store_url, sources),
+        datetime(2026, 1, 5, tzinfo=UTC),
+        collected_at=NIGHT,  # ten months later
     )
 
     assert dag_run.state == "failed"

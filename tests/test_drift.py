@@ -87,23 +87,40 @@ def config(tmp_path, monkeypatch):
 
 
 def night(config, logical_date: datetime):
-    """One nightly run through the pipeline's own steps; returns the drift item and the archived run."""
+    """One nightly run through the pipeline's own steps, on a clock an hour after ``logical_date``;
+    returns the drift item and the archived run."""
     run = RunContext("evidence_config_snapshot", f"scheduled__{logical_date.isoformat()}", logical_date)
-    staged = extract_source(config, "repo", run)
-    validation = validate_staged(config, family="config", run=run, bundle_dirs=[staged["bundle"]])
+    clock = lambda: logical_date + timedelta(hours=1)  # noqa: E731
+    staged = extract_source(config, "repo", run, now=clock)
+    validation = validate_staged(config, family="config", run=run, bundle_dirs=[staged["bundle"]], now=clock)
     assert validation["status"] == "passed", validation["failures"]
     archived = archive_bundles(
-        config, family="config", run=run, bundle_dirs=[staged["bundle"]], validation_dir=validation["bundle"]
+        config,
+        family="config",
+        run=run,
+        bundle_dirs=[staged["bundle"]],
+        validation_dir=validation["bundle"],
+        now=clock,
     )
     bundle = Bundle.load(validation["bundle"])
     item = next(staged for staged in bundle.items if staged.item.name == "drift/repo.json")
     return json.loads(item.path.read_bytes()), archived
 
 
-def test_second_night_lists_what_changed_in_the_repository(config):
+@pytest.mark.parametrize(
+    ("second_night", "first_folder"),
+    [
+        (datetime(2026, 11, 25, 2, tzinfo=UTC), "config/2026/11/24/"),
+        (datetime(2027, 1, 1, 2, tzinfo=UTC), "config/2026/12/31/"),  # the previous night is last year's
+        (datetime(2028, 3, 1, 2, tzinfo=UTC), "config/2028/02/29/"),  # ... the leap day
+    ],
+    ids=["mid-month", "new-year", "after-leap-day"],
+)
+def test_second_night_lists_what_changed_in_the_repository(config, second_night, first_folder):
     config, repo = config
-    now = datetime.now(UTC)
+    now = second_night
     first, archived = night(config, now - timedelta(days=1))
+    assert archived.manifest_key.startswith(first_folder)
     assert first == {"source": "repo", "kind": "config_repo", "baseline": True, "previous": None, "datasets": {}}
 
     old_commit = git(repo, "rev-parse", "HEAD").strip()

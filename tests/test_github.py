@@ -3,12 +3,11 @@ checks and deployments; Link pagination; primary and secondary rate limits; and 
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 
 import pytest
-from fake_apis import Connection, FakeGitHub, Reply, github_pull, items, run_collector
+from fake_apis import NOW, Connection, FakeGitHub, Reply, github_pull, items, run_collector
 
 from soc2_evidence.core.errors import CollectorError
 
@@ -154,7 +153,7 @@ def test_full_population_selects_by_merge_time(github, tmp_path):
             lambda: Reply(
                 403,
                 {"message": "API rate limit exceeded"},
-                headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + 30)},
+                headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(NOW.timestamp()) + 30)},
             ),
             31.0,
             id="primary-403-until-reset",
@@ -172,7 +171,7 @@ def test_full_population_selects_by_merge_time(github, tmp_path):
         pytest.param(lambda: Reply(429, {"message": "Too many requests"}, headers={"retry-after": "2"}), 2.0, id="429"),
         pytest.param(
             lambda: Reply(
-                429, {"message": "Slow down"}, headers={"retry-after": formatdate(time.time() + 10, usegmt=True)}
+                429, {"message": "Slow down"}, headers={"retry-after": formatdate(NOW.timestamp() + 10, usegmt=True)}
             ),
             10.0,
             id="429-retry-after-http-date",
@@ -184,11 +183,11 @@ def test_rate_limits_are_waited_out(github, tmp_path, reply, expected_sleep):
     sleeps: list[float] = []
     bundle = collect(github, tmp_path, sleeps=sleeps)
     assert len(by_id(bundle)) == 5
-    assert len(sleeps) == 1 and sleeps[0] == pytest.approx(expected_sleep, abs=1.5)
+    assert sleeps == [expected_sleep]  # measured on the collector's clock, stopped at NOW
 
 
 def test_a_spent_primary_limit_waits_for_the_reset_before_the_next_request(github, tmp_path):
-    reset = int(time.time()) + 20
+    reset = int(NOW.timestamp()) + 20
     github.fault(
         lambda r: r.path == "/search/issues",
         Reply(
@@ -198,7 +197,7 @@ def test_a_spent_primary_limit_waits_for_the_reset_before_the_next_request(githu
     )
     sleeps: list[float] = []
     collect(github, tmp_path, sleeps=sleeps)
-    assert len(sleeps) == 1 and sleeps[0] == pytest.approx(21, abs=1.5)
+    assert sleeps == [21.0]  # the reset, 20 s after the collector's clock, plus a second
 
 
 def test_a_permission_403_is_not_a_rate_limit(github, tmp_path):

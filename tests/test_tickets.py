@@ -158,15 +158,14 @@ def test_reconciliation_findings_and_quality_failures(tmp_path, settings):
 
     config = load_config(DEFAULT_CONFIG_PATH)
     [source] = [source for source in config.sources if source.kind == "ticket_export"]
-    now = datetime.now(UTC)
     samples = run_collector(
         "ticket_export",
         msgspec.to_builtins(source.options),
         tmp_path / "staging",
         resolve_path=config.resolve_path,
         source="samples",
-        now=now,
-        logical_date=now,
+        now=NOW,
+        logical_date=NIGHT,
     )
     issues = [jira_issue(n) for n in range(1, 6)]
     issues.append(jira_issue(3))  # Jira returned CHG-3 on two pages (it moved while paging)
@@ -184,8 +183,8 @@ def test_reconciliation_findings_and_quality_failures(tmp_path, settings):
             tmp_path / "staging",
             connections={"jira": Connection(login="bot@example.com", password="t0ken")},
             source="jira-moved",
-            now=now,
-            logical_date=now,
+            now=NOW,
+            logical_date=NIGHT,
         )
 
     validation = validate_run(
@@ -197,6 +196,7 @@ def test_reconciliation_findings_and_quality_failures(tmp_path, settings):
         settings=settings,
         staging_root=tmp_path / "staging",
         checks_of=collector_for,
+        now=lambda: NOW,
     )
 
     summary = summary_of(validation)
@@ -217,6 +217,7 @@ def test_reconciliation_findings_and_quality_failures(tmp_path, settings):
 
 
 def test_watermark_advances_only_after_a_committed_passing_run(tmp_path):
+    """Four runs of one night on an injected clock (the 25th: no monthly full window), whatever today is."""
     from soc2_evidence.collectors import load_config
     from soc2_evidence.core.evidence import RunContext
     from soc2_evidence.orchestration.pipeline import archive_bundles, extract_source, validate_staged
@@ -240,21 +241,26 @@ def test_watermark_advances_only_after_a_committed_passing_run(tmp_path):
                 "exceptions_file": str(tmp_path / "exceptions.yaml"),
             }
             config = load_config(write_pipeline_config(tmp_path, [source], validation=validation))
-            run = RunContext("evidence_tickets", f"manual__{number}", datetime.now(UTC))
+            run = RunContext("evidence_tickets", f"manual__{number}", NIGHT)
+            clock = lambda: NOW + timedelta(minutes=number)  # noqa: E731 - each run a minute after the last
             staged = extract_source(
                 config,
                 "jira-changes",
                 run,
                 credentials=Credentials(lambda _: Connection(login="bot@example.com", password="t0ken")),
+                now=clock,
             )
             if archive:
-                validation = validate_staged(config, family="tickets", run=run, bundle_dirs=[staged["bundle"]])
+                validation = validate_staged(
+                    config, family="tickets", run=run, bundle_dirs=[staged["bundle"]], now=clock
+                )
                 archive_bundles(
                     config,
                     family="tickets",
                     run=run,
                     bundle_dirs=[staged["bundle"]],
                     validation_dir=validation["bundle"],
+                    now=clock,
                 )
             return json.loads(
                 (
@@ -271,6 +277,7 @@ def test_watermark_advances_only_after_a_committed_passing_run(tmp_path):
 
         first = night(1, settle_minutes=180)
         assert first["reason"] == "first run: no committed watermark"
+        assert first["end"] == "2026-11-25T00:01:00Z"  # 03:01 less 180 settle minutes
         second = night(2, settle_minutes=120, archive=False)  # extracted, never archived
         assert second["start"] == _minus_hour(first["end"])  # the first night committed and passed
         jira.fault(lambda r: r.path.endswith("approximate-count"), Reply(json={"count": 99}))  # fails completeness

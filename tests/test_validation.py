@@ -273,8 +273,9 @@ def test_validate_run_stages_the_proof_and_data_docs_open_from_a_copy(tmp_path, 
             tmp_path, [{"name": "repo", "kind": "config_repo", "family": "config", "repo": str(repo)}]
         )
     )
-    run = RunContext(run_context.dag_id, "manual__now", datetime.now(UTC))
-    staged = Bundle.load(extract_source(config, "repo", run)["bundle"])
+    run = RunContext(run_context.dag_id, "manual__now", run_context.logical_date)
+    clock = lambda: run.logical_date + timedelta(hours=1)  # noqa: E731 - collected an hour after the night
+    staged = Bundle.load(extract_source(config, "repo", run, now=clock)["bundle"])
     store = open_store(config.store_url)
     settings = ValidationSettings(
         control_map=load_control_map(root / "controls.yaml"),
@@ -285,7 +286,7 @@ def test_validate_run_stages_the_proof_and_data_docs_open_from_a_copy(tmp_path, 
         ],
         freshness_hours=48,
         calendar_days=7,
-        today=date.today(),
+        today=run.night,
     )
 
     validation = validate_run(
@@ -297,6 +298,7 @@ def test_validate_run_stages_the_proof_and_data_docs_open_from_a_copy(tmp_path, 
         settings=settings,
         staging_root=config.staging_dir,
         checks_of=collector_for,
+        now=clock,
     )
 
     summary = summary_of(validation)
@@ -315,6 +317,7 @@ def test_validate_run_stages_the_proof_and_data_docs_open_from_a_copy(tmp_path, 
         sources=[SourceOutcome("repo", "config_repo", "archived")],
         retention_days=400,
         validation=summary,
+        now=clock,
     )
     copy = tmp_path / "downloaded-copy"
     shutil.copytree(tmp_path / "store", copy)

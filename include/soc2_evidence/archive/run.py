@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,13 +75,15 @@ def archive_run(
     retention_days: int,
     item_status: dict[tuple[str, str], str] | None = None,
     validation: dict[str, Any] | None = None,
+    now: Callable[[], datetime] = utc_now,
 ) -> ArchivedRun:
     """Store every bundle's items and commit the run; return where the manifest landed.
 
     ``item_status`` maps (source, name) to ``passed``/``failed``; items not in it are
     ``not_validated``. ``validation`` is the validation summary (None: validation did not run).
     A failed source, a failed item or a validation that did not pass makes the run's outcome
-    ``failed``, but everything that was collected is still archived.
+    ``failed``, but everything that was collected is still archived. ``now`` gives the manifest's
+    ``committed_at`` (and so the retain-until date of the manifest and its chain link).
     """
     store.check_writable(retention_days)
     item_status = item_status or {}
@@ -129,7 +131,7 @@ def archive_run(
         "outcome": outcome,
         "failures": {"sources": failed_sources, "items": failed_items},
     }
-    return _commit(store, run, folder, attempt, body, retention_days)
+    return _commit(store, run, folder, attempt, body, retention_days, now)
 
 
 def next_attempt(store: EvidenceStore, family: str, run: RunContext) -> int:
@@ -174,14 +176,20 @@ def _bundle_of(bundles: list[Bundle], source: str) -> Bundle:
 
 
 def _commit(
-    store: EvidenceStore, run: RunContext, folder: str, attempt: int, body: dict[str, Any], retention_days: int
+    store: EvidenceStore,
+    run: RunContext,
+    folder: str,
+    attempt: int,
+    body: dict[str, Any],
+    retention_days: int,
+    now: Callable[[], datetime],
 ) -> ArchivedRun:
     """Claim the next place in the DAG's chain, then write the manifest it points to."""
     manifest_key = f"{folder}/{MANIFEST_NAME}"
     for _ in range(COMMIT_TRIES):
         previous = latest_link(store, run.dag_id)
         sequence = previous["sequence"] + 1 if previous else 1
-        committed_at: datetime = utc_now()
+        committed_at: datetime = now()
         locked_until = retain_until(committed_at, retention_days)
         manifest = {
             **body,

@@ -27,7 +27,7 @@ from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.credentials import AwsSession
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
-from soc2_evidence.core.evidence import rfc3339, utc_now
+from soc2_evidence.core.evidence import rfc3339
 from soc2_evidence.core.staging import BundleWriter
 
 KIND = "aws_backup"
@@ -220,7 +220,7 @@ DATASETS = (PLANS, VAULTS, RECOVERY_POINTS, PROTECTED_RESOURCES, RESTORE_JOBS, R
 
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
     options: Options = source.options
-    now = utc_now()
+    now = context.now()  # recovery point and snapshot ages are measured from it
     regions = _regions(source, options, context.credentials.aws_session(options.aws_conn_id).session.region_name)
     sessions = {region: context.credentials.aws_session(options.aws_conn_id, region) for region in regions}
     account = _account(source, sessions)

@@ -46,7 +46,7 @@ from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError
-from soc2_evidence.core.evidence import parse_rfc3339, rfc3339, utc_now
+from soc2_evidence.core.evidence import parse_rfc3339, rfc3339
 from soc2_evidence.core.hashing import digest_bytes
 from soc2_evidence.core.staging import BundleWriter
 
@@ -149,7 +149,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
         )
     except CollectorError as error:
         raise CollectorError(f"source {source.name}: {error}") from error
-    now = utc_now()
+    now = context.now()  # result ages are measured from it
     files: list[dict[str, Any]] = []
     newest: dict[str, dict[str, Any]] = {}
 

@@ -145,6 +145,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
         auth_hint=f"renew the token in connection {conn_id!r}" if conn_id else "set conn_id to a token's connection",
         ca_bundle=str(context.resolve_path(options.ca_bundle)) if options.ca_bundle else None,
         sleep=context.sleep,
+        clock=lambda: context.now().timestamp(),  # rate-limit resets are dates: waits are measured on it
     )
     window = tickets.open_window(source.name, options, writer, context, "changes")
     reader = PullRequests(client, settings, window, context.now())

@@ -216,6 +216,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
         f"{conn_id!r}",
         ca_bundle=str(context.resolve_path(options.ca_bundle)) if options.ca_bundle else None,
         sleep=context.sleep,
+        clock=lambda: context.now().timestamp(),  # rate-limit resets are dates: waits are measured on it
     )
     window = tickets.open_window(source.name, options, writer, context, "tickets")
     summaries = []

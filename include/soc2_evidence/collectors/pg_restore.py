@@ -35,7 +35,7 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -233,7 +233,7 @@ class RestoreTestConfig:
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
     config = RestoreTestConfig.parse(source, context)
     with tempfile.TemporaryDirectory(prefix="soc2-restore-test-") as work:
-        test = RestoreTest(config, Path(work), context.credentials)
+        test = RestoreTest(config, Path(work), context.credentials, now=context.now)
         try:
             record = test.run()
         finally:
@@ -260,12 +260,13 @@ def control_expectations(dataset: Dataset) -> list[Any]:
 class RestoreLog:
     """Time-stamped lines in a file that pg_restore writes its own output into, in order."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, now: Callable[[], datetime] = utc_now) -> None:
         self.path = path
+        self.now = now
         self.stream: BinaryIO = open(path, "ab")  # noqa: SIM115 - closed by close()
 
     def __call__(self, message: str) -> None:
-        self.stream.write(f"{rfc3339(utc_now())} {message}\n".encode())
+        self.stream.write(f"{rfc3339(self.now())} {message}\n".encode())
         self.stream.flush()
 
     def close(self) -> None:
@@ -275,11 +276,18 @@ class RestoreLog:
 class RestoreTest:
     """One restore test of one database; ``run`` returns its result record and never leaves a scratch database."""
 
-    def __init__(self, config: RestoreTestConfig, work: Path, credentials: Credentials | None = None) -> None:
+    def __init__(
+        self,
+        config: RestoreTestConfig,
+        work: Path,
+        credentials: Credentials | None = None,
+        now: Callable[[], datetime] = utc_now,
+    ) -> None:
         self.config = config
         self.credentials = credentials or Credentials()
         self.work = work
-        self.log = RestoreLog(work / "restore.log")
+        self.now = now  # the RPO (backup age) and the restore's finish time are read from it
+        self.log = RestoreLog(work / "restore.log", now)
         self.checks: list[dict[str, str]] = []
         self.phases: dict[str, float | None] = {}
         self.tables: list[dict[str, Any]] = []
@@ -301,7 +309,7 @@ class RestoreTest:
         restore_major = self._drop_leftovers()
         location = self._location()
         found = location.newest(config.pattern)
-        tested_at = utc_now()  # the RPO is the backup's age now, when it is about to be restored
+        tested_at = self.now()  # the RPO is the backup's age now, when it is about to be restored
         if found is None:
             self.checks.append(
                 restore_results.check("backup_found", "failed", f"no {config.pattern} at {location.url}")
@@ -337,7 +345,7 @@ class RestoreTest:
             self.checks[1:1] = self._backup_checks(found.name, sha256)  # listed right after backup_found
             if restored:
                 self._verify(scratch)
-                restore_finished_at = utc_now()
+                restore_finished_at = self.now()
                 rto_seconds = round(time.monotonic() - started, 3)
             else:
                 unverified = ["schema_matches_source", "row_counts_match", "checksums_match"]

@@ -11,8 +11,9 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,7 @@ class BundleWriter:
         collector: str,
         collector_version: str,
         redactor: Redactor,
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
         self.directory = bundle_dir(staging_root, run, source, try_number)
         if self.directory.exists():
@@ -132,6 +134,7 @@ class BundleWriter:
         self.try_number = try_number
         self.collector, self.collector_version = collector, collector_version
         self.redactor = redactor
+        self.now = now  # each item's collected_at, and so its retain-until date; tests inject a clock
         self.reported_totals: dict[str, int] = {}
         self._items: list[StagedItem] = []
 
@@ -209,7 +212,7 @@ class BundleWriter:
             media_type=media_type,
             sha256=digest.sha256,
             size=digest.size,
-            collected_at=rfc3339(utc_now()),
+            collected_at=rfc3339(self.now()),
             collector=self.collector,
             collector_version=self.collector_version,
             code_revision=code_revision(),

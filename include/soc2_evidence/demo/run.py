@@ -20,13 +20,14 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from soc2_evidence.collectors import load_config
 from soc2_evidence.core.config import PROJECT_ROOT
 from soc2_evidence.core.errors import EvidenceError, describe
+from soc2_evidence.core.evidence import utc_now
 from soc2_evidence.demo.local_services import (
     DUMMY_AWS_ENV,
     create_object_lock_bucket,
@@ -105,21 +106,26 @@ def airflow_env(store_url: str, base: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def main(argv: list[str] | None = None) -> int:
+def yesterday(now: datetime) -> date:
+    """The night before ``now``'s UTC date: the demo's default night."""
+    return now.astimezone(UTC).date() - timedelta(days=1)
+
+
+def main(argv: list[str] | None = None, now: Callable[[], datetime] = utc_now) -> int:
     """The demo; our own errors become one ``Error:`` line and exit 1 (bugs keep their traceback)."""
     try:
-        return _demo(argv)
+        return _demo(argv, now)
     except EvidenceError as error:
         print(f"Error: {describe(error)}", flush=True)
         return 1
 
 
-def _demo(argv: list[str] | None) -> int:
+def _demo(argv: list[str] | None, now: Callable[[], datetime]) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--date",
         type=date.fromisoformat,
-        default=datetime.now(UTC).date() - timedelta(days=1),
+        default=yesterday(now()),
         help="night to run (default: yesterday, UTC)",
     )
     parser.add_argument(
@@ -135,7 +141,7 @@ def _demo(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     steps = Steps()
     DEMO_DIR.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = now().strftime("%Y%m%dT%H%M%SZ")
     log_path = DEMO_DIR / f"airflow-{stamp}.log"
     config = load_config(os.environ.get("EVIDENCE_CONFIG"))  # a bad file fails before anything is started
     problems: list[str] = []

@@ -6,7 +6,8 @@ Airflow tasks are thin wrappers around these, and tests and the CLI call them di
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from soc2_evidence.archive.run import ArchivedRun, SourceOutcome, archive_run, committed_manifests, passed_items
@@ -16,7 +17,7 @@ from soc2_evidence.collectors import CollectContext, collector_for
 from soc2_evidence.core.config import PipelineConfig, SourceConfig
 from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.errors import CollectorError, ConfigError, EvidenceError, describe
-from soc2_evidence.core.evidence import RunContext
+from soc2_evidence.core.evidence import RunContext, utc_now
 from soc2_evidence.core.hashing import digest_bytes
 from soc2_evidence.core.redaction import Redactor
 from soc2_evidence.core.staging import Bundle, BundleWriter, failure_reason, record_failure
@@ -41,22 +42,24 @@ def extract_source(
     redaction_key: bytes | None = None,
     credentials: Credentials | None = None,
     params: Mapping[str, Any] | None = None,
+    now: Callable[[], datetime] = utc_now,
 ) -> dict[str, Any]:
     """Collect one source into staging; return a summary small and secret-free enough for XCom.
 
     ``credentials`` resolve the connection ids of the source and the store (default: the
-    standard chains, outside Airflow; the Airflow tasks pass Airflow's). When it fails with one of
-    our errors, its one-line description is kept in staging (:func:`record_failure`) so the run's
-    manifest can say why the source is missing.
+    standard chains, outside Airflow; the Airflow tasks pass Airflow's). ``now`` is the clock the
+    collector and the writer read (windows, ages, collected_at); tests inject one. When it fails
+    with one of our errors, its one-line description is kept in staging (:func:`record_failure`)
+    so the run's manifest can say why the source is missing.
     """
     try:
-        return _extract(config, source_name, run, try_number, redaction_key, credentials or Credentials(), params)
+        return _extract(config, source_name, run, try_number, redaction_key, credentials or Credentials(), params, now)
     except EvidenceError as error:
         record_failure(config.staging_dir, run, source_name, describe(error))
         raise
 
 
-def _extract(config, source_name, run, try_number, redaction_key, credentials, params) -> dict[str, Any]:
+def _extract(config, source_name, run, try_number, redaction_key, credentials, params, now) -> dict[str, Any]:
     source = find_source(config, source_name)
     collector = collector_for(source.kind)
     writer = BundleWriter(
@@ -69,6 +72,7 @@ def _extract(config, source_name, run, try_number, redaction_key, credentials, p
         collector=f"{collector.__name__}",
         collector_version=collector.VERSION,
         redactor=Redactor(redaction_key),
+        now=now,
     )
     context = CollectContext(
         resolve_path=config.resolve_path,
@@ -80,6 +84,7 @@ def _extract(config, source_name, run, try_number, redaction_key, credentials, p
             source.name,
             name,
         ),
+        now=now,
     )
     collector.collect(source, writer, context)
     bundle = writer.finish()
@@ -114,8 +119,12 @@ def validate_staged(
     try_number: int = 1,
     aws_conn_id: str | None = None,
     credentials: Credentials | None = None,
+    now: Callable[[], datetime] = utc_now,
 ) -> dict[str, Any]:
-    """Validate what was staged; return the validation bundle's path and summary (secret-free, for XCom)."""
+    """Validate what was staged; return the validation bundle's path and summary (secret-free, for XCom).
+
+    ``now`` decides which exceptions have expired and stamps the validation's items.
+    """
     from soc2_evidence.validation.controls import load_control_map, load_exceptions
     from soc2_evidence.validation.run import ValidationSettings, today_utc, validate_run
 
@@ -124,7 +133,7 @@ def validate_staged(
         register=load_exceptions(config.exceptions_path),
         freshness_hours=config.freshness_hours,
         calendar_days=config.calendar_days,
-        today=today_utc(),
+        today=today_utc(now),
     )
     bundle = validate_run(
         [Bundle.load(path) for path in bundle_dirs],
@@ -136,6 +145,7 @@ def validate_staged(
         staging_root=config.staging_dir,
         checks_of=collector_for,
         try_number=try_number,
+        now=now,
     )
     summary = summary_of(bundle)
     return {
@@ -154,6 +164,7 @@ def archive_bundles(
     validation_dir: str | None,
     aws_conn_id: str | None = None,
     credentials: Credentials | None = None,
+    now: Callable[[], datetime] = utc_now,
 ) -> ArchivedRun:
     """Archive what was staged, with its validation; sources with no bundle are recorded as failed.
 
@@ -185,6 +196,7 @@ def archive_bundles(
         retention_days=config.retention_days,
         item_status={(source, name): status for source, name, status in summary["item_status"]} if summary else {},
         validation={key: value for key, value in summary.items() if key != "item_status"} if summary else None,
+        now=now,
     )
 
 

@@ -89,6 +89,14 @@ def run_context(context: dict[str, Any]):
     )
 
 
+def clock():
+    """The clock the tasks collect, validate and archive by: the real one. DAG tests replace this
+    function to run a night on an injected clock."""
+    from soc2_evidence.core.evidence import utc_now
+
+    return utc_now
+
+
 def _redaction_key(variable: str) -> bytes | None:
     from airflow.sdk import Variable
 
@@ -138,6 +146,7 @@ def extract(source_name: str) -> dict[str, Any]:
             redaction_key=_redaction_key(config.redaction_secret_variable),
             credentials=AirflowCredentials(),
             params=context["params"],
+            now=clock(),
         )
 
 
@@ -166,6 +175,7 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
                     bundle_dirs=[summary["bundle"] for summary in staged_summaries],
                     try_number=context["ti"].try_number,
                     credentials=AirflowCredentials(),
+                    now=clock(),
                 )
 
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[evidence_asset(family)])
@@ -188,6 +198,7 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
                     bundle_dirs=[summary["bundle"] for summary in staged_summaries],
                     validation_dir=validation["bundle"] if validation else None,
                     credentials=AirflowCredentials(),
+                    now=clock(),
                 )
                 location = f"{config.store_url}/{archived.manifest_key}"
                 result = {

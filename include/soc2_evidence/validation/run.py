@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from soc2_evidence.archive.stores.base import EvidenceStore
 from soc2_evidence.core.datasets import Dataset, load_records, to_frame
-from soc2_evidence.core.evidence import RunContext, canonical_json
+from soc2_evidence.core.evidence import RunContext, canonical_json, utc_now
 from soc2_evidence.core.hashing import digest_bytes
 from soc2_evidence.core.redaction import Redactor
 from soc2_evidence.core.staging import Bundle, BundleWriter
@@ -61,11 +61,13 @@ def validate_run(
     staging_root: Path,
     checks_of: Callable[[str], KindChecks],
     try_number: int = 1,
+    now: Callable[[], datetime] = utc_now,
 ) -> Bundle:
     """Validate every dataset of every bundle and the calendar; return the staged validation bundle.
 
     ``checks_of`` gives a bundle's kind its datasets and control checks. Orchestration passes
     the collector registry, so validation judges what collectors declare without importing them.
+    ``now`` stamps the validation's own items (the calendar's freshness is checked against it).
     """
     from soc2_evidence.validation.gx import Validator
 
@@ -79,16 +81,14 @@ def validate_run(
         collector=__name__,
         collector_version=VALIDATOR_VERSION,
         redactor=Redactor(),
+        now=now,
     )
     project = writer.directory.parent / f"gx-try-{try_number}"
     shutil.rmtree(project, ignore_errors=True)  # scratch from an interrupted try: suites would clash
     judgement = _Judgement(
         validator=Validator(project),
         control_map=settings.control_map,
-        parameters={
-            "fresh_after": run.logical_date - timedelta(hours=settings.freshness_hours),
-            "fresh_before": run.logical_date + timedelta(hours=settings.freshness_hours),
-        },
+        parameters=freshness_window(run.logical_date, settings.freshness_hours),
     )
     history = drift.History(store, run.dag_id)
     for bundle in bundles:
@@ -274,6 +274,14 @@ def _stage_proof(
             writer.add_file(f"data-docs/{path.relative_to(docs_dir).as_posix()}", path, media_type)
 
 
+def freshness_window(logical_date: datetime, hours: int) -> dict[str, datetime]:
+    """The freshness expectation's bounds: evidence of a night is collected within ``hours`` of it."""
+    return {
+        "fresh_after": logical_date - timedelta(hours=hours),
+        "fresh_before": logical_date + timedelta(hours=hours),
+    }
+
+
 def _finding(
     source: str, dataset: Dataset, result, records: list[dict], row: int | None, control_map: ControlMap
 ) -> dict[str, Any]:
@@ -316,5 +324,6 @@ def summary_of(bundle: Bundle) -> dict[str, Any]:
     return json.loads(staged.path.read_bytes())
 
 
-def today_utc() -> date:
-    return datetime.now(UTC).date()
+def today_utc(now: Callable[[], datetime] = utc_now) -> date:
+    """Today's UTC date by ``now`` (the real clock unless a test injects one): exceptions expire by it."""
+    return now().astimezone(UTC).date()
