@@ -103,9 +103,9 @@ def watermark(end: str) -> bytes:
     ],
 )
 def test_ticket_window_at_boundaries(logical, now, mark, expected):
-    from soc2_evidence.collectors.support.tickets import collection_window
+    from soc2_evidence.collectors.support.tickets import WindowOptions, collection_window
 
-    window = collection_window("src", {}, at(logical), {}, watermark(mark) if mark else None, at(now))
+    window = collection_window("src", WindowOptions(), at(logical), {}, watermark(mark) if mark else None, at(now))
     assert (window.mode, window.to_dict()["start"], window.to_dict()["end"]) == expected
     assert window.reason == (
         "monthly"
@@ -126,9 +126,9 @@ def test_ticket_window_at_boundaries(logical, now, mark, expected):
     ],
 )
 def test_first_run_lookback_across_february_and_the_year(now, start):
-    from soc2_evidence.collectors.support.tickets import collection_window
+    from soc2_evidence.collectors.support.tickets import WindowOptions, collection_window
 
-    window = collection_window("src", {"monthly_full_population": False}, at(now), {}, None, at(now))
+    window = collection_window("src", WindowOptions(monthly_full_population=False), at(now), {}, None, at(now))
     assert (window.mode, window.to_dict()["start"]) == ("incremental", start)
     assert window.end - window.start == timedelta(days=31)
 
@@ -150,9 +150,11 @@ def test_first_run_lookback_across_february_and_the_year(now, start):
     ],
 )
 def test_a_requested_full_population_on_the_day_after_the_leap_day(params, start, end):
-    from soc2_evidence.collectors.support.tickets import collection_window
+    from soc2_evidence.collectors.support.tickets import WindowOptions, collection_window
 
-    window = collection_window("src", {}, at("2028-03-01T02:00:00Z"), params, None, at("2028-03-01T03:00:00Z"))
+    window = collection_window(
+        "src", WindowOptions(), at("2028-03-01T02:00:00Z"), params, None, at("2028-03-01T03:00:00Z")
+    )
     assert window.to_dict() == {"mode": "full", "start": start, "end": end, "reason": "requested"}
 
 
@@ -415,10 +417,16 @@ def test_recovery_point_age_and_rpo(newest, now, hours, met):
     ],
 )
 def test_restore_test_coverage_age(tested, now, hours, recent):
-    from soc2_evidence.collectors import backup_results
+    from soc2_evidence.collectors import backup_results, source_config
 
     newest = {"tested_at": tested, "outcome": "passed"}
-    record = backup_results._coverage("orders", True, newest, at(now), {"max_test_age_hours": 24})
+    record = backup_results._coverage(
+        "orders",
+        True,
+        newest,
+        at(now),
+        source_config("b", "backup_results", {"location": "s3://b/r", "max_test_age_hours": 24}).options,
+    )
     assert (record["age_hours"], record["tested_recently"]) == (hours, recent)
 
 
