@@ -6,9 +6,9 @@ are imported inside the tasks, so DAG files stay cheap to parse.
 
 from __future__ import annotations
 
-import functools
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, Param, TaskGroup, TriggerRule, get_current_context, task
@@ -44,27 +44,17 @@ def nightly_dag_settings(family: str) -> dict[str, Any]:
 
 
 def dag_schedule(dag_key: str) -> str | None:
-    """The DAG's schedule from the configuration, which is loaded and checked whole at parse time.
+    """The DAG's schedule from the configuration, which is checked whole at parse time.
 
     A broken file raises here, so Airflow shows it as the DAG's import error, naming every problem;
-    a DAG never falls back to a default schedule. One parse process loads the file once per version
-    of it (path, size, modification time), however many DAG files ask.
+    a DAG never falls back to a default schedule. A passed check is remembered under
+    ``$AIRFLOW_HOME`` for the same file, code and overrides (see :mod:`parse_check`).
     """
     from soc2_evidence.core.config import config_path
+    from soc2_evidence.orchestration.parse_check import checked_schedules
 
-    path = config_path()
-    try:
-        stat = path.stat()
-    except OSError:
-        stat = None  # load_config reports the unreadable file
-    return _parsed_config(str(path), stat and (stat.st_size, stat.st_mtime_ns)).schedules[dag_key]
-
-
-@functools.lru_cache(maxsize=4)
-def _parsed_config(path: str, _version: tuple[int, int] | None):
-    from soc2_evidence.collectors import load_config
-
-    return load_config(path)
+    home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
+    return checked_schedules(config_path(), home / "soc2-evidence" / "parse-check.json")[dag_key]
 
 
 def sources_param() -> Param:
