@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import msgspec
 
 from soc2_evidence.collectors import CollectContext
+from soc2_evidence.collectors.support.gcp import gcp_error, gcp_failures
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset
@@ -79,17 +80,14 @@ DATASETS = (BUCKETS,)
 
 
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
-    from google.api_core.exceptions import GoogleAPIError
-    from google.auth.exceptions import GoogleAuthError
-
     options: Options = source.options
     client = _client(source, context)
     where = f"project {client.project}"
     listing = _BucketListing(client, options.prefix)
     try:
         writer.add_jsonl(BUCKETS.item, listing, description=BUCKETS.description)
-    except (GoogleAPIError, GoogleAuthError, OSError) as error:
-        raise CollectorError(f"source {source.name}: {where}: {describe(error)}") from error
+    except (*gcp_failures(), OSError) as error:
+        raise gcp_error(f"source {source.name}: {where}", error) from error
     except ValueError as error:  # a resource that does not have the documented shape
         raise CollectorError(f"source {source.name}: {where}: {error}") from error
     writer.report_total(BUCKETS.total, listing.count)

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from soc2_evidence.collectors.support.gcp import gcp_error, gcp_failures
 from soc2_evidence.core.buckets import BucketPrefix
 from soc2_evidence.core.credentials import Credentials
-from soc2_evidence.core.errors import CollectorError, describe
+from soc2_evidence.core.errors import CollectorError
 
 SCHEMES = ("s3", "gs", "file")
 
@@ -215,8 +216,6 @@ class GCSLocation(BucketPrefix, BackupLocation):
         return self.client.bucket(self.bucket_name)
 
     def iter_objects(self) -> Iterator[BackupObject]:
-        from google.api_core.exceptions import GoogleAPIError
-
         start = f"{self.prefix}/" if self.prefix else ""
         try:
             for blob in self.bucket.client.list_blobs(self.bucket_name, prefix=start):
@@ -226,11 +225,11 @@ class GCSLocation(BucketPrefix, BackupLocation):
                     size=int(blob.size or 0),
                     modified=blob.updated.astimezone(UTC),
                 )
-        except GoogleAPIError as error:
-            raise CollectorError(f"location {self.url}: listing objects failed: {describe(error)}") from error
+        except gcp_failures() as error:
+            raise gcp_error(f"location {self.url}: listing objects failed", error) from error
 
     def read_bytes(self, name: str, limit: int) -> bytes | None:
-        from google.api_core.exceptions import GoogleAPIError, NotFound
+        from google.api_core.exceptions import NotFound
 
         try:
             blob = self.bucket.get_blob(self._key(name))
@@ -240,24 +239,20 @@ class GCSLocation(BucketPrefix, BackupLocation):
             return blob.download_as_bytes()
         except NotFound:
             return None
-        except GoogleAPIError as error:
-            raise CollectorError(f"location {self.url}: reading {name} failed: {describe(error)}") from error
+        except gcp_failures() as error:
+            raise gcp_error(f"location {self.url}: reading {name} failed", error) from error
 
     def download(self, name: str, path: Path) -> None:
-        from google.api_core.exceptions import GoogleAPIError
-
         try:
             self.bucket.blob(self._key(name)).download_to_filename(str(path))
-        except GoogleAPIError as error:
-            raise CollectorError(f"location {self.url}: download of {name} failed: {describe(error)}") from error
+        except gcp_failures() as error:
+            raise gcp_error(f"location {self.url}: download of {name} failed", error) from error
 
     def put_file(self, path: Path, name: str) -> str:
-        from google.api_core.exceptions import GoogleAPIError
-
         try:
             self.bucket.blob(self._key(name)).upload_from_filename(str(path))
-        except GoogleAPIError as error:
-            raise CollectorError(f"location {self.url}: upload of {name} failed: {describe(error)}") from error
+        except gcp_failures() as error:
+            raise gcp_error(f"location {self.url}: upload of {name} failed", error) from error
         return f"gs://{self.bucket_name}/{self._key(name)}"
 
 
