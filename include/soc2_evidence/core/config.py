@@ -202,22 +202,29 @@ def resolve_against(config_file: Path, value: str) -> Path:
 
 def load_config(path: str | Path | None, kinds: Mapping[str, KindSpec]) -> PipelineConfig:
     """The file at ``path`` (default: ``EVIDENCE_CONFIG``, else the shipped file), every problem in one error."""
-    path = Path(path) if path else config_path()
-    text = read_text(path)
-    raw = parse_yaml(path, text)
-    problems = list(_problems(path, raw, kinds))
+    path, raw, problems = _checked(path, kinds)
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
     if problems:
-        raise ConfigError(_report(path, text, problems))
+        raise ConfigError(f"{path}: {len(problems)} problems\n" + "\n".join(problems))
     return _build(path, raw, kinds)
 
 
 def check_config(path: str | Path | None, kinds: Mapping[str, KindSpec]) -> list[str]:
     """Every problem of the file as one line each (``file:line: key: message``); empty when it is valid."""
     try:
-        load_config(path, kinds)
-    except ConfigError as error:
-        return str(error).splitlines()[1:] or [str(error)]
-    return []
+        return _checked(path, kinds)[2]
+    except ConfigError as error:  # the file cannot be read, or is not YAML: one line says so
+        return [str(error)]
+
+
+def _checked(path: str | Path | None, kinds: Mapping[str, KindSpec]) -> tuple[Path, Any, list[str]]:
+    """The file's path, its parsed content and its problems as located lines, in line order."""
+    path = Path(path) if path else config_path()
+    text = read_text(path)
+    raw = parse_yaml(path, text)
+    problems = list(_problems(path, raw, kinds))
+    return path, raw, _located(path, text, problems) if problems else []
 
 
 def json_schema(kinds: Mapping[str, KindSpec]) -> dict[str, Any]:
@@ -554,14 +561,11 @@ def schedule_problem(schedule: str) -> str | None:
 # --- reporting ------------------------------------------------------------------------------------
 
 
-def _report(path: Path, text: str, problems: list[Problem]) -> str:
+def _located(path: Path, text: str, problems: list[Problem]) -> list[str]:
+    """``file:line: key.path: message`` for each problem, in the order of the lines they are on."""
     lines = _LineFinder(text)
-    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
-    located = sorted(((lines.line(problem.path), index, problem) for index, problem in enumerate(problems)))
-    details = [f"{path}:{line}: {key_path(problem.path)}: {problem.message}" for line, _, problem in located]
-    if len(problems) == 1:
-        return details[0]
-    return f"{path}: {count}\n" + "\n".join(details)
+    located = sorted((lines.line(problem.path), index, problem) for index, problem in enumerate(problems))
+    return [f"{path}:{line}: {key_path(problem.path)}: {problem.message}" for line, _, problem in located]
 
 
 def key_path(path: tuple) -> str:
