@@ -126,7 +126,7 @@ def write_pipeline_config(
     path = path or directory / "evidence.yaml"
     families = {source.get("family") for source in sources if isinstance(source, dict)}
     document: dict = {
-        "store": {"url": (directory / "store").as_uri() if store_url is None else store_url},
+        "store": {"url": (directory / "store").as_uri(), "immutable": False} if store_url is None else {"url": store_url},
         "staging_dir": str(directory / "staging"),
         "schedules": {dag: None for family, dag in DAG_OF_FAMILY.items() if family not in families},
     }

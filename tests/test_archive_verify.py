@@ -16,10 +16,10 @@ import pytest
 
 from conftest import bundle_writer, collected_after
 from soc2_evidence.archive import run as archive_module
-from soc2_evidence.archive.run import SourceOutcome, archive_run, latest_link
+from soc2_evidence.archive.run import SourceOutcome, archive_run, chain_keys, latest_link, read_link
 from soc2_evidence.archive.stores import open_store
-from soc2_evidence.archive.verify import verify_store
-from soc2_evidence.core.errors import ObjectExistsError
+from soc2_evidence.archive.verify import NIGHT_DUE_HOURS, verify_store
+from soc2_evidence.core.errors import ObjectExistsError, StoreConfigError
 from soc2_evidence.core.redaction import Redactor
 
 SOURCE = SourceOutcome("repo-a", "config_repo", "archived")
@@ -52,6 +52,12 @@ def archive(store, tmp_path, run):
     )
 
 
+def verify(store, last_night: date = date(2026, 11, 25), **scope):
+    """verify_store by a clock that reads just after ``last_night`` is complete: the verifier's today is fixed."""
+    complete = datetime.combine(last_night, datetime.min.time(), UTC) + timedelta(hours=NIGHT_DUE_HOURS, minutes=1)
+    return verify_store(store, now=lambda: complete, **scope)
+
+
 def night(run, day: int):
     logical = datetime(2026, 11, day, 2, tzinfo=UTC)
     return replace(run, run_id=f"scheduled__2026-11-{day:02d}T02:00:00+00:00", logical_date=logical)
@@ -77,10 +83,14 @@ def test_manifest_lists_every_item_with_hash_version_and_status(s3_store, tmp_pa
 
     manifest = json.loads(s3_store.read_bytes(archived.manifest_key))
     assert archived.manifest_key == ("config/2026/11/25/scheduled__2026-11-25T02_00_00_00_00/attempt-001/manifest.json")
-    assert manifest["sequence"] == 1 and manifest["previous"] is None
+    assert manifest["chain"] == {"dag_id": run_context.dag_id, "after_sequence": 0}
+    link = latest_link(s3_store, run_context.dag_id)
+    assert (archived.sequence, link["sequence"], link["previous_link_sha256"]) == (1, 1, None)
+    assert link["manifest_key"] == archived.manifest_key and link["manifest_sha256"] == archived.manifest_sha256
+    assert link["manifest_version_id"] == s3_store.head(archived.manifest_key).version_id
     assert manifest["outcome"] == "passed"
     assert manifest["controls"] == ["CC8.1"]
-    assert manifest["store"] == {"url": s3_store.url, "immutable": True, "retention_days": 400}
+    assert manifest["store"] == {"url": s3_store.url, "immutable": True, "retention_days": 400, "stale_uploads": []}
     assert manifest["run"]["dag_id"] == run_context.dag_id
     keys = sorted(item["key"] for item in manifest["items"])
     assert keys == [
@@ -105,17 +115,18 @@ def test_rerun_writes_a_new_attempt_chained_to_the_first(s3_store, tmp_path, run
     second = archive(s3_store, tmp_path, run_context)
 
     assert (first.attempt, second.attempt) == (1, 2)
-    assert second.manifest["previous"] == {"key": first.manifest_key, "sha256": first.manifest_sha256}
-    assert second.sequence == 2
+    first_link, second_link = (read_link(s3_store, key) for key in chain_keys(s3_store, run_context.dag_id))
+    assert second_link.body["previous_link_sha256"] == first_link.sha256
+    assert (second.sequence, second.manifest["chain"]["after_sequence"]) == (2, 1)
     for key, version in first_versions.items():
         assert s3_store.head(key).version_id == version  # untouched
-    assert verify_store(s3_store).ok
+    assert verify(s3_store).ok
 
 
 def test_clean_archive_verifies(s3_store, tmp_path, run_context):
     for day in (23, 24, 25):
         archive(s3_store, tmp_path, night(run_context, day))
-    report = verify_store(s3_store, since=date(2026, 11, 23), until=date(2026, 11, 25))
+    report = verify(s3_store, since=date(2026, 11, 23), until=date(2026, 11, 25))
     assert report.ok, report.errors
     assert report.manifests == 3
     assert report.objects_checked == 6
@@ -130,10 +141,10 @@ def test_verify_detects_a_flipped_byte(s3_store, s3_client, lock_bucket, tmp_pat
     data[3] ^= 0x01
     put_raw(s3_client, lock_bucket, item["key"], bytes(data))
 
-    report = verify_store(s3_store)
+    report = verify(s3_store)
 
-    assert [problem.key for problem in errors(report, "hash")] == [item["key"]]
-    assert [problem.key for problem in errors(report, "version")] == [item["key"]]
+    # The locked original is still there and still verifies; the rewrite on top of it is the finding.
+    assert [(problem.check, problem.key) for problem in report.errors] == [("versions", item["key"])]
 
 
 def test_verify_detects_a_missing_object(s3_store, s3_client, lock_bucket, tmp_path, run_context):
@@ -142,9 +153,10 @@ def test_verify_detects_a_missing_object(s3_store, s3_client, lock_bucket, tmp_p
     # Object Lock allows a delete marker (no version id); the locked version survives underneath.
     s3_client.delete_object(Bucket=lock_bucket, Key=f"evidence/{item['key']}")
 
-    report = verify_store(s3_store)
+    report = verify(s3_store)
 
-    assert [(problem.check, problem.key) for problem in report.errors] == [("missing", item["key"])]
+    assert [(problem.check, problem.key) for problem in report.errors] == [("versions", item["key"])]
+    assert "delete marker" in report.errors[0].detail
 
 
 def test_verify_detects_a_manifest_removed_from_the_middle_of_the_chain(
@@ -153,10 +165,9 @@ def test_verify_detects_a_manifest_removed_from_the_middle_of_the_chain(
     middle = [archive(s3_store, tmp_path, night(run_context, day)) for day in (23, 24, 25)][1]
     s3_client.delete_object(Bucket=lock_bucket, Key=f"evidence/{middle.manifest_key}")
 
-    report = verify_store(s3_store, since=date(2026, 11, 23), until=date(2026, 11, 25))
+    report = verify(s3_store, since=date(2026, 11, 23), until=date(2026, 11, 25))
 
-    assert any(p.key == middle.manifest_key and "removed from the chain" in p.detail for p in errors(report, "chain"))
-    assert [p.key for p in errors(report, "calendar")] == ["config/2026/11/24"]
+    assert [(p.check, p.key) for p in report.errors] == [("versions", middle.manifest_key)]
 
 
 def test_verify_detects_an_edited_manifest(s3_store, s3_client, lock_bucket, tmp_path, run_context):
@@ -166,18 +177,16 @@ def test_verify_detects_an_edited_manifest(s3_store, s3_client, lock_bucket, tmp
     manifest["items"] = manifest["items"][:1]  # hide an item
     put_raw(s3_client, lock_bucket, runs[0].manifest_key, json.dumps(manifest).encode())
 
-    report = verify_store(s3_store)
+    report = verify(s3_store)
 
-    assert [p.key for p in errors(report, "manifest_hash")] == [runs[0].manifest_key]
-    hidden = runs[0].manifest["items"][1]["key"]
-    assert any(p.key == hidden for p in errors(report, "unreferenced"))
+    assert [(p.check, p.key) for p in report.errors] == [("versions", runs[0].manifest_key)]
 
 
 def test_verify_detects_a_missing_night(s3_store, tmp_path, run_context):
     for day in (22, 23, 25):
         archive(s3_store, tmp_path, night(run_context, day))
 
-    report = verify_store(s3_store, since=date(2026, 11, 21), until=date(2026, 11, 26))
+    report = verify(s3_store, since=date(2026, 11, 21), until=date(2026, 11, 26))
 
     assert [p.key for p in errors(report, "calendar")] == [
         "config/2026/11/21",
@@ -194,9 +203,12 @@ def test_verify_detects_added_objects(s3_store, s3_client, lock_bucket, tmp_path
     put_raw(s3_client, lock_bucket, f"{folder}/repo-a/planted.json", b"{}\n")
     put_raw(s3_client, lock_bucket, "stray.txt", b"stray\n")
 
-    report = verify_store(s3_store)
+    report = verify(s3_store)
 
     assert sorted(p.key for p in errors(report, "unreferenced")) == [f"{folder}/repo-a/planted.json", "stray.txt"]
+    # Keys outside the layout are checked whatever the period.
+    scoped = verify(s3_store, since=date(2026, 11, 25), until=date(2026, 11, 25), family="config")
+    assert [p.key for p in errors(scoped, "unreferenced")] == [f"{folder}/repo-a/planted.json", "stray.txt"]
 
 
 def test_verify_detects_shortened_retention(s3_store, s3_client, lock_bucket, tmp_path, run_context):
@@ -210,10 +222,10 @@ def test_verify_detects_shortened_retention(s3_store, s3_client, lock_bucket, tm
         Retention={"Mode": "COMPLIANCE", "RetainUntilDate": run_context.logical_date + timedelta(days=30)},
     )
 
-    report = verify_store(s3_store)
+    report = verify(s3_store)
 
     assert [p.key for p in errors(report, "retention")] == [item["key"]]
-    assert verify_store(s3_store, retention_days=400 * 3).errors  # a stricter policy than the archive's
+    assert verify(s3_store, retention_days=400 * 3).errors  # a stricter policy than the archive's
 
 
 def test_every_object_is_locked_for_the_policy(s3_store, s3_client, lock_bucket, tmp_path, run_context):
@@ -244,13 +256,13 @@ def test_interrupted_archive_leaves_an_uncommitted_attempt_and_the_night_missing
     monkeypatch.undo()
 
     assert latest_link(s3_store, run_context.dag_id) is None
-    report = verify_store(s3_store, since=run_context.night, until=run_context.night)
-    assert [p.check for p in report.warnings if p.check == "incomplete_attempt"] == ["incomplete_attempt"]
+    report = verify(s3_store, since=run_context.night, until=run_context.night)
+    assert [p.check for p in report.warnings if p.check == "uncommitted_attempt"] == ["uncommitted_attempt"]
     assert [p.check for p in report.errors] == ["calendar", "manifests"]  # nothing committed: nothing proven
 
     retried = archive(s3_store, tmp_path, run_context)  # the retry is safe: a new attempt
     assert retried.attempt == 2
-    assert verify_store(s3_store, since=run_context.night, until=run_context.night).ok
+    assert verify(s3_store, since=run_context.night, until=run_context.night).ok
 
 
 def test_data_quality_failure_is_archived_and_marked_failed(s3_store, tmp_path, run_context):
@@ -273,8 +285,8 @@ def test_data_quality_failure_is_archived_and_marked_failed(s3_store, tmp_path, 
         "repo-a": "archived",
         "repo-b": "extraction_failed",
     }
-    report = verify_store(s3_store)
-    assert report.ok  # intact, but the night did not pass
+    report = verify(s3_store)
+    assert report.ok and report.exit_code == 2  # intact, but the night did not pass
     assert report.calendar["config"] == {"2026-11-25": "failed"}
     assert [p.check for p in report.warnings] == ["calendar"]
 
@@ -282,19 +294,22 @@ def test_data_quality_failure_is_archived_and_marked_failed(s3_store, tmp_path, 
 def test_concurrent_commit_takes_the_next_chain_position(s3_store, tmp_path, run_context, monkeypatch):
     first = archive(s3_store, tmp_path, run_context)
     views = []
+    real_chain_keys = archive_module.chain_keys
 
-    def stale_then_fresh(store, dag_id):
-        """The first look sees the chain as it was before ``first`` committed, as a racing run would."""
+    def stale_on_the_first_claim(store, dag_id):
+        """The first claim sees the chain as it was before ``first`` committed, as a racing run would."""
         views.append(dag_id)
-        return None if len(views) == 1 else latest_link(store, dag_id)
+        return [] if len(views) == 2 else real_chain_keys(store, dag_id)
 
-    monkeypatch.setattr(archive_module, "latest_link", stale_then_fresh)
+    monkeypatch.setattr(archive_module, "chain_keys", stale_on_the_first_claim)
     second = archive(s3_store, tmp_path, night(run_context, 26))
+    monkeypatch.undo()
 
-    assert len(views) == 2
-    assert second.sequence == 2
-    assert second.manifest["previous"]["key"] == first.manifest_key
-    assert verify_store(s3_store).ok
+    assert len(views) == 3  # the manifest's floor, the lost claim of place 1, the claim of place 2
+    assert second.sequence == 2 and not second.adopted
+    assert latest_link(s3_store, run_context.dag_id)["manifest_key"] == second.manifest_key
+    assert first.sequence == 1
+    assert verify(s3_store, last_night=date(2026, 11, 26), since=date(2026, 11, 25), until=date(2026, 11, 25)).ok
 
 
 def test_a_run_whose_validation_did_not_run_is_archived_as_failed(s3_store, tmp_path, run_context):
@@ -311,19 +326,34 @@ def test_a_run_whose_validation_did_not_run_is_archived_as_failed(s3_store, tmp_
     assert len(archived.manifest["items"]) == 2  # nothing dropped
 
 
-def test_local_store_is_append_only_and_says_it_is_not_immutable(tmp_path, run_context):
+def test_local_store_is_refused_unless_marked_not_immutable(tmp_path, run_context):
     store = open_store((tmp_path / "store").as_uri())
-    archived = archive(store, tmp_path, run_context)
+    with pytest.raises(StoreConfigError, match="cannot lock objects.*store.immutable: false"):
+        archive(store, tmp_path, run_context)
+    assert not list(store.list_objects())
+
+    archived = archive_run(
+        store,
+        family="config",
+        run=run_context,
+        bundles=[stage(tmp_path, run_context)],
+        sources=[SOURCE],
+        retention_days=400,
+        validation=PASSED,
+        allow_mutable_store=True,
+        now=collected_after(run_context),
+    )
     assert archived.manifest["store"]["immutable"] is False
+    assert archived.outcome == "failed"  # evidence in a mutable store never passes
     path = tmp_path / "store" / archived.manifest_key
     assert not path.stat().st_mode & 0o222  # read-only
     with pytest.raises(ObjectExistsError):
         store.put_bytes(archived.manifest_key, b"x", hashlib.sha256(b"x").hexdigest(), run_context.logical_date)
 
-    report = verify_store(store)
-    assert report.ok and [p.check for p in report.warnings] == ["immutability"]
+    report = verify(store)
+    assert [p.check for p in report.errors] == ["immutability", "immutability"] and report.exit_code == 1
 
     item = tmp_path / "store" / archived.manifest["items"][0]["key"]
     item.chmod(0o644)
     item.write_bytes(item.read_bytes().replace(b"abc", b"abd"))
-    assert [p.check for p in verify_store(store).errors] == ["hash"]
+    assert [p.check for p in verify(store).errors] == ["immutability", "hash", "immutability"]

@@ -51,10 +51,12 @@ def main() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(store_url, since, until, family, retention_days, as_json) -> None:
-    """Prove the archive is intact: re-hash every object, walk every manifest chain, check every lock.
+    """Prove the archive is intact: list every version, walk every chain, re-hash every object, check every lock.
 
-    Exits 0 only when nothing was changed, removed or added and every night in the
-    period has a complete run.
+    Exit codes: 0 when nothing was changed, removed or added and every night in the period has a
+    run that passed; 1 on any integrity problem (a rewrite, a deletion, an added or unlocked object,
+    a broken chain, a mutable store); 2 when the archive is intact but nights are missing or failed.
+    The period ends, unless --until says otherwise, at the last night whose runs are due.
 
     Example:
 
@@ -73,7 +75,7 @@ def verify(store_url, since, until, family, retention_days, as_json) -> None:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:
         _print_report(report)
-    sys.exit(0 if report.ok else 1)
+    sys.exit(report.exit_code)
 
 
 def _print_report(report) -> None:
@@ -90,7 +92,12 @@ def _print_report(report) -> None:
         click.echo(f"WARNING    {problem.check}: {problem.key}: {problem.detail}")
     for problem in report.errors:
         click.echo(f"ERROR      {problem.check}: {problem.key}: {problem.detail}")
-    click.echo("result     " + ("OK: archive verified" if report.ok else f"FAILED: {len(report.errors)} problem(s)"))
+    outcome = {
+        0: "OK: archive verified, every night passed",
+        1: f"FAILED: {len(report.errors)} problem(s), integrity not proven",
+        2: f"INCOMPLETE: archive intact, but nights are missing or failed ({len(report.errors)} problem(s))",
+    }
+    click.echo("result     " + outcome[report.exit_code])
 
 
 @main.group()

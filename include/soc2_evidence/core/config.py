@@ -96,6 +96,20 @@ class StoreSection(Section):
     aws_conn_id: Annotated[
         str | None, msgspec.Meta(description="Airflow AWS connection; unset: boto3's standard chain")
     ] = None
+    immutable: Annotated[
+        bool,
+        msgspec.Meta(
+            description="false, for development only, archives to a store that cannot lock objects (file://, an "
+            "emulator); manifests then say so and evidence verify fails. EVIDENCE_STORE_IMMUTABLE overrides it"
+        ),
+    ] = True
+    abort_stale_uploads: Annotated[
+        bool,
+        msgspec.Meta(
+            description="abort multipart uploads left for over a day under the store's prefix (by a killed archive); "
+            "false only lists them in the manifest"
+        ),
+    ] = True
 
 
 class RedactionSection(Section):
@@ -165,6 +179,8 @@ class PipelineConfig:
     path: Path
     store_url: str
     aws_conn_id: str | None
+    store_immutable: bool
+    abort_stale_uploads: bool
     retention_days: int
     staging_dir: Path
     redaction_secret_variable: str
@@ -534,6 +550,8 @@ def _build(path: Path, raw: dict[str, Any], kinds: Mapping[str, KindSpec]) -> Pi
         path=resolved,
         store_url=os.environ.get("EVIDENCE_STORE") or file.store.url or "",
         aws_conn_id=file.store.aws_conn_id,
+        store_immutable=_flag(os.environ.get("EVIDENCE_STORE_IMMUTABLE"), file.store.immutable),
+        abort_stale_uploads=file.store.abort_stale_uploads,
         retention_days=file.retention_days,
         staging_dir=staging_dir,
         redaction_secret_variable=file.redaction.secret_variable,
@@ -546,6 +564,15 @@ def _build(path: Path, raw: dict[str, Any], kinds: Mapping[str, KindSpec]) -> Pi
         },
         sources=sources,
     )
+
+
+def _flag(override: str | None, configured: bool) -> bool:
+    """An environment override of a boolean setting: true/false (any case), else the configured value."""
+    if override is None or not override.strip():
+        return configured
+    if override.strip().lower() in ("true", "false"):
+        return override.strip().lower() == "true"
+    raise ConfigError(f"EVIDENCE_STORE_IMMUTABLE={override!r}: must be true or false")
 
 
 def schedule_problem(schedule: str) -> str | None:

@@ -41,8 +41,12 @@ class StoreConfigError(EvidenceError):
     """A store URL or bucket cannot hold evidence safely; the store fails closed."""
 
 
+class StoreUnavailableError(TransientError):
+    """The store did not answer, or answered with a 5xx or throttling, after the client's own retries."""
+
+
 class ObjectExistsError(EvidenceError):
-    """A write would overwrite an existing evidence object."""
+    """A write would overwrite an existing evidence object that holds other content."""
 
 
 class CollectorError(EvidenceError):

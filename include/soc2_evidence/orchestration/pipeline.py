@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from soc2_evidence.archive.run import ArchivedRun, SourceOutcome, archive_run, committed_manifests, passed_items
@@ -169,21 +170,37 @@ def archive_bundles(
     """Archive what was staged, with its validation; sources with no bundle are recorded as failed.
 
     With no validation bundle (the validate task failed) everything is still archived, marked
-    not validated, and the run's outcome is failed.
+    not validated, and the run's outcome is failed. A bundle whose staging was lost or damaged
+    after extraction (a missing file, a size that changed) loses only its source: that source is
+    archived as failed, with the reason and the staging path, and the others as usual.
     """
-    bundles = [Bundle.load(path) for path in bundle_dirs]
+    bundles: list[Bundle] = []
+    lost: dict[str, str] = {}
+    for path in bundle_dirs:
+        bundle, reason = _load_staged(path)
+        if bundle is None:
+            lost[Path(path).parent.name] = reason
+        else:
+            bundles.append(bundle)
     summary = None
     if validation_dir:
-        validation = Bundle.load(validation_dir)
-        summary = summary_of(validation)
-        bundles.append(validation)
+        validation, reason = _load_staged(validation_dir)
+        if validation is None:
+            log.warning("validation staging is unusable, archiving without it: %s", reason)
+        else:
+            summary = summary_of(validation)
+            bundles.append(validation)
     staged_sources = {bundle.source for bundle in bundles}
-    outcomes = [
-        SourceOutcome(source.name, source.kind, "archived")
-        if source.name in staged_sources
-        else SourceOutcome(source.name, source.kind, "extraction_failed", _why_missing(config, run, source.name))
-        for source in config.sources_of(family)
-    ]
+    outcomes = []
+    for source in config.sources_of(family):
+        if source.name in staged_sources:
+            outcomes.append(SourceOutcome(source.name, source.kind, "archived"))
+        elif source.name in lost:
+            outcomes.append(SourceOutcome(source.name, source.kind, "staging_lost", lost[source.name]))
+        else:
+            outcomes.append(
+                SourceOutcome(source.name, source.kind, "extraction_failed", _why_missing(config, run, source.name))
+            )
     if summary is not None:
         outcomes.append(SourceOutcome(VALIDATION_SOURCE, VALIDATION_SOURCE, "archived"))
     store = open_store(config.store_url, aws_conn_id=aws_conn_id or config.aws_conn_id, credentials=credentials)
@@ -196,8 +213,32 @@ def archive_bundles(
         retention_days=config.retention_days,
         item_status={(source, name): status for source, name, status in summary["item_status"]} if summary else {},
         validation={key: value for key, value in summary.items() if key != "item_status"} if summary else None,
+        allow_mutable_store=not config.store_immutable,
+        abort_stale_uploads=config.abort_stale_uploads,
         now=now,
     )
+
+
+def _load_staged(path: str) -> tuple[Bundle | None, str]:
+    """The bundle at ``path`` with every item file present at its recorded size; else None and why not."""
+    try:
+        bundle = Bundle.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return (
+            None,
+            f"staging {path} is unreadable ({describe(error)}); the source's evidence was lost after extraction",
+        )
+    for staged in bundle.items:
+        try:
+            size = staged.path.stat().st_size
+        except OSError:
+            return None, f"staging {path} lost {staged.item.name}; the source's evidence was lost after extraction"
+        if size != staged.item.size:
+            return None, (
+                f"staging {path}: {staged.item.name} is {size} bytes, {staged.item.size} were staged; "
+                "the source's evidence was changed after extraction"
+            )
+    return bundle, ""
 
 
 def _why_missing(config: PipelineConfig, run: RunContext, source: str) -> str:

@@ -11,7 +11,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from soc2_evidence.archive.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.archive.stores.base import (
+    EvidenceStore,
+    ObjectHead,
+    ObjectInfo,
+    ObjectVersion,
+    PendingUpload,
+    StoredObject,
+)
+from soc2_evidence.core.hashing import Digest
 
 
 class DualStore(EvidenceStore):
@@ -37,11 +45,24 @@ class DualStore(EvidenceStore):
     def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         return self.primary.list_objects(prefix)
 
-    def open(self, key: str) -> BinaryIO:
-        return self.primary.open(key)
+    def list_versions(self, prefix: str = "") -> Iterator[ObjectVersion]:
+        return self.primary.list_versions(prefix)
 
-    def head(self, key: str) -> ObjectHead:
-        return self.primary.head(key)
+    def open(self, key: str, version_id: str | None = None) -> BinaryIO:
+        """Version ids are the primary's: each copy numbers its versions its own way."""
+        return self.primary.open(key, version_id)
+
+    def head(self, key: str, version_id: str | None = None) -> ObjectHead:
+        return self.primary.head(key, version_id)
+
+    def read_bytes(self, key: str, version_id: str | None = None) -> bytes:
+        return self.primary.read_bytes(key, version_id)
+
+    def digest(self, key: str, version_id: str | None = None) -> Digest:
+        return self.primary.digest(key, version_id)
+
+    def pending_uploads(self, older_than: datetime, *, abort: bool) -> list[PendingUpload]:
+        return [upload for copy in self.copies for upload in copy.pending_uploads(older_than, abort=abort)]
 
     def _both(self, stored: list[StoredObject]) -> StoredObject:
         first = stored[0]

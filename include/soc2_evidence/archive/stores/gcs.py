@@ -13,20 +13,30 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from soc2_evidence.archive.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.archive.stores.base import (
+    EvidenceStore,
+    ObjectHead,
+    ObjectInfo,
+    ObjectVersion,
+    PendingUpload,
+    StoredObject,
+)
 from soc2_evidence.core.buckets import BucketPrefix
 from soc2_evidence.core.credentials import Credentials
-from soc2_evidence.core.errors import ObjectExistsError, StoreConfigError
+from soc2_evidence.core.errors import ObjectExistsError, StoreConfigError, StoreUnavailableError
 from soc2_evidence.core.hashing import digest_bytes
 
 LOCKED = "COMPLIANCE"  # what a locked GCS retention means, in the S3 vocabulary verify speaks
 BUCKET_LOCK, OBJECT_LOCK, EMULATOR = "bucket_lock", "object_lock", "emulator"
+
+log = logging.getLogger(__name__)
 
 
 def default_client_factory() -> Any:
@@ -104,13 +114,27 @@ class GCSRetentionStore(BucketPrefix, EvidenceStore):
         if self._mode in (OBJECT_LOCK, EMULATOR):
             blob.retention.mode = "Locked"
             blob.retention.retain_until_time = retain_until
+        generation = None
         try:
             blob.upload_from_string(data, if_generation_match=0)
-        except exceptions.PreconditionFailed as error:
-            raise ObjectExistsError(f"{self.url}/{key} already exists; evidence is never overwritten") from error
+            generation = blob.generation
+        except exceptions.PreconditionFailed:
+            log.info("%s/%s: the key exists (a retried write, or a conflict); reading it back", self.url, key)
         except exceptions.GoogleAPIError as error:
-            raise StoreConfigError(f"{self.url}/{key}: write failed: {error}") from error
-        return StoredObject(key=key, sha256=sha256, size=digest.size, version_id=str(blob.generation))
+            raise _store_error(f"{self.url}/{key}: write failed", error) from error
+        return self._confirm(key, sha256, digest.size, blob.md5_hash, generation)
+
+    def _confirm(self, key: str, sha256: str, size: int, md5: str, generation: int | None) -> StoredObject:
+        """Ask GCS for the object (by generation, when the upload reported one): its MD5 must be ours."""
+        stored = self.bucket.get_blob(self._key(key), generation=generation) if generation else None
+        if stored is None:
+            stored = self.bucket.get_blob(self._key(key))
+        if stored is None or stored.md5_hash != md5:
+            raise ObjectExistsError(
+                f"{self.url}/{key} already holds other content (MD5 {getattr(stored, 'md5_hash', None)}, ours {md5}); "
+                "evidence is never overwritten"
+            )
+        return StoredObject(key=key, sha256=sha256, size=size, version_id=str(stored.generation))
 
     def put_file(self, key: str, path: Path, sha256: str, retain_until: datetime) -> StoredObject:
         return self.put_bytes(key, path.read_bytes(), sha256, retain_until)
@@ -122,11 +146,23 @@ class GCSRetentionStore(BucketPrefix, EvidenceStore):
         ):
             yield ObjectInfo(key=blob.name[strip:], size=int(blob.size or 0))
 
-    def open(self, key: str) -> BinaryIO:
-        return self.bucket.blob(self._key(key)).open("rb")
+    def list_versions(self, prefix: str = "") -> Iterator[ObjectVersion]:
+        """Every generation; GCS has no delete markers: a deleted live object leaves only noncurrent ones."""
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        blobs = self.bucket.client.list_blobs(self.bucket_name, prefix=self._key(prefix), versions=True)
+        for blob in sorted(blobs, key=lambda blob: (blob.name, -(blob.generation or 0))):
+            yield ObjectVersion(
+                blob.name[strip:], str(blob.generation), blob.time_deleted is None, False, int(blob.size or 0)
+            )
 
-    def head(self, key: str) -> ObjectHead:
-        blob = self.bucket.get_blob(self._key(key))
+    def open(self, key: str, version_id: str | None = None) -> BinaryIO:
+        return self.bucket.blob(self._key(key), generation=int(version_id) if version_id else None).open("rb")
+
+    def pending_uploads(self, older_than: datetime, *, abort: bool) -> list[PendingUpload]:
+        return []  # objects are uploaded in one request; GCS lists no resumable sessions to report
+
+    def head(self, key: str, version_id: str | None = None) -> ObjectHead:
+        blob = self.bucket.get_blob(self._key(key), generation=int(version_id) if version_id else None)
         if blob is None:
             return ObjectHead(version_id=None, lock_mode=None, retain_until=None)
         retention = blob._properties.get("retention") or {}
@@ -144,3 +180,11 @@ def _crc32c(data: bytes) -> str:
     import google_crc32c
 
     return base64.b64encode(google_crc32c.Checksum(data).digest()).decode("ascii")
+
+
+def _store_error(where: str, error: Exception) -> Exception:
+    """Transient when GCS was failing or throttling (after the client's retries), else permanent."""
+    code = getattr(error, "code", None)
+    if isinstance(code, int) and (code >= 500 or code in (408, 429)):
+        return StoreUnavailableError(f"{where}: {error}")
+    return StoreConfigError(f"{where}: {error}")

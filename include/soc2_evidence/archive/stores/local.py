@@ -8,9 +8,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from soc2_evidence.archive.stores.base import EvidenceStore, ObjectHead, ObjectInfo, StoredObject
+from soc2_evidence.archive.stores.base import (
+    EvidenceStore,
+    ObjectHead,
+    ObjectInfo,
+    ObjectVersion,
+    PendingUpload,
+    StoredObject,
+)
 from soc2_evidence.core.errors import ObjectExistsError, StoreConfigError
-from soc2_evidence.core.hashing import digest_bytes
+from soc2_evidence.core.hashing import digest_bytes, digest_file
 
 
 class LocalStore(EvidenceStore):
@@ -37,7 +44,11 @@ class LocalStore(EvidenceStore):
         try:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError as error:
-            raise ObjectExistsError(f"store {self.url}: {key} already exists; evidence is never overwritten") from error
+            if digest_file(path).sha256 == sha256:  # written before (a retried or repeated write): ours
+                return StoredObject(key=key, sha256=sha256, size=len(data), version_id=None)
+            raise ObjectExistsError(
+                f"store {self.url}: {key} already holds other content; evidence is never overwritten"
+            ) from error
         with os.fdopen(descriptor, "wb") as stream:
             stream.write(data)
             stream.flush()
@@ -59,11 +70,21 @@ class LocalStore(EvidenceStore):
                     found.append(ObjectInfo(key=key, size=path.stat().st_size))
         yield from sorted(found, key=lambda info: info.key)
 
-    def open(self, key: str) -> BinaryIO:
+    def list_versions(self, prefix: str = "") -> Iterator[ObjectVersion]:
+        """A directory keeps one version of each file: the current one."""
+        for info in self.list_objects(prefix):
+            yield ObjectVersion(info.key, None, True, False, info.size)
+
+    def open(self, key: str, version_id: str | None = None) -> BinaryIO:
         return open(self._path(key), "rb")
 
-    def head(self, key: str) -> ObjectHead:
-        return ObjectHead(version_id=None, lock_mode=None, retain_until=None)
+    def head(self, key: str, version_id: str | None = None) -> ObjectHead:
+        path = self._path(key)
+        digest = digest_file(path)
+        return ObjectHead(None, None, None, checksum_sha256=digest.checksum_sha256, size=digest.size)
+
+    def pending_uploads(self, older_than: datetime, *, abort: bool) -> list[PendingUpload]:
+        return []  # files are written whole: nothing is left half uploaded
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
