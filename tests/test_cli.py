@@ -6,7 +6,7 @@ import json
 import socket
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -32,6 +32,7 @@ def archive_one(store, tmp_path):
         sources=[SourceOutcome("repo", "config_repo", "archived")],
         retention_days=400,
         validation={"status": "passed", "failures": []},
+        now=lambda: RUN.logical_date + timedelta(hours=1),
     )
 
 
@@ -41,10 +42,18 @@ def invoke(*args: str):
 
 def test_verify_passes_on_an_intact_archive(s3_store, tmp_path):
     archive_one(s3_store, tmp_path)
-    result = invoke("verify", "--store", s3_store.url)
+    result = invoke("verify", "--store", s3_store.url, "--until", "2026-11-25")
     assert result.exit_code == 0, result.output
     assert "1 re-hashed" in result.output
-    assert result.output.rstrip().endswith("OK: archive verified")
+    assert result.output.rstrip().endswith("OK: archive verified, every night passed")
+
+
+def test_verify_exit_code_2_is_an_intact_archive_with_nights_missing(s3_store, tmp_path):
+    archive_one(s3_store, tmp_path)
+    result = invoke("verify", "--store", s3_store.url, "--until", "2026-11-26")
+    assert result.exit_code == 2, result.output
+    assert "ERROR      calendar: config/2026/11/26: no committed run for this night" in result.output
+    assert result.output.rstrip().endswith("INCOMPLETE: archive intact, but nights are missing or failed (1 problem(s))")
 
 
 def test_verify_fails_and_says_why(s3_store, s3_client, lock_bucket, tmp_path):
@@ -52,23 +61,23 @@ def test_verify_fails_and_says_why(s3_store, s3_client, lock_bucket, tmp_path):
     s3_client.delete_object(Bucket=lock_bucket, Key=f"evidence/{archived.manifest['items'][0]['key']}")
     result = invoke("verify", "--store", s3_store.url, "--since", "2026-11-24", "--until", "2026-11-25")
     assert result.exit_code == 1
-    assert "ERROR      missing: config/2026/11/25/" in result.output
-    assert "ERROR      calendar: config/2026/11/24: no complete run for this night" in result.output
-    assert "FAILED: 2 problem(s)" in result.output
+    assert "ERROR      versions: config/2026/11/25/" in result.output and "delete marker" in result.output
+    assert "ERROR      calendar: config/2026/11/24: no committed run for this night" in result.output
+    assert "FAILED: 2 problem(s), integrity not proven" in result.output
 
 
 def test_verify_json_report(s3_store, tmp_path):
     archive_one(s3_store, tmp_path)
-    result = invoke("verify", "--store", s3_store.url, "--json", "--family", "config")
+    result = invoke("verify", "--store", s3_store.url, "--json", "--family", "config", "--until", "2026-11-25")
     report = json.loads(result.output)
-    assert report["ok"] is True
+    assert report["ok"] is True and report["exit_code"] == result.exit_code == 0
     assert report["calendar"] == {"config": {"2026-11-25": "passed"}}
 
 
 def test_verify_reads_the_store_from_the_environment(s3_store, tmp_path, monkeypatch):
     archive_one(s3_store, tmp_path)
     monkeypatch.setenv("EVIDENCE_STORE", s3_store.url)
-    assert invoke("verify").exit_code == 0
+    assert invoke("verify", "--until", "2026-11-25").exit_code == 0
 
 
 @pytest.mark.parametrize(
@@ -95,13 +104,13 @@ def test_verify_of_an_empty_or_misspelt_prefix_fails(s3_store, tmp_path):
     """Nothing verified proves nothing: a typo in the prefix must not read as a clean archive."""
     archive_one(s3_store, tmp_path)
     misspelt = s3_store.url.rsplit("/", 1)[0] + "/evidnce"
-    result = invoke("verify", "--store", misspelt)
+    result = invoke("verify", "--store", misspelt, "--until", "2026-11-25")
     assert result.exit_code == 1
     assert (
-        f"ERROR      manifests: {misspelt}: found no manifests under {misspelt}; check the bucket and prefix "
-        "of the store URL, and the period"
+        f"ERROR      manifests: {misspelt}: found no committed manifests under {misspelt} (until 2026-11-25); "
+        "check the bucket and prefix of the store URL, and the period"
     ) in result.output
-    assert result.output.rstrip().endswith("FAILED: 1 problem(s)")
+    assert result.output.rstrip().endswith("FAILED: 1 problem(s), integrity not proven")
 
 
 @pytest.fixture
@@ -123,9 +132,9 @@ def test_verify_against_a_closed_port_is_one_line(aws_env, one_try_s3, monkeypat
     result = CliRunner().invoke(main, ["verify", "--store", "s3://soc2-evidence/evidence"])
     assert result.exit_code == 1
     assert result.output == (
-        "Error: bucket soc2-evidence: cannot list: cannot reach the S3 endpoint (Could not connect to the endpoint "
-        f'URL: "{closed}/soc2-evidence?list-type=2&prefix=evidence%2F&encoding-type=url"); check the network and '
-        "AWS_ENDPOINT_URL_S3\n"
+        "Error: bucket soc2-evidence: cannot list versions: cannot reach the S3 endpoint (Could not connect to the "
+        f'endpoint URL: "{closed}/soc2-evidence?versions&prefix=evidence%2F&encoding-type=url"); check the network '
+        "and AWS_ENDPOINT_URL_S3\n"
     )
 
 
@@ -138,7 +147,7 @@ def test_verify_without_credentials_is_one_line(aws_env, one_try_s3, monkeypatch
     result = CliRunner().invoke(main, ["verify", "--store", "s3://soc2-evidence/evidence"])
     assert result.exit_code == 1
     assert result.output == (
-        "Error: bucket soc2-evidence: cannot list: no AWS credentials found; set AWS_PROFILE or AWS_ACCESS_KEY_ID "
+        "Error: bucket soc2-evidence: cannot list versions: no AWS credentials found; set AWS_PROFILE or AWS_ACCESS_KEY_ID "
         "and AWS_SECRET_ACCESS_KEY\n"
     )
 

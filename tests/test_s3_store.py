@@ -48,9 +48,18 @@ def test_never_overwrites(s3_store):
     data = b"first\n"
     s3_store.put_bytes("a.txt", data, digest_bytes(data).sha256, RETAIN)
     other = b"second\n"
-    with pytest.raises(ObjectExistsError, match=r"a\.txt already exists; evidence is never overwritten"):
+    with pytest.raises(ObjectExistsError, match=r"a\.txt already holds other content .*evidence is never overwritten"):
         s3_store.put_bytes("a.txt", other, digest_bytes(other).sha256, RETAIN)
     assert s3_store.read_bytes("a.txt") == data
+
+
+def test_writing_the_same_bytes_again_is_confirmed_not_a_conflict(s3_store):
+    """A PUT whose response was lost is sent again and answered 412: the bytes are ours, so it is done."""
+    data = b"first\n"
+    first = s3_store.put_bytes("a.txt", data, digest_bytes(data).sha256, RETAIN)
+    again = s3_store.put_bytes("a.txt", data, digest_bytes(data).sha256, RETAIN)
+    assert again.version_id == first.version_id == s3_store.head("a.txt").version_id
+    assert len([version for version in s3_store.list_versions("a.txt")]) == 1
 
 
 def test_refuses_content_that_does_not_match_its_hash(s3_store):
@@ -79,8 +88,11 @@ def test_multipart_upload_is_locked_checksummed_and_never_overwrites(
     composite = hashlib.sha256(b"".join(hashlib.sha256(part).digest() for part in parts)).digest()
     assert head["ChecksumSHA256"].split("-")[0] == base64.b64encode(composite).decode()
     assert hashlib.sha256(s3_store.read_bytes("big.bin")).hexdigest() == sha256
+    assert s3_store.put_file("big.bin", path, sha256, RETAIN).version_id == head["VersionId"]  # same bytes: confirmed
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"y" * len(path.read_bytes()))
     with pytest.raises(ObjectExistsError):
-        s3_store.put_file("big.bin", path, sha256, RETAIN)
+        s3_store.put_file("big.bin", other, hashlib.sha256(other.read_bytes()).hexdigest(), RETAIN)
 
 
 def test_multipart_refuses_a_file_changed_since_staging(s3_store, tmp_path, monkeypatch):

@@ -6,13 +6,15 @@ Missing nights become explicit gap records, archived with every run and checked 
 
 from __future__ import annotations
 
-import json
 from datetime import date, timedelta
 from typing import Any
 
-from soc2_evidence.archive.layout import MANIFEST_NAME
+from soc2_evidence.archive.layout import attempt_folder_of
+from soc2_evidence.archive.run import committed_manifests
 from soc2_evidence.archive.stores.base import EvidenceStore
+from soc2_evidence.core.config import DAG_OF_FAMILY
 from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.evidence import parse_rfc3339
 
 STATUSES = ("passed", "failed", "missing")
 CALENDAR = Dataset(
@@ -43,20 +45,25 @@ def control_expectations(dataset: Dataset) -> list[Any]:
 
 
 def evidence_calendar(store: EvidenceStore, family: str, sources: list[str], night: date, days: int) -> list[dict]:
-    """Calendar records for the ``days`` nights before ``night``.
+    """Calendar records for the ``days`` nights before ``night``, from the family's committed runs only.
 
     A source's calendar starts at the first night in the window where it has a committed run,
     so a new deployment or a newly added source does not report gaps from before it existed.
+    Runs are found by walking the DAG's chain back from its newest link until the links were
+    committed before the window opened (a run is committed on or after its night), so a manifest
+    that no link commits never counts, and the walk does not grow with the archive's age.
     """
     nights = [night - timedelta(days=offset) for offset in range(days, 0, -1)]
+    window = set(nights)
     seen: dict[tuple[date, str], list[tuple[str, str]]] = {}
-    for each in nights:
-        for info in store.list_objects(f"{family}/{each:%Y/%m/%d}/"):
-            if not info.key.endswith("/" + MANIFEST_NAME):
-                continue
-            manifest = json.loads(store.read_bytes(info.key))
-            for source, status in _source_outcomes(manifest).items():
-                seen.setdefault((each, source), []).append((info.key, status))
+    for key, manifest in committed_manifests(store, DAG_OF_FAMILY[family]):
+        if parse_rfc3339(manifest["committed_at"]).date() < nights[0]:
+            break
+        folder = attempt_folder_of(key)
+        if folder is None or folder.family != family or folder.night not in window:
+            continue
+        for source, status in _source_outcomes(manifest).items():
+            seen.setdefault((folder.night, source), []).append((key, status))
     records = []
     for source in sources:
         started = False
@@ -72,7 +79,7 @@ def evidence_calendar(store: EvidenceStore, family: str, sources: list[str], nig
                     "night": each.isoformat(),
                     "source": source,
                     "status": status,
-                    "manifests": [key for key, _ in outcomes],
+                    "manifests": sorted(key for key, _ in outcomes),
                 }
             )
     return records
