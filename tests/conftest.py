@@ -126,7 +126,9 @@ def write_pipeline_config(
     path = path or directory / "evidence.yaml"
     families = {source.get("family") for source in sources if isinstance(source, dict)}
     document: dict = {
-        "store": {"url": (directory / "store").as_uri(), "immutable": False} if store_url is None else {"url": store_url},
+        "store": {"url": (directory / "store").as_uri(), "immutable": False}
+        if store_url is None
+        else {"url": store_url},
         "staging_dir": str(directory / "staging"),
         "schedules": {dag: None for family, dag in DAG_OF_FAMILY.items() if family not in families},
     }
@@ -243,3 +245,31 @@ def gcs_bucket(gcs_endpoint, monkeypatch) -> str:
     name = f"evidence-{uuid.uuid4().hex[:12]}"
     storage.Client(project="test").create_bucket(name)
     return name
+
+
+def commit_night(store, staging: Path, night: str, sources: dict[str, str], failed_items: tuple[str, ...] = ()):
+    """Archive and commit a config night (``YYYY-MM-DD``) whose sources ended as ``sources`` says
+    (``archived`` with one item each, or a failure status), the items of ``failed_items`` failing
+    validation; committed an hour after its 02:00 logical date. A file store is allowed (for tests)."""
+    from soc2_evidence.archive.run import SourceOutcome, archive_run
+
+    logical = datetime.fromisoformat(night).replace(hour=2, tzinfo=UTC)
+    run = RunContext(DAG_OF_FAMILY["config"], f"scheduled__{night}", logical)
+    bundles = []
+    for name, status in sources.items():
+        if status == "archived":
+            writer = bundle_writer(staging, run, family="config", source=name, kind="config_repo")
+            writer.add_json("commit.json", {"source": name, "night": night})
+            bundles.append(writer.finish())
+    return archive_run(
+        store,
+        family="config",
+        run=run,
+        bundles=bundles,
+        sources=[SourceOutcome(name, "config_repo", status) for name, status in sources.items()],
+        retention_days=400,
+        item_status={(name, "commit.json"): "failed" for name in failed_items},
+        validation={"status": "passed", "failures": [], "controls": []},
+        allow_mutable_store=True,
+        now=collected_after(run),
+    )

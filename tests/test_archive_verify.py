@@ -37,9 +37,9 @@ def stage(tmp_path, run, source="repo-a", content=None):
 PASSED = {"status": "passed", "failures": [], "controls": ["CC8.1"]}
 
 
-def archive(store, tmp_path, run):
+def archive(store, tmp_path, run, content=None):
     """Stage and archive one night, collected and committed an hour after its logical date."""
-    bundle = stage(tmp_path, run)
+    bundle = stage(tmp_path, run, content=content)
     return archive_run(
         store,
         family="config",
@@ -112,7 +112,7 @@ def test_rerun_writes_a_new_attempt_chained_to_the_first(s3_store, tmp_path, run
     first = archive(s3_store, tmp_path, run_context)
     first_versions = {item["key"]: item["version_id"] for item in first.manifest["items"]}
 
-    second = archive(s3_store, tmp_path, run_context)
+    second = archive(s3_store, tmp_path, run_context, content={"commit": "def"})  # collected again, changed
 
     assert (first.attempt, second.attempt) == (1, 2)
     first_link, second_link = (read_link(s3_store, key) for key in chain_keys(s3_store, run_context.dag_id))
@@ -260,9 +260,19 @@ def test_interrupted_archive_leaves_an_uncommitted_attempt_and_the_night_missing
     assert [p.check for p in report.warnings if p.check == "uncommitted_attempt"] == ["uncommitted_attempt"]
     assert [p.check for p in report.errors] == ["calendar", "manifests"]  # nothing committed: nothing proven
 
-    retried = archive(s3_store, tmp_path, run_context)  # the retry is safe: a new attempt
-    assert retried.attempt == 2
-    assert verify(s3_store, since=run_context.night, until=run_context.night).ok
+    retried = archive(s3_store, tmp_path, run_context)  # the retry is safe: it completes the same attempt
+    assert retried.attempt == 1 and not retried.adopted
+    report = verify(s3_store, since=run_context.night, until=run_context.night)
+    assert report.ok and not report.warnings
+
+
+def test_archiving_the_same_run_again_commits_it_once(s3_store, tmp_path, run_context):
+    """A second archive of the same staged bytes (a retried task whose first try did commit) adopts the commit."""
+    first = archive(s3_store, tmp_path, run_context)
+    again = archive(s3_store, tmp_path, run_context)
+    assert (again.adopted, again.attempt, again.sequence, again.manifest_key) == (True, 1, 1, first.manifest_key)
+    assert len(chain_keys(s3_store, run_context.dag_id)) == 1
+    assert verify(s3_store).exit_code == 0
 
 
 def test_data_quality_failure_is_archived_and_marked_failed(s3_store, tmp_path, run_context):
@@ -328,7 +338,7 @@ def test_a_run_whose_validation_did_not_run_is_archived_as_failed(s3_store, tmp_
 
 def test_local_store_is_refused_unless_marked_not_immutable(tmp_path, run_context):
     store = open_store((tmp_path / "store").as_uri())
-    with pytest.raises(StoreConfigError, match="cannot lock objects.*store.immutable: false"):
+    with pytest.raises(StoreConfigError, match=r"cannot lock objects.*store\.immutable: false"):
         archive(store, tmp_path, run_context)
     assert not list(store.list_objects())
 

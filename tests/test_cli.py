@@ -53,7 +53,9 @@ def test_verify_exit_code_2_is_an_intact_archive_with_nights_missing(s3_store, t
     result = invoke("verify", "--store", s3_store.url, "--until", "2026-11-26")
     assert result.exit_code == 2, result.output
     assert "ERROR      calendar: config/2026/11/26: no committed run for this night" in result.output
-    assert result.output.rstrip().endswith("INCOMPLETE: archive intact, but nights are missing or failed (1 problem(s))")
+    assert result.output.rstrip().endswith(
+        "INCOMPLETE: archive intact, but nights are missing or failed (1 problem(s))"
+    )
 
 
 def test_verify_fails_and_says_why(s3_store, s3_client, lock_bucket, tmp_path):
@@ -147,8 +149,8 @@ def test_verify_without_credentials_is_one_line(aws_env, one_try_s3, monkeypatch
     result = CliRunner().invoke(main, ["verify", "--store", "s3://soc2-evidence/evidence"])
     assert result.exit_code == 1
     assert result.output == (
-        "Error: bucket soc2-evidence: cannot list versions: no AWS credentials found; set AWS_PROFILE or AWS_ACCESS_KEY_ID "
-        "and AWS_SECRET_ACCESS_KEY\n"
+        "Error: bucket soc2-evidence: cannot list versions: no AWS credentials found; set AWS_PROFILE or "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY\n"
     )
 
 

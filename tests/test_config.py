@@ -277,7 +277,8 @@ def test_config_error_is_a_value_error():
             "store:\n  url: s3://b/p\n  aws_connection_id: aws\n",
             3,
             "store.aws_connection_id",
-            "unknown key 'aws_connection_id'; did you mean 'aws_conn_id'?; valid keys: url, aws_conn_id",
+            "unknown key 'aws_connection_id'; did you mean 'aws_conn_id'?; valid keys: "
+            "url, aws_conn_id, immutable, abort_stale_uploads",
             id="store-aws-connection-id",
         ),
         pytest.param(
@@ -344,7 +345,10 @@ def test_store_uri_instead_of_url_is_named_even_when_evidence_store_is_set(tmp_p
         monkeypatch.setenv("EVIDENCE_STORE", "s3://from/env")
     path = write(tmp_path, "store:\n  uri: s3://b/p\n" + UNSCHEDULED)
     found = problems_of(path)
-    assert f"{path}:2: store.uri: unknown key 'uri'; did you mean 'url'?; valid keys: url, aws_conn_id" in found
+    assert (
+        f"{path}:2: store.uri: unknown key 'uri'; did you mean 'url'?; valid keys: "
+        "url, aws_conn_id, immutable, abort_stale_uploads" in found
+    )
     missing = (
         f"{path}:1: store: missing required key 'url' (s3://bucket/prefix or gs://bucket/prefix), or set EVIDENCE_STORE"
     )
@@ -519,7 +523,8 @@ def test_config_check_lists_every_problem_and_exits_non_zero(tmp_path):
     assert result.exit_code == 1
     assert result.output.splitlines() == [
         f"{path}:1: store: {MISSING_URL}",
-        f"{path}:2: store.uri: unknown key 'uri'; did you mean 'url'?; valid keys: url, aws_conn_id",
+        f"{path}:2: store.uri: unknown key 'uri'; did you mean 'url'?; valid keys: "
+        "url, aws_conn_id, immutable, abort_stale_uploads",
         f"{path}:3: redaction.secret_varaible: unknown key 'secret_varaible'; did you mean 'secret_variable'?; "
         "valid keys: secret_variable",
         f"Error: {path}: 3 problem(s)",

@@ -151,7 +151,7 @@ def test_nightly_run_archives_and_verifies(
     assert {status for (source, _), status in statuses.items() if source == "app-config"} == {"passed"}
     assert statuses[("validation", "calendar.jsonl")] == "passed"
     assert statuses[("validation", "summary.json")] == "not_validated"  # the proof itself is not re-checked
-    assert verify_store(store).ok
+    assert verify_store(store, until=NIGHT.date()).ok
 
     everything = b"".join(store.read_bytes(info.key) for info in store.list_objects())
     xcoms = "".join(xcom_values(dag_run.run_id))
@@ -226,7 +226,7 @@ def test_a_failing_source_fails_alone_and_the_rest_is_archived(
     )
     assert manifest["validation"]["failures"] == []  # what was collected is valid; the run failed on the gap
     assert {item["source"] for item in manifest["items"]} == {"app-config", "validation"}
-    assert verify_store(store).ok  # intact evidence of a failed night
+    assert verify_store(store, until=NIGHT.date()).ok  # intact evidence of a failed night
     failures = [alert for alert in webhook if alert["kind"] == "task_failure"]
     extract_alert = next(alert for alert in failures if alert["task_id"] == "extract" and alert["source"] == "gone")
     assert "[gone]" in extract_alert["text"] and "does not exist" in extract_alert["text"]
@@ -263,7 +263,7 @@ def test_a_data_quality_failure_archives_the_evidence_marked_failed_and_fails_th
     assert checks == {"config_repo.commit.freshness", "config_repo.files.freshness"}
     failed_items = {item["name"] for item in manifest["items"] if item["validation"] == "failed"}
     assert failed_items == {"commit.json", "files.json"}
-    assert verify_store(store).ok  # archived intact, marked failed
+    assert verify_store(store, until=NIGHT.date()).ok  # archived intact, marked failed
 
 
 def test_a_broken_configuration_is_every_dags_import_error_naming_the_problem(tmp_path, monkeypatch):

@@ -8,14 +8,13 @@ the eve of a leap day, the leap day itself (2028-02-29), the day after it, and 2
 
 from __future__ import annotations
 
-import hashlib
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import bundle_writer
+from conftest import bundle_writer, commit_night
 from soc2_evidence.archive.layout import attempt_prefix, run_prefix
 from soc2_evidence.core.evidence import RunContext, retain_until
 from soc2_evidence.validation.calendar import evidence_calendar
@@ -210,13 +209,6 @@ def test_freshness_is_checked_by_great_expectations_around_the_leap_day(tmp_path
     assert {check.check: check.success for check in checks}[f"{dataset.name}.freshness"] is fresh
 
 
-def put_manifest(store, night: str, sources: dict[str, str]) -> None:
-    key = f"config/{night.replace('-', '/')}/run/attempt-001/manifest.json"
-    body = {"sources": [{"name": name, "kind": "config_repo", "status": status} for name, status in sources.items()]}
-    data = json.dumps(body).encode()
-    store.put_bytes(key, data, hashlib.sha256(data).hexdigest(), datetime(2200, 1, 1, tzinfo=UTC))
-
-
 @pytest.mark.parametrize(
     ("night", "archived", "expected"),
     [
@@ -245,8 +237,8 @@ def test_evidence_calendar_at_boundaries(tmp_path, night, archived, expected):
 
     store = open_store((tmp_path / "store").as_uri())
     for each in archived:
-        put_manifest(store, each, {"repo": "archived"})
-    put_manifest(store, night.isoformat(), {"repo": "archived"})  # the night itself is not before it
+        commit_night(store, tmp_path / "staging", each, {"repo": "archived"})
+    commit_night(store, tmp_path / "staging", night.isoformat(), {"repo": "archived"})  # not before itself
 
     records = evidence_calendar(store, "config", ["repo"], night, days=3)
     assert [(record["night"], record["status"]) for record in records] == expected
@@ -351,6 +343,7 @@ def test_an_archived_run_on_an_injected_clock(tmp_path, logical, collected, fold
         sources=[SourceOutcome("repo", "config_repo", "archived")],
         retention_days=400,
         validation={"status": "passed", "failures": [], "controls": []},
+        allow_mutable_store=True,
         now=clock,
     )
     assert archived.manifest_key == f"{folder}/scheduled__night/attempt-001/manifest.json"

@@ -219,24 +219,13 @@ def test_unmapped_check_is_a_config_error(tmp_path):
 
 
 def test_calendar_marks_gaps_and_starts_at_a_sources_first_night(tmp_path):
+    from conftest import commit_night
     from soc2_evidence.archive.stores import open_store
 
     store = open_store((tmp_path / "store").as_uri())
-
-    def manifest(night: str, sources: dict[str, str], failed_items=()):
-        key = f"config/{night.replace('-', '/')}/run/attempt-001/manifest.json"
-        body = {
-            "sources": [{"name": name, "kind": "config_repo", "status": status} for name, status in sources.items()],
-            "items": [{"source": name, "validation": "failed"} for name in failed_items],
-        }
-        data = json.dumps(body).encode()
-        import hashlib
-
-        store.put_bytes(key, data, hashlib.sha256(data).hexdigest(), datetime(2030, 1, 1, tzinfo=UTC))
-
-    manifest("2026-11-21", {"a": "archived"})
-    manifest("2026-11-23", {"a": "archived", "b": "extraction_failed"})
-    manifest("2026-11-24", {"a": "archived", "b": "archived"}, failed_items=["b"])
+    commit_night(store, tmp_path / "staging", "2026-11-21", {"a": "archived"})
+    commit_night(store, tmp_path / "staging", "2026-11-23", {"a": "archived", "b": "extraction_failed"})
+    commit_night(store, tmp_path / "staging", "2026-11-24", {"a": "archived", "b": "archived"}, failed_items=("b",))
 
     records = evidence_calendar(store, "config", ["a", "b"], date(2026, 11, 25), days=5)
 
@@ -317,6 +306,7 @@ def test_validate_run_stages_the_proof_and_data_docs_open_from_a_copy(tmp_path, 
         sources=[SourceOutcome("repo", "config_repo", "archived")],
         retention_days=400,
         validation=summary,
+        allow_mutable_store=True,  # a file store, so the copy below is a plain directory copy
         now=clock,
     )
     copy = tmp_path / "downloaded-copy"

@@ -119,12 +119,9 @@ def archive_run(
     pending = store.pending_uploads(now() - STALE_UPLOAD_AGE, abort=abort_stale_uploads)
     for upload in pending:
         log.warning("stale multipart upload of %s (%s)", upload.key, "aborted" if upload.aborted else "left")
-    attempt = next_attempt(store, family, run)
-    folder = attempt_prefix(family, run, attempt)
-
     staged = [staged for bundle in bundles for staged in bundle.items]
-    with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
-        stored = list(pool.map(lambda staged_item: _store_item(store, folder, staged_item, retention_days), staged))
+    attempt, stored = _store_items(store, family, run, staged, retention_days)
+    folder = attempt_prefix(family, run, attempt)
 
     entries = []
     for staged_item, stored_object in zip(staged, stored, strict=True):
@@ -173,11 +170,45 @@ def archive_run(
     return _commit(store, run, folder, attempt, body, retention_days, now)
 
 
-def next_attempt(store: EvidenceStore, family: str, run: RunContext) -> int:
-    """One more than any attempt already in the store for this run, finished or not."""
+def _attempts(store: EvidenceStore, family: str, run: RunContext) -> dict[int, set[str]]:
+    """Each attempt of the run in the store, with the keys it holds."""
     prefix = run_prefix(family, run) + "/"
-    attempts = [attempt_number(info.key[len(prefix) :].split("/", 1)[0]) for info in store.list_objects(prefix)]
-    return max((number for number in attempts if number is not None), default=0) + 1
+    attempts: dict[int, set[str]] = {}
+    for info in store.list_objects(prefix):
+        number = attempt_number(info.key[len(prefix) :].split("/", 1)[0])
+        if number is not None:
+            attempts.setdefault(number, set()).add(info.key)
+    return attempts
+
+
+def _store_items(
+    store: EvidenceStore, family: str, run: RunContext, staged: list[StagedItem], retention_days: int
+) -> tuple[int, list[StoredObject]]:
+    """Store every item in an attempt folder; return the attempt and where each item landed.
+
+    The run's newest attempt is taken up again when what it holds is a subset of what we write,
+    byte for byte: that is another archive of this same run in progress (or done), or one that was
+    killed part way. Writing the same bytes again is confirmed, not refused, so both archives end
+    up with the same attempt, and its manifest is committed once. An attempt holding anything else
+    (another try's content) is left as it is, and a new one is started.
+    """
+    attempts = _attempts(store, family, run)
+    newest = max(attempts, default=0)
+    if newest:
+        folder = attempt_prefix(family, run, newest)
+        ours = {f"{folder}/{item.item.source}/{item.item.name}" for item in staged} | {f"{folder}/{MANIFEST_NAME}"}
+        if attempts[newest] <= ours:
+            try:
+                return newest, _upload(store, folder, staged, retention_days)
+            except ObjectExistsError as error:
+                log.info("attempt %s of %s holds other content (%s); starting a new attempt", newest, run.run_id, error)
+    attempt = newest + 1
+    return attempt, _upload(store, attempt_prefix(family, run, attempt), staged, retention_days)
+
+
+def _upload(store: EvidenceStore, folder: str, staged: list[StagedItem], retention_days: int) -> list[StoredObject]:
+    with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
+        return list(pool.map(lambda staged_item: _store_item(store, folder, staged_item, retention_days), staged))
 
 
 @dataclass(frozen=True)
@@ -264,6 +295,7 @@ def passed_items(manifest: dict[str, Any], source: str) -> list[dict[str, Any]] 
 
 
 def _store_item(store: EvidenceStore, folder: str, staged: StagedItem, retention_days: int) -> StoredObject:
+    """One staged item under ``folder/<source>/<name>``, locked from the time it was collected."""
     item = staged.item
     key = f"{folder}/{item.source}/{item.name}"
     return store.put_file(key, staged.path, item.sha256, retain_until(parse_rfc3339(item.collected_at), retention_days))
@@ -307,7 +339,7 @@ def _commit(
         stored = store.put_bytes(manifest_key, data, digest_bytes(data).sha256, locked_until)
     except ObjectExistsError:
         # Another archive of this same run reached this attempt's manifest first: commit that one.
-        stored, data, manifest = _adopt(store, manifest_key)
+        stored, data, manifest = _adopt(store, manifest_key, body)
         locked_until = retain_until(parse_rfc3339(manifest["committed_at"]), retention_days)
         adopted = True
         log.warning("%s was written by a concurrent archive of the same run; committing it once", manifest_key)
@@ -352,11 +384,24 @@ def _commit(
     )
 
 
-def _adopt(store: EvidenceStore, manifest_key: str) -> tuple[StoredObject, bytes, dict[str, Any]]:
-    """The manifest a concurrent archive of the same run wrote, confirmed by re-writing its own bytes."""
+def _adopt(store: EvidenceStore, manifest_key: str, body: dict[str, Any]) -> tuple[StoredObject, bytes, dict[str, Any]]:
+    """The manifest a concurrent archive of the same run wrote, if it archives the same items as ours;
+    confirmed by re-writing its own bytes."""
     data = store.read_bytes(manifest_key)
-    manifest = json.loads(data)
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        manifest = None
     if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA or "chain" not in manifest:
         raise ObjectExistsError(f"{store.url}/{manifest_key} holds something that is not one of our manifests")
+    if _archived_items(manifest) != _archived_items(body):
+        raise ObjectExistsError(
+            f"{store.url}/{manifest_key} was written by another archive of this run with other items; "
+            "this archive stops, and a rerun archives a new attempt"
+        )
     locked_until = retain_until(parse_rfc3339(manifest["committed_at"]), int(manifest["store"]["retention_days"]))
     return store.put_bytes(manifest_key, data, digest_bytes(data).sha256, locked_until), data, manifest
+
+
+def _archived_items(manifest: dict[str, Any]) -> set[tuple[Any, Any]]:
+    return {(item.get("key"), item.get("sha256")) for item in manifest.get("items", []) if isinstance(item, dict)}

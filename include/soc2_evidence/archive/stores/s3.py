@@ -54,6 +54,7 @@ _TRANSIENT_CODES = {
     "InternalError",
     "ServiceUnavailable",
 }
+CUT_RESPONSE_TRIES = 10
 LOCK_SLACK = timedelta(seconds=1)  # stores keep retain-until dates to the second or the millisecond
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class S3ObjectLockStore(BucketPrefix, EvidenceStore):
     def __init__(
         self, bucket: str, prefix: str = "", client_factory: Callable[[], Any] = default_client_factory
     ) -> None:
-        super().__init__(bucket, prefix, client_factory)
+        super().__init__(bucket, prefix, lambda: retrying_cut_responses(client_factory()))
 
     def check_writable(self, retention_days: int) -> None:
         """Refuse to write unless versioning is Enabled and Object Lock is enabled on the bucket."""
@@ -335,6 +336,29 @@ class S3ObjectLockStore(BucketPrefix, EvidenceStore):
             yield
         except (ClientError, BotoCoreError) as error:
             raise _store_error(where, error) from error
+
+
+def retrying_cut_responses(client: Any) -> Any:
+    """Make ``client`` retry a 200 response that was cut short in its headers.
+
+    S3 always sends a Content-Length (or chunks). A response whose headers stop early still parses
+    as a 200: a PUT then reports a truncated version id, a listing reports nothing, a GET reports an
+    empty object. botocore retries only what it sees fail, so this hook tells it these failed too;
+    the retried request is safe, since every write is conditional and confirmed.
+    """
+    client.meta.events.register_first("needs-retry.s3", _retry_if_cut)
+    return client
+
+
+def _retry_if_cut(response: Any = None, attempts: int = 0, **_: Any) -> float | None:
+    if response is None or attempts >= CUT_RESPONSE_TRIES:
+        return None
+    http_response = response[0]
+    headers = {name.lower() for name in http_response.headers}
+    if http_response.status_code == 200 and not headers & {"content-length", "transfer-encoding"}:
+        log.info("an S3 response was cut short (no Content-Length); retrying (attempt %s)", attempts)
+        return 0.05 * attempts
+    return None
 
 
 def _store_error(where: str, error: ClientError | BotoCoreError) -> Exception:
