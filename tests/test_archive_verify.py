@@ -367,3 +367,21 @@ def test_local_store_is_refused_unless_marked_not_immutable(tmp_path, run_contex
     item.chmod(0o644)
     item.write_bytes(item.read_bytes().replace(b"abc", b"abd"))
     assert [p.check for p in verify(store).errors] == ["immutability", "hash", "immutability"]
+
+
+def test_a_downloaded_copy_verifies_with_copy_and_says_what_it_cannot_check(s3_store, tmp_path, run_context):
+    archive(s3_store, tmp_path, run_context)
+    copy = tmp_path / "downloaded"
+    for info in s3_store.list_objects():
+        (copy / info.key).parent.mkdir(parents=True, exist_ok=True)
+        (copy / info.key).write_bytes(s3_store.read_bytes(info.key))
+    store = open_store(copy.as_uri())
+
+    assert [p.check for p in verify(store).errors] == ["immutability"]  # without --copy: a store that cannot lock
+    report = verify(store, is_copy=True)
+    assert report.exit_code == 0, report.errors
+    assert [(p.check, p.detail) for p in report.warnings] == [
+        ("immutability", "a copy: its locks and versions cannot be checked here")
+    ]
+    (copy / chain_keys(s3_store, run_context.dag_id)[0]).write_text("{}")  # a copy is still checked byte by byte
+    assert verify(store, is_copy=True).exit_code == 1

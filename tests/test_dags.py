@@ -263,7 +263,8 @@ def test_a_data_quality_failure_archives_the_evidence_marked_failed_and_fails_th
     assert checks == {"config_repo.commit.freshness", "config_repo.files.freshness"}
     failed_items = {item["name"] for item in manifest["items"] if item["validation"] == "failed"}
     assert failed_items == {"commit.json", "files.json"}
-    assert verify_store(store, until=NIGHT.date()).ok  # archived intact, marked failed
+    report = verify_store(store, until=date(2026, 1, 5))
+    assert report.exit_code == 2 and report.calendar == {"config": {"2026-01-05": "failed"}}  # intact, marked failed
 
 
 def test_a_broken_configuration_is_every_dags_import_error_naming_the_problem(tmp_path, monkeypatch):

@@ -49,8 +49,14 @@ def main() -> None:
 @click.option(
     "--retention-days", type=click.IntRange(min=1), help="Policy to check locks against (default: each manifest's own)."
 )
+@click.option(
+    "--copy",
+    "is_copy",
+    is_flag=True,
+    help="The store is a downloaded copy (file://): it cannot lock, so that is a warning, not an error.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(store_url, since, until, family, retention_days, as_json) -> None:
+def verify(store_url, since, until, family, retention_days, is_copy, as_json) -> None:
     """Prove the archive is intact: list every version, walk every chain, re-hash every object, check every lock.
 
     Exit codes: 0 when nothing was changed, removed or added and every night in the period has a
@@ -69,7 +75,12 @@ def verify(store_url, since, until, family, retention_days, as_json) -> None:
     if since_date and until_date and since_date > until_date:
         raise click.UsageError("--since is after --until")
     report = verify_store(
-        open_store(store_url), since=since_date, until=until_date, family=family, retention_days=retention_days
+        open_store(store_url),
+        since=since_date,
+        until=until_date,
+        family=family,
+        retention_days=retention_days,
+        is_copy=is_copy,
     )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))

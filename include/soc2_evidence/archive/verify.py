@@ -118,9 +118,13 @@ def verify_store(
     until: date | None = None,
     family: str | None = None,
     retention_days: int | None = None,
+    is_copy: bool = False,
     now: Callable[[], datetime] = utc_now,
 ) -> VerifyReport:
     """Verify everything in ``store`` (nights between ``since`` and ``until``, one ``family`` if given).
+
+    ``is_copy`` says the store is a downloaded copy of an archive: that it cannot lock is then a
+    warning, while a manifest that records a mutable store is still an error.
 
     ``until`` defaults to the last complete night by ``now``: a night is complete
     :data:`NIGHT_DUE_HOURS` after it starts. A dual store is verified copy by copy, each against its
@@ -130,7 +134,9 @@ def verify_store(
     from soc2_evidence.archive.stores.dual import DualStore
 
     if isinstance(store, DualStore):
-        return _verify_copies(store, since=since, until=until, family=family, retention_days=retention_days, now=now)
+        return _verify_copies(
+            store, since=since, until=until, family=family, retention_days=retention_days, is_copy=is_copy, now=now
+        )
     report = VerifyReport(store=store.url)
     today = now().astimezone(UTC).date()
     last_complete = (now().astimezone(UTC) - timedelta(hours=NIGHT_DUE_HOURS)).date()
@@ -188,7 +194,10 @@ def verify_store(
     if report.manifests == 0:
         report.error("manifests", store.url, _nothing_found(store.url, since, until, family))
     if not store.immutable:
-        report.error("immutability", store.url, "this store does not lock objects (development store or emulator)")
+        if is_copy:
+            report.warn("immutability", store.url, "a copy: its locks and versions cannot be checked here")
+        else:
+            report.error("immutability", store.url, "this store does not lock objects (development store or emulator)")
     return report
 
 

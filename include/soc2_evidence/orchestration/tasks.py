@@ -6,6 +6,7 @@ are imported inside the tasks, so DAG files stay cheap to parse.
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,10 +18,11 @@ from soc2_evidence.orchestration.alerts import on_task_failure
 from soc2_evidence.orchestration.failures import airflow_edge
 from soc2_evidence.orchestration.tags import dag_tags
 
-EXTRACT_RETRIES = 3
-EXTRACT_RETRY_DELAY = timedelta(seconds=30)
-EXTRACT_BACKOFF = 2.0
-EXTRACT_MAX_RETRY_DELAY = timedelta(minutes=10)
+# Transient failures of extract and archive retry with backoff; permanent ones fail at once.
+TRANSIENT_RETRIES = 3
+TRANSIENT_RETRY_DELAY = timedelta(seconds=30)
+TRANSIENT_BACKOFF = 2.0
+TRANSIENT_MAX_RETRY_DELAY = timedelta(minutes=10)
 REDACTION_SECRET_ENV = "EVIDENCE_REDACTION_SECRET"  # noqa: S105 - the variable's name, not a secret
 
 
@@ -30,9 +32,11 @@ START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 def nightly_dag_settings(family: str) -> dict[str, Any]:
     """What every evidence DAG shares: one run at a time, no catch-up, tags, owner, alerts.
 
-    Retries are off by default: only ``extract`` retries, since collection is what transient
-    errors break and repeating it is safe. Every task body runs in ``airflow_edge``: a permanent
-    error fails at once with one line, a transient one retries (see ``orchestration.failures``).
+    Retries are off by default: ``extract`` retries, since collection is what transient errors
+    break and repeating it is safe, and so does ``archive``, whose every write is idempotent (a
+    retry completes the same attempt, or finds it committed). Every task body runs in
+    ``airflow_edge``: a permanent error fails at once with one line, a transient one retries (see
+    ``orchestration.failures``).
     """
     return {
         "start_date": START_DATE,
@@ -113,10 +117,10 @@ def list_sources(family: str) -> list[str]:
 
 
 @task(
-    retries=EXTRACT_RETRIES,
-    retry_delay=EXTRACT_RETRY_DELAY,
-    retry_exponential_backoff=EXTRACT_BACKOFF,
-    max_retry_delay=EXTRACT_MAX_RETRY_DELAY,
+    retries=TRANSIENT_RETRIES,
+    retry_delay=TRANSIENT_RETRY_DELAY,
+    retry_exponential_backoff=TRANSIENT_BACKOFF,
+    max_retry_delay=TRANSIENT_MAX_RETRY_DELAY,
     map_index_template="{{ source_name }}",
 )
 def extract(source_name: str) -> dict[str, Any]:
@@ -168,7 +172,14 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
                     now=clock(),
                 )
 
-        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[evidence_asset(family)])
+        @task(
+            trigger_rule=TriggerRule.ALL_DONE,
+            retries=TRANSIENT_RETRIES,
+            retry_delay=TRANSIENT_RETRY_DELAY,
+            retry_exponential_backoff=TRANSIENT_BACKOFF,
+            max_retry_delay=TRANSIENT_MAX_RETRY_DELAY,
+            outlets=[evidence_asset(family)],
+        )
         def archive(staged_summaries) -> dict[str, Any]:
             from soc2_evidence.collectors import load_config
             from soc2_evidence.core.errors import DataQualityError
@@ -191,6 +202,10 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
                     now=clock(),
                 )
                 location = f"{config.store_url}/{archived.manifest_key}"
+                if archived.adopted:
+                    logging.getLogger(__name__).info(
+                        "%s was already archived by another try of this task; committed once", location
+                    )
                 result = {
                     "manifest": location,
                     "manifest_sha256": archived.manifest_sha256,
