@@ -565,8 +565,10 @@ def _identity(item: Any) -> Any:
 
 
 def _item_name(noun: str, index: int, item: Any) -> str:
+    """``pull request 3 (#42)``: its place on the page, and its number when that is one."""
     number = item.get("number") if isinstance(item, dict) else None
-    return f"{noun} {index}" + (f" (#{number})" if isinstance(number, int) and not isinstance(number, bool) else "")
+    known = type(number) is int and 0 < number < 2**31
+    return f"{noun} {index}" + (f" (#{number})" if known else "")
 
 
 def _json_type(data: Any) -> str:
