@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -275,7 +276,9 @@ def worlds(draw: Callable) -> dict[str, tuple[int, dict[str, str], bytes]]:
     for _ in range(draw(st.integers(1, 3))):
         key = draw(st.sampled_from(keys))
         status, headers, body = world[key]
-        kind = draw(st.sampled_from(["replace", "replace", "replace", "delete", "body", "raw", "status", "header"]))
+        kind = draw(
+            st.sampled_from(["replace", "replace", "replace", "delete", "body", "raw", "status", "header", "limit"])
+        )
         paths = list(_paths(body))
         path = paths[draw(st.integers(0, len(paths) - 1))]
         if kind == "replace":
@@ -290,6 +293,10 @@ def worlds(draw: Callable) -> dict[str, tuple[int, dict[str, str], bytes]]:
             status = draw(STATUSES)
         elif kind == "header":
             headers = {**headers, draw(HEADERS): draw(HEADER_VALUES)}
+        elif kind == "limit":  # a refusal with rate-limit headers, plausible or not
+            status = draw(st.sampled_from([403, 429]))
+            spent = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": draw(HEADER_VALUES)}
+            headers = {**headers, **draw(st.sampled_from([spent, {"retry-after": draw(HEADER_VALUES)}]))}
         world[key] = (status, headers, body)
     deep = "[" * 10_000 + "]" * 10_000
     return {
@@ -325,13 +332,21 @@ class _Pool:
         pass
 
 
+def _sleep(seconds: float) -> None:
+    """Refuses what ``time.sleep`` refuses (NaN, infinity, a negative time), without waiting."""
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"sleep length must be a non-negative number, not {seconds}")
+    if math.isinf(seconds):
+        raise OverflowError("sleep length is too large")
+
+
 _STAGING = Path(tempfile.mkdtemp(prefix="fuzz-github-"))
 _RUN = RunContext("evidence_tickets", "scheduled__fuzz", NOW)
 _SOURCE = source_config("github-fuzz", "github", OPTIONS)
 _CONTEXT = CollectContext(
     resolve_path=Path,
     credentials=Credentials(lambda conn_id: SimpleNamespace(password="ghp_fuzz")),  # noqa: S106 - the fake token
-    sleep=lambda seconds: None,
+    sleep=_sleep,
     now=lambda: NOW,
 )
 

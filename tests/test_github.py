@@ -169,6 +169,13 @@ def test_full_population_selects_by_merge_time(github, tmp_path):
             60.0,
             id="secondary-at-least-a-minute",
         ),
+        pytest.param(
+            lambda: Reply(
+                403, {"message": "Forbidden"}, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "soon"}
+            ),
+            60.0,
+            id="spent-with-a-reset-that-is-not-a-time",
+        ),
         pytest.param(lambda: Reply(429, {"message": "Too many requests"}, headers={"retry-after": "2"}), 2.0, id="429"),
         pytest.param(
             lambda: Reply(
