@@ -11,8 +11,9 @@ import pytest
 from fake_apis import NOW, Connection, FakeGitHub, Reply, github_pull, items, run_collector
 
 from conftest import ROOT
+from soc2_evidence.collectors.github import own_text
 from soc2_evidence.collectors.support import tickets
-from soc2_evidence.core.errors import CollectorError, PayloadError
+from soc2_evidence.core.errors import CollectorError, PayloadError, TransientCollectorError
 
 T = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
@@ -279,7 +280,7 @@ def test_an_incomplete_search_count_is_not_trusted(github, tmp_path):
     github.fault(
         lambda r: r.path == "/search/issues", Reply(json={"total_count": 3, "incomplete_results": True, "items": []})
     )
-    with pytest.raises(CollectorError, match=r"acme/app search count: GitHub reports incomplete_results"):
+    with pytest.raises(TransientCollectorError, match=r"acme/app search count: GitHub reports incomplete_results"):
         collect(github, tmp_path)
 
 
@@ -442,3 +443,19 @@ def test_tickets_are_linked_from_title_branch_and_the_authors_own_text(tmp_path)
     with FakeGitHub([pull]) as api:
         [change] = by_id(collect(api, tmp_path)).values()
     assert change["linked_tickets"] == ["CHG-30", "CHG-34", "CHG-31", "CHG-32", "CHG-33"]
+
+
+@pytest.mark.parametrize(
+    ("body", "linked"),
+    [
+        pytest.param("CHG-1 <details><details>CHG-2</details>CHG-3</details> CHG-4", ["CHG-1", "CHG-4"], id="nested"),
+        pytest.param("CHG-1 <DETAILS open>CHG-2", ["CHG-1"], id="left-open-hides-the-rest"),
+        pytest.param("</details> CHG-1 </blockquote>", ["CHG-1"], id="stray-closing-tags"),
+        pytest.param("<!-- CHG-1 --> CHG-2 <!-- CHG-3", ["CHG-2"], id="comments"),
+        pytest.param('<a href="https://jira.example/browse/CHG-1">the ticket</a> CHG-2', ["CHG-2"], id="attributes"),
+        pytest.param("~~~~\nCHG-1\n~~~\nCHG-2\n~~~~\nCHG-3", ["CHG-3"], id="a-fence-closes-only-with-its-own"),
+        pytest.param("``CHG-1`` and `CHG-2` but CHG-3", ["CHG-3"], id="code-spans"),
+    ],
+)
+def test_only_the_authors_own_text_links_tickets(body, linked):
+    assert tickets.ticket_keys(re.compile(r"\bCHG-[0-9]+\b"), own_text(body)) == linked

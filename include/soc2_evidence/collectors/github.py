@@ -58,7 +58,7 @@ from soc2_evidence.collectors.support.query_card import QueryCard, add_query_car
 from soc2_evidence.collectors.support.tickets import Approval, Person, Window, record
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
-from soc2_evidence.core.errors import CollectorError, PayloadError
+from soc2_evidence.core.errors import CollectorError, PayloadError, TransientCollectorError
 from soc2_evidence.core.evidence import rfc3339
 from soc2_evidence.core.staging import BundleWriter
 
@@ -428,9 +428,9 @@ class PullRequests:
         data = self.client.get("search/issues", {"q": query, "per_page": 1}, page=page).data
         count = decode(SearchCount, data, f"source {self.source}: {page}")
         if count.incomplete_results:
-            raise CollectorError(
+            raise TransientCollectorError(
                 f"source {self.source}: {page}: GitHub reports incomplete_results "
-                "(its search timed out), so its total cannot be trusted; retry"
+                "(its search timed out), so its total cannot be trusted; the task's retry asks again"
             )
         return count.total_count
 
@@ -705,35 +705,28 @@ def _conclusion(name: str, check_runs: list[CheckRun], statuses: list[CommitStat
 # --- the pull request's own text -----------------------------------------------------------------
 
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
-# Elements whose content is not the author's own words: collapsed or quoted text and code. The
-# innermost is removed first, so nested ones go whole; one left open runs to the end of the text
-# (GitHub renders it so).
-_HIDDEN_ELEMENT = re.compile(
-    r"<(details|blockquote|pre|code|table)\b[^>]*>(?:(?!<\1\b).)*?(?:</\1\s*>|\Z)", re.S | re.I
-)
-_TAG = re.compile(r"</?[A-Za-z][^>]*>")
+# Elements whose content is not the author's own words: collapsed or quoted text and code.
+_HIDDEN_TAG = re.compile(r"<(/?)(details|blockquote|pre|code|table)\b[^<>]*>", re.I)
+_TAG = re.compile(r"</?[A-Za-z][^<>]*>")  # [^<>]: a stray "<" ends the attempt, so a scan stays linear
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 _QUOTE = re.compile(r" {0,3}>")
 _LIST_ITEM = re.compile(r" {0,3}(?:[-*+]|\d{1,9}[.)])(?:\s|$)")
 _INDENTED = re.compile(r"(?: {4}|\t)")
-_CODE_SPAN = re.compile(r"(`+).+?\1", re.S)
+_CODE_SPAN = re.compile(r"(`+)[^`]+\1")
 
 
 def own_text(body: str | None) -> str:
     """The words of a pull request body its author wrote, as GitHub Markdown renders them.
 
     Dropped: HTML comments (the template's hints), ``<details>``, ``<blockquote>``, ``<pre>``,
-    ``<code>`` and table elements, Markdown block quotes (with their lazy continuation lines),
-    fenced and indented code blocks, and code spans. Tags are removed and their text kept.
+    ``<code>`` and table elements (nested ones whole; one left open runs to the end, as GitHub
+    renders it), Markdown block quotes (with their lazy continuation lines), fenced and indented
+    code blocks, and code spans. Tags are removed and their text kept. Every step is one linear
+    scan: a body is up to 65,536 characters of anyone's making.
     """
     if not body:
         return ""
-    text = _HTML_COMMENT.sub(" ", body)
-    while True:
-        stripped = _HIDDEN_ELEMENT.sub(" ", text)
-        if stripped == text:
-            break
-        text = stripped
+    text = _visible_html(_HTML_COMMENT.sub(" ", body))
     kept: list[str] = []
     fence: str | None = None
     quoted = code = False
@@ -762,3 +755,19 @@ def own_text(body: str | None) -> str:
         previous_blank = blank
         kept.append(line)
     return _TAG.sub(" ", _CODE_SPAN.sub(" ", "\n".join(kept)))
+
+
+def _visible_html(text: str) -> str:
+    """``text`` without the content of hidden elements, counting each element's nesting depth."""
+    depth: dict[str, int] = {}
+    visible: list[str] = []
+    position = 0
+    for tag in _HIDDEN_TAG.finditer(text):
+        if not any(depth.values()):
+            visible.append(text[position : tag.start()])
+        name = tag[2].lower()
+        depth[name] = max(0, depth.get(name, 0) + (-1 if tag[1] else 1))
+        position = tag.end()
+    if not any(depth.values()):
+        visible.append(text[position:])
+    return " ".join(visible)
