@@ -170,7 +170,37 @@ _json = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,
 )
+MARKDOWN = st.lists(
+    st.sampled_from(
+        [
+            "<details>",
+            "</details>",
+            "<blockquote>",
+            "</BLOCKQUOTE>",
+            "<!--",
+            "-->",
+            "```",
+            "~~~",
+            "`",
+            "> ",
+            "\n",
+            "    ",
+            "- ",
+            "<a href='",
+            "'>",
+            "<",
+            ">",
+            "CHG-1",
+            " CHG-22 ",
+            "\t",
+            "\x00",
+            "\u202e",
+        ]
+    ),
+    max_size=30,
+).map("".join)  # a pull request body: the linked-ticket reader's input
 HOSTILE = st.one_of(
+    MARKDOWN,
     st.sampled_from(
         [
             "main",
