@@ -11,7 +11,9 @@ to it exactly as to the vendor. What they implement, and what they do not:
 - Jira Data Center: ``GET /rest/api/2/search`` (``startAt``/``maxResults``/``total``),
   ``GET /rest/api/2/issue/{key}?expand=changelog``. Bearer auth.
 - GitHub REST: pulls (closed, sorted by updated desc, ``page``/``per_page`` with a ``Link``
-  header), a pull, its reviews, required status checks of branch protection, check runs,
+  header), a pull, its reviews (a dismissed one as ``DISMISSED``, its ``submitted_at`` kept), the
+  issue timeline (commits, reviews, ``review_dismissed`` with the dismissal time, the merge),
+  required status checks of branch protection, check runs,
   combined status, deployments, and ``/search/issues`` counting ``is:pr is:merged`` with an
   ``updated:`` or ``merged:`` range; ``x-ratelimit-*`` headers on every response.
 - Gaps, named: the JQL is recorded but not evaluated (every issue matches), and GitHub's search
@@ -290,16 +292,53 @@ def github_pull(
     branch=None,
     labels=(),
     reviews=(),
+    dismissed: dict[int, datetime] | None = None,
+    body="",
     updated_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """A pull request; ``reviews`` are ``(login, state, time)``."""
+    """A pull request; ``reviews`` are ``(login, state, time)``, ``dismissed`` their dismissal times by index.
+
+    As GitHub does, a dismissed review is listed with state DISMISSED and its own submission time;
+    only its timeline's ``review_dismissed`` event says when, and what it was before.
+    """
     created = (merged_at or updated_at) - timedelta(hours=5)
+    dismissed = dismissed or {}
+    reviews = [(index, *review) for index, review in enumerate(reviews)]
+    events = [(created, {"event": "committed", "sha": f"{number:040x}", "message": "a commit"})]
+    events += [
+        (
+            moment,
+            {"event": "reviewed", "id": number * 100 + i, "state": state.lower(), "submitted_at": _gh_time(moment)},
+        )
+        for i, _, state, moment in reviews
+    ]
+    events += [
+        (
+            dismissed[i],
+            {
+                "event": "review_dismissed",
+                "id": 900_000 + number * 100 + i,
+                "actor": gh_user("admin"),
+                "created_at": _gh_time(dismissed[i]),
+                "dismissed_review": {
+                    "state": state.lower(),
+                    "review_id": number * 100 + i,
+                    "dismissal_message": "Stale after new commits",
+                    "dismissal_commit_id": None,
+                },
+            },
+        )
+        for i, _, state, _ in reviews
+        if i in dismissed
+    ]
+    if merged_at:
+        events.append((merged_at, {"event": "merged", "id": 800_000 + number, "created_at": _gh_time(merged_at)}))
     return {
         "number": number,
         "html_url": f"https://github.example/acme/app/pull/{number}",
         "state": "closed",
         "title": title if title is not None else f"CHG-{number} change {number}",
-        "body": "",
+        "body": body,
         "user": gh_user(author),
         "labels": [{"name": label} for label in labels],
         "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -313,12 +352,20 @@ def github_pull(
             {
                 "id": number * 100 + index,
                 "user": gh_user(login),
-                "state": state,
-                "submitted_at": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "state": "DISMISSED" if index in dismissed else state,
+                "submitted_at": _gh_time(moment),
             }
-            for index, (login, state, moment) in enumerate(reviews)
+            for index, login, state, moment in reviews
+        ],
+        "_timeline": [
+            {"node_id": f"TE_{number}_{position}", **event}
+            for position, (_, event) in enumerate(sorted(events, key=lambda pair: pair[0]))
         ],
     }
+
+
+def _gh_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class FakeGitHub(FakeApi):
@@ -367,6 +414,9 @@ class FakeGitHub(FakeApi):
                 return self._paged(request, pull["_reviews"])
             merged_by = pull["_merged_by"]
             return Reply(json={**self._listed(pull), "merged_by": gh_user(merged_by) if merged_by else None})
+        match = re.fullmatch(rf"{prefix}/issues/(\d+)/timeline", path)
+        if match and int(match[1]) in by_number:
+            return self._paged(request, by_number[int(match[1])]["_timeline"])
         if path == f"{prefix}/branches/main/protection/required_status_checks":
             if self.required is None:
                 return Reply(404, {"message": "Branch not protected"})

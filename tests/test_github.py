@@ -3,13 +3,17 @@ checks and deployments; Link pagination; primary and secondary rate limits; and 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 
 import pytest
 from fake_apis import NOW, Connection, FakeGitHub, Reply, github_pull, items, run_collector
 
-from soc2_evidence.core.errors import CollectorError
+from conftest import ROOT
+from soc2_evidence.collectors.github import own_text
+from soc2_evidence.collectors.support import tickets
+from soc2_evidence.core.errors import CollectorError, PayloadError, TransientCollectorError
 
 T = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
@@ -112,8 +116,6 @@ def test_merged_pull_requests_in_the_window_with_reviews_checks_and_deployments(
     assert emergency["emergency_reviewed_in_time"] is True
     assert changes["acme/app#6"]["approved_before_merge"] is True  # a comment does not reset an approval
 
-    [repository] = items(bundle, "repositories.json")["repositories"]
-    assert repository == {"repository": "acme/app", "reported_total": 5, "collected": 5, "pages": 4}
     listing = [r for r in github.requests if r.path == "/repos/acme/app/pulls"]
     assert [r.query.get("page", "1") for r in listing] == ["1", "2", "3", "4"]  # stopped before the older pages
     assert all(r.query["sort"] == "updated" and r.query["state"] == "closed" for r in listing)
@@ -167,6 +169,13 @@ def test_full_population_selects_by_merge_time(github, tmp_path):
             lambda: Reply(403, {"message": "You have exceeded a secondary rate limit. Please wait a few minutes."}),
             60.0,
             id="secondary-at-least-a-minute",
+        ),
+        pytest.param(
+            lambda: Reply(
+                403, {"message": "Forbidden"}, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "soon"}
+            ),
+            60.0,
+            id="spent-with-a-reset-that-is-not-a-time",
         ),
         pytest.param(lambda: Reply(429, {"message": "Too many requests"}, headers={"retry-after": "2"}), 2.0, id="429"),
         pytest.param(
@@ -259,7 +268,11 @@ def test_a_pull_request_without_a_field_names_the_page(github, tmp_path):
     broken = [github._listed(pull) for pull in github.pulls[:2]]
     del broken[1]["updated_at"]
     github.fault(lambda r: r.path == "/repos/acme/app/pulls" and "page" not in r.query, Reply(json=broken))
-    with pytest.raises(CollectorError, match=r"acme/app pull requests page 1: pull request 1 has no 'updated_at'"):
+    with pytest.raises(
+        PayloadError,
+        match=r"^source tickets-src: acme/app pull requests page 1 \(GET /repos/acme/app/pulls\?state=closed&.*\): "
+        r"pull request 1 \(#6\): Object missing required field `updated_at`$",
+    ):
         collect(github, tmp_path)
 
 
@@ -267,7 +280,7 @@ def test_an_incomplete_search_count_is_not_trusted(github, tmp_path):
     github.fault(
         lambda r: r.path == "/search/issues", Reply(json={"total_count": 3, "incomplete_results": True, "items": []})
     )
-    with pytest.raises(CollectorError, match=r"acme/app search count: GitHub reports incomplete_results"):
+    with pytest.raises(TransientCollectorError, match=r"acme/app search count: GitHub reports incomplete_results"):
         collect(github, tmp_path)
 
 
@@ -291,3 +304,158 @@ def test_enterprise_server_base_url_path_is_kept(tmp_path):
             connections={"github": Connection(password="ghp_test")},
         )
     assert list(by_id(bundle)) == ["acme/app#1"]
+
+
+def test_the_query_card_says_how_the_population_was_selected(github, tmp_path):
+    bundle = collect(github, tmp_path)
+    card = items(bundle, "query-changes.json")
+    search = "repo:acme/app is:pr is:merged updated:2026-10-25T02:50:00Z..2026-11-25T02:49:59Z"
+    assert card == {
+        "population": "changes",
+        "endpoint": f"GET {github.url}/repos/{{owner}}/{{name}}/pulls",
+        "query": search,
+        "parameters": {
+            "repositories": ["acme/app"],
+            "listing": {"state": "closed", "sort": "updated", "direction": "desc", "per_page": 2},
+            "window": items(bundle, "window.json"),
+            "selected_by": "updated_at",
+            "per_repository": [
+                {"repository": "acme/app", "search": search, "reported_total": 5, "pages": 4, "rows": 5}
+            ],
+        },
+        "pages_read": 4,
+        "reported_total": 5,
+        "rows_archived": 5,
+        "notes": [
+            "Closed pull requests are listed newest-updated first until one was last updated before "
+            "2026-10-25T02:50:00Z; those merged with updated_at in [start, end) are the population.",
+            "reported_total is GitHub's search count (GET /search/issues with the query shown, per repository).",
+        ],
+    }
+
+
+def test_the_query_card_of_a_full_population_says_when_rows_and_the_reported_total_differ(github, tmp_path):
+    github.fault(
+        lambda r: r.path == "/search/issues", Reply(json={"total_count": 3, "incomplete_results": False, "items": []})
+    )
+    params = {"full_population": True, "period_start": "2026-09-01", "period_end": "2026-10-02"}
+    card = items(collect(github, tmp_path, params=params), "query-changes.json")
+    assert card["query"] == "repo:acme/app is:pr is:merged merged:2026-09-01T00:00:00Z..2026-10-01T23:59:59Z"
+    assert card["parameters"]["selected_by"] == "merged_at"
+    assert (card["reported_total"], card["rows_archived"]) == (3, 2)
+    assert card["notes"][-1] == "2 rows archived, but GitHub's search reported 3."
+
+
+def dismissed_pulls() -> list[dict]:
+    """Approvals dismissed after and before their merge; GitHub lists both reviews as DISMISSED."""
+    return [
+        github_pull(11, merged_at=h(0), reviews=[("bob", "APPROVED", h(-2))], dismissed={0: h(3)}),
+        github_pull(12, merged_at=h(1), reviews=[("bob", "APPROVED", h(-2))], dismissed={0: h(0.5)}),
+        github_pull(  # changes requested, then that request dismissed before the merge: still no approval
+            13,
+            merged_at=h(2),
+            reviews=[("carol", "CHANGES_REQUESTED", h(0)), ("bob", "APPROVED", h(0.5))],
+            dismissed={1: h(1)},
+        ),
+        github_pull(14, merged_at=h(3), reviews=[("bob", "APPROVED", h(1))]),  # nothing dismissed
+    ]
+
+
+def test_approval_is_judged_by_each_reviews_state_at_the_merge(tmp_path):
+    with FakeGitHub(dismissed_pulls()) as api:
+        changes = by_id(collect(api, tmp_path))
+        timelines = sorted(r.path for r in api.requests if r.path.endswith("/timeline"))
+    after, before, withdrawn = changes["acme/app#11"], changes["acme/app#12"], changes["acme/app#13"]
+    assert after["approved_before_merge"] is True  # dismissed three hours after the merge: it approved the merge
+    assert after["approvers"] == [
+        {"approver": "bob", "approved_at": "2026-11-20T10:00:00Z", "via": "review, dismissed 2026-11-20T15:00:00Z"}
+    ]
+    assert before["approved_before_merge"] is False  # dismissed half an hour before the merge
+    assert before["approvers"][0]["via"] == "review, dismissed 2026-11-20T12:30:00Z"
+    assert withdrawn["approved_before_merge"] is False
+    assert changes["acme/app#14"]["approved_before_merge"] is True
+    assert timelines == [f"/repos/acme/app/issues/{n}/timeline" for n in (11, 12, 13)]  # only where one was dismissed
+
+
+def test_a_dismissal_the_timeline_does_not_date_approves_nothing(tmp_path):
+    with FakeGitHub(dismissed_pulls()[:1]) as api:
+        api.fault(lambda r: r.path.endswith("/timeline"), Reply(json=[]))
+        [change] = by_id(collect(api, tmp_path)).values()
+    assert change["approved_before_merge"] is False and change["approvers"] == []
+
+
+def test_a_review_dismissed_event_without_its_review_is_refused(tmp_path):
+    with FakeGitHub(dismissed_pulls()[:1]) as api:
+        api.fault(
+            lambda r: r.path.endswith("/timeline"),
+            Reply(json=[{"event": "review_dismissed", "node_id": "x", "created_at": "2026-11-20T15:00:00Z"}]),
+        )
+        with pytest.raises(
+            PayloadError,
+            match=r"^source tickets-src: acme/app#11 timeline: event 0: a review_dismissed event without "
+            r"dismissed_review or created_at$",
+        ):
+            collect(api, tmp_path)
+
+
+DEPENDABOT_BODY = (ROOT / "tests" / "data" / "github" / "dependabot-httpclient5-body.md").read_text()
+
+
+def test_a_dependabot_bump_links_no_ticket_from_quoted_release_notes(tmp_path):
+    bump = github_pull(
+        21,
+        merged_at=h(0),
+        author="dependabot[bot]",
+        title="Bump org.apache.httpcomponents.client5:httpclient5 from 5.2.1 to 5.3",
+        branch="dependabot/maven/org.apache.httpcomponents.client5-httpclient5-5.3",
+        body=DEPENDABOT_BODY,
+        reviews=[("bob", "APPROVED", h(-1))],
+    )
+    default = re.compile(tickets.DEFAULT_TICKET_PATTERN)
+    assert len(tickets.ticket_keys(default, DEPENDABOT_BODY)) == 25  # what the raw body would have linked
+    with FakeGitHub([bump]) as api:
+        [change] = by_id(collect(api, tmp_path, overrides={"ticket_pattern": default.pattern})).values()
+    assert change["linked_tickets"] == [] and change["has_ticket"] is False
+
+
+def test_tickets_are_linked_from_title_branch_and_the_authors_own_text(tmp_path):
+    body = "\n".join(
+        [
+            "<!-- Template: name the ticket, e.g. CHG-900 -->",
+            "Fixes CHG-31; see also [CHG-32](https://jira.example/browse/CHG-32).",
+            "",
+            "> Upstream says CHG-901 is fixed",
+            "lazily continued quote CHG-902",
+            "",
+            "```",
+            "log: CHG-903",
+            "```",
+            "Run `deploy CHG-904` after. <details><summary>CHG-905</summary>CHG-906</details>",
+            "",
+            "    indented code CHG-907",
+            "",
+            "- a list item",
+            "",
+            "    its continuation CHG-33",
+        ]
+    )
+    pull = github_pull(22, merged_at=h(0), title="CHG-30: fix", branch="feature/CHG-34-retry", body=body)
+    with FakeGitHub([pull]) as api:
+        [change] = by_id(collect(api, tmp_path)).values()
+    assert change["linked_tickets"] == ["CHG-30", "CHG-34", "CHG-31", "CHG-32", "CHG-33"]
+
+
+@pytest.mark.parametrize(
+    ("body", "linked"),
+    [
+        pytest.param("CHG-1 <details><details>CHG-2</details>CHG-3</details> CHG-4", ["CHG-1", "CHG-4"], id="nested"),
+        pytest.param("CHG-1 <DETAILS open>CHG-2", ["CHG-1"], id="left-open-hides-the-rest"),
+        pytest.param("</details> CHG-1 </blockquote>", ["CHG-1"], id="stray-closing-tags"),
+        pytest.param("<!-- CHG-1 --> CHG-2 <!-- CHG-3", ["CHG-2"], id="comments"),
+        pytest.param('<a href="https://jira.example/browse/CHG-1">the ticket</a> CHG-2', ["CHG-2"], id="attributes"),
+        pytest.param("~~~~\nCHG-1\n~~~\nCHG-2\n~~~~\nCHG-3", ["CHG-3"], id="a-fence-closes-only-with-its-own"),
+        pytest.param("``CHG-1`` and `CHG-2` but CHG-3", ["CHG-3"], id="code-spans"),
+    ],
+)
+def test_only_the_authors_own_text_links_tickets(body, linked):
+    assert tickets.ticket_keys(re.compile(r"\bCHG-[0-9]+\b"), own_text(body)) == linked

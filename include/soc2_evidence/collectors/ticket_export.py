@@ -341,16 +341,17 @@ def _pull_record(where: str, index: int, entry: dict[str, Any], pull: Any, now: 
     if not repository:
         raise CollectorError(f"{where}: pull request {index} names no repository (base.repo.full_name)")
     settings: github.GitHubOptions = entry["settings"]
-    required = tuple(pull.get("required_checks") or settings.required_checks or ())
+    exported = github.decode(github.ExportedPull, pull, f"{where}: pull request {index}")
     return github.normalise_pull(
         settings,
         repository,
-        pull,
-        pull.get("reviews") or [],
-        required=required,
-        check_runs=pull.get("check_runs") or [],
-        statuses=pull.get("statuses") or [],
-        deployments=pull.get("deployments"),
+        exported,
+        exported.reviews,
+        github.dismissals(exported.timeline, f"{where}: pull request {index} timeline"),
+        required=tuple(exported.required_checks or settings.required_checks or ()),
+        check_runs=exported.check_runs,
+        statuses=exported.statuses,
+        deployments=exported.deployments,
         now=now,
     )
 

@@ -153,7 +153,7 @@ class HttpClient:
                 if problem is None:
                     try:
                         data = _decode_json(raw.data) if raw.data and not raw.data.isspace() else None
-                    except msgspec.DecodeError as error:
+                    except (msgspec.DecodeError, RecursionError) as error:  # RecursionError: nested too deep
                         problem, wait = f"{_MALFORMED} ({error})", self._backoff(attempt)
                     else:
                         self._note_rate_limit(raw.headers)
@@ -190,17 +190,19 @@ class HttpClient:
         """Seconds to wait before retrying a rate-limited request, or None when it was not rate limited.
 
         GitHub's rules: ``retry-after`` seconds if present; else, with ``x-ratelimit-remaining: 0``,
-        until ``x-ratelimit-reset``; else (a secondary limit) at least a minute, growing exponentially.
+        until ``x-ratelimit-reset``; else (a secondary limit, or a reset that is not a time) at least a
+        minute, growing exponentially.
         A 403 is a rate limit only with one of those signs; otherwise it is a permission error.
         """
         retry_after = _retry_after(headers.get("retry-after"), self.clock())
-        exhausted = headers.get("x-ratelimit-remaining") == "0" and headers.get("x-ratelimit-reset")
-        limited = retry_after is not None or exhausted or "rate limit" in detail.lower()
+        reset = _ratelimit_reset(headers)
+        spent = headers.get("x-ratelimit-remaining") == "0"
+        limited = retry_after is not None or spent or "rate limit" in detail.lower()
         if status == 429 or (status == 403 and limited):
             if retry_after is not None:
                 return retry_after
-            if exhausted:
-                return max(0.0, float(headers["x-ratelimit-reset"]) - self.clock()) + 1.0
+            if reset is not None:
+                return max(0.0, reset - self.clock()) + 1.0
             if status == 403:
                 return SECONDARY_LIMIT_WAIT_SECONDS * 2 ** (attempt - 1)
             return self._backoff(attempt)
@@ -208,11 +210,9 @@ class HttpClient:
 
     def _note_rate_limit(self, headers: Mapping[str, str]) -> None:
         """The primary limit is spent: the next request waits for the reset instead of being refused."""
-        if headers.get("x-ratelimit-remaining") == "0" and headers.get("x-ratelimit-reset"):
-            try:
-                self._blocked_until = float(headers["x-ratelimit-reset"]) + 1.0
-            except ValueError:
-                return
+        reset = _ratelimit_reset(headers)
+        if reset is not None:
+            self._blocked_until = reset + 1.0
 
     def _wait_for_rate_limit(self, where: str) -> None:
         wait = self._blocked_until - self.clock()
@@ -343,16 +343,25 @@ def _links(headers: Mapping[str, str]) -> dict[str, str]:
     return links
 
 
+def _ratelimit_reset(headers: Mapping[str, str]) -> float | None:
+    """When a spent primary limit resets (``x-ratelimit-remaining: 0``), in epoch seconds; None when not
+    spent or when the reset is not a time (``soon``, ``nan``): then the caller waits as for a secondary limit."""
+    if headers.get("x-ratelimit-remaining") != "0":
+        return None
+    value = (headers.get("x-ratelimit-reset") or "").strip()
+    return float(value) if value.isascii() and value.isdigit() else None
+
+
 def _retry_after(value: str | None, now: float) -> float | None:
     """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" is a digit to str.isdigit, not to float()
         return float(value)
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return max(0.0, moment.timestamp() - now)
 
@@ -374,7 +383,7 @@ def _error_detail(body: bytes) -> str:
     text = body.decode("utf-8", "replace").strip()
     try:
         data = _decode_json(text)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return _clip(Redactor().redact_text(" ".join(text.split())))
     if isinstance(data, dict):
         errors = data.get("errors")
