@@ -254,7 +254,7 @@ def commit_night(store, staging: Path, night: str, sources: dict[str, str], fail
     from soc2_evidence.archive.run import SourceOutcome, archive_run
 
     logical = datetime.fromisoformat(night).replace(hour=2, tzinfo=UTC)
-    run = RunContext(DAG_OF_FAMILY["config"], f"scheduled__{night}", logical)
+    run = RunContext("evidence_config_snapshot", f"scheduled__{night}", logical)
     bundles = []
     for name, status in sources.items():
         if status == "archived":

@@ -240,7 +240,7 @@ def test_evidence_calendar_at_boundaries(tmp_path, night, archived, expected):
         commit_night(store, tmp_path / "staging", each, {"repo": "archived"})
     commit_night(store, tmp_path / "staging", night.isoformat(), {"repo": "archived"})  # not before itself
 
-    records = evidence_calendar(store, "config", ["repo"], night, days=3)
+    records = evidence_calendar(store, "config", "evidence_config_snapshot", ["repo"], night, days=3)
     assert [(record["night"], record["status"]) for record in records] == expected
 
 

@@ -227,7 +227,7 @@ def test_calendar_marks_gaps_and_starts_at_a_sources_first_night(tmp_path):
     commit_night(store, tmp_path / "staging", "2026-11-23", {"a": "archived", "b": "extraction_failed"})
     commit_night(store, tmp_path / "staging", "2026-11-24", {"a": "archived", "b": "archived"}, failed_items=("b",))
 
-    records = evidence_calendar(store, "config", ["a", "b"], date(2026, 11, 25), days=5)
+    records = evidence_calendar(store, "config", "evidence_config_snapshot", ["a", "b"], date(2026, 11, 25), days=5)
 
     table = {(r["night"], r["source"]): r["status"] for r in records}
     assert table == {

@@ -27,9 +27,13 @@ _RUN_FOLDER = re.compile(
 )
 
 
+def night_path(night: date) -> str:
+    """``YYYY/MM/DD``, zero-padded for every year (``strftime('%Y')`` does not pad years before 1000)."""
+    return f"{night.year:04d}/{night.month:02d}/{night.day:02d}"
+
+
 def run_prefix(family: str, run: RunContext) -> str:
-    night = run.night
-    return f"{family}/{night:%Y}/{night:%m}/{night:%d}/{safe_segment(run.run_id)}"
+    return f"{family}/{night_path(run.night)}/{safe_segment(run.run_id)}"
 
 
 def attempt_prefix(family: str, run: RunContext, attempt: int) -> str:
@@ -60,7 +64,7 @@ class AttemptFolder:
 
     @property
     def prefix(self) -> str:
-        return f"{self.family}/{self.night:%Y/%m/%d}/{self.run_segment}/attempt-{self.attempt:03d}/"
+        return f"{self.family}/{night_path(self.night)}/{self.run_segment}/attempt-{self.attempt:03d}/"
 
 
 def attempt_folder_of(key: str) -> AttemptFolder | None:

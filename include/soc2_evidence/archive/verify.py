@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from soc2_evidence.archive.layout import CHAIN_PREFIX, MANIFEST_NAME, attempt_folder_of
+from soc2_evidence.archive.layout import CHAIN_PREFIX, MANIFEST_NAME, attempt_folder_of, night_path
 from soc2_evidence.archive.run import LINK_SCHEMA, MANIFEST_SCHEMA
 from soc2_evidence.archive.stores.base import EvidenceStore, ObjectVersion
 from soc2_evidence.archive.stores.s3 import LOCK_MODE
@@ -251,7 +251,7 @@ def _verify_chains(
             previous_sha256 = sha256
             if problem:
                 report.error("chain", link_key, problem)
-                if link is None or not isinstance(link.get("manifest_key"), str):
+                if link is None or attempt_folder_of(str(link.get("manifest_key"))) is None:
                     continue
             assert link is not None
             manifest_key = link["manifest_key"]
@@ -282,6 +282,8 @@ def _link_problem(link: dict | None, dag: str, sequence: int, previous_sha256: s
         return f"says the previous link hashes to {claimed}, but it hashes to {previous_sha256}: the chain is broken"
     if not isinstance(link.get("manifest_key"), str) or not isinstance(link.get("manifest_sha256"), str):
         return "names no manifest key and SHA-256"
+    if attempt_folder_of(link["manifest_key"]) is None or not link["manifest_key"].endswith("/" + MANIFEST_NAME):
+        return f"names {link['manifest_key'][:200]!r}, which is not a manifest in the run-folder layout"
     return None
 
 
@@ -570,9 +572,9 @@ def _calendar(nights, since, until: date, families: list[str], report: VerifyRep
             status = "passed" if "passed" in outcomes else "failed" if outcomes else "missing"
             days[night.isoformat()] = status
             if status == "missing":
-                report.error("calendar", f"{name}/{night:%Y/%m/%d}", "no committed run for this night")
+                report.error("calendar", f"{name}/{night_path(night)}", "no committed run for this night")
             elif status == "failed":
-                report.warn("calendar", f"{name}/{night:%Y/%m/%d}", "runs archived but none passed validation")
+                report.warn("calendar", f"{name}/{night_path(night)}", "runs archived but none passed validation")
             night += timedelta(days=1)
         calendar[name] = days
     return calendar

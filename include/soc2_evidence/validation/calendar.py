@@ -12,7 +12,6 @@ from typing import Any
 from soc2_evidence.archive.layout import attempt_folder_of
 from soc2_evidence.archive.run import committed_manifests
 from soc2_evidence.archive.stores.base import EvidenceStore
-from soc2_evidence.core.config import DAG_OF_FAMILY
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.evidence import parse_rfc3339
 
@@ -44,8 +43,10 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     ]
 
 
-def evidence_calendar(store: EvidenceStore, family: str, sources: list[str], night: date, days: int) -> list[dict]:
-    """Calendar records for the ``days`` nights before ``night``, from the family's committed runs only.
+def evidence_calendar(
+    store: EvidenceStore, family: str, dag_id: str, sources: list[str], night: date, days: int
+) -> list[dict]:
+    """Calendar records for the ``days`` nights before ``night``, from the committed runs of ``dag_id``.
 
     A source's calendar starts at the first night in the window where it has a committed run,
     so a new deployment or a newly added source does not report gaps from before it existed.
@@ -56,7 +57,7 @@ def evidence_calendar(store: EvidenceStore, family: str, sources: list[str], nig
     nights = [night - timedelta(days=offset) for offset in range(days, 0, -1)]
     window = set(nights)
     seen: dict[tuple[date, str], list[tuple[str, str]]] = {}
-    for key, manifest in committed_manifests(store, DAG_OF_FAMILY[family]):
+    for key, manifest in committed_manifests(store, dag_id):
         if parse_rfc3339(manifest["committed_at"]).date() < nights[0]:
             break
         folder = attempt_folder_of(key)

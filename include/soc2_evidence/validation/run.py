@@ -99,7 +99,7 @@ def validate_run(
             history.source_drift(bundle, kind.DATASETS),
             description="What changed since the source's previous committed snapshot",
         )
-    nights = calendar.evidence_calendar(store, family, sources, run.night, settings.calendar_days)
+    nights = calendar.evidence_calendar(store, family, run.dag_id, sources, run.night, settings.calendar_days)
     calendar_item = writer.add_jsonl(calendar.CALENDAR.item, nights, description=calendar.CALENDAR.description)
     judgement.check(
         VALIDATION_SOURCE,
