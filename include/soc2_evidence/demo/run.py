@@ -216,7 +216,7 @@ def _demo(argv: list[str] | None, now: Callable[[], datetime]) -> int:
         primary_url = store_url.split(",")[0]
         print()
         print(f"Store:        {store_url.replace(',', ' + ')}")
-        for manifest_key, _ in manifests:
+        for manifest_key, *_ in manifests:
             print(f"Manifest:     {primary_url}/{manifest_key}")
         if result.returncode != 0 and not (args.dual and _only_unlockable(verify, env)):
             problems.append(f"evidence verify --store {store_url} failed (its report is above)")
@@ -291,7 +291,8 @@ def _print_restore_tests(store_url: str, manifest: dict) -> None:
             )
 
 
-def _latest_manifest(store_url: str, dag_id: str) -> tuple[str, dict] | None:
+def _latest_manifest(store_url: str, dag_id: str) -> tuple[str, dict, int] | None:
+    """The DAG's newest committed manifest: its key, content (read by the version its link names) and sequence."""
     from soc2_evidence.archive.run import latest_link
     from soc2_evidence.archive.stores import open_store
 
@@ -299,12 +300,13 @@ def _latest_manifest(store_url: str, dag_id: str) -> tuple[str, dict] | None:
     link = latest_link(store, dag_id)
     if link is None:
         return None
-    return link["manifest_key"], json.loads(store.read_bytes(link["manifest_key"]))
+    manifest = json.loads(store.read_bytes(link["manifest_key"], link["manifest_version_id"]))
+    return link["manifest_key"], manifest, link["sequence"]
 
 
-def _print_manifest(store_url: str, key: str, manifest: dict) -> None:
+def _print_manifest(store_url: str, key: str, manifest: dict, sequence: int) -> None:
     print(f"    {key}")
-    print(f"    outcome {manifest['outcome']}, attempt {manifest['attempt']}, chain sequence {manifest['sequence']}")
+    print(f"    outcome {manifest['outcome']}, attempt {manifest['attempt']}, chain sequence {sequence}")
     for source in manifest["sources"]:
         items = [item for item in manifest["items"] if item["source"] == source["name"]]
         redactions = (
