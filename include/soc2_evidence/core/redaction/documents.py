@@ -1,0 +1,316 @@
+"""Structured redaction: parse a file by its format and find every value under a sensitive key.
+
+Parsing finds *what* is secret (nested maps, lists, block scalars, continued lines, Kubernetes
+Secrets); the values are then replaced where they stand in the original text, so an auditor
+reads the file as it was, with only the secrets replaced. A file of a known format that does not
+parse, or a secret value that cannot be found again in the text, raises
+:class:`UnscannableContent`: the caller lists the file and does not archive it.
+"""
+
+from __future__ import annotations
+
+import configparser
+import io
+import json
+import re
+import tomllib
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterator
+from pathlib import PurePosixPath
+from typing import Any
+from xml.sax.saxutils import escape as xml_escape
+
+import yaml
+from dotenv.parser import parse_stream
+
+from soc2_evidence.core.redaction.keys import is_placeholder, is_secret_key_name
+
+
+class UnscannableContent(ValueError):  # noqa: N818 - named for what the caller records, like the other reasons
+    """Content that cannot be redacted with confidence: it must not be archived. ``reason`` is secret-free."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# (key the value was found under, the value as parsed). The key anchors the search in the text.
+Secret = tuple[str, str]
+_BOOLEAN_OR_NULL = re.compile(r"(?i)^(?:true|false|yes|no|on|off|y|n|null|none|nil|~)$")
+
+
+def _walk(tree: Any, key: str = "", under_secret: bool = False) -> Iterator[Secret]:
+    """Every scalar under a sensitive key, at any depth, with the nearest key above it."""
+    if isinstance(tree, dict):
+        if tree.get("kind") == "Secret":  # Kubernetes: every entry of data/stringData, whatever its name
+            for section in ("data", "stringData"):
+                yield from _walk(tree.get(section), section, under_secret=True)
+        pair_secret = pair_is_secret(tree)
+        for name, value in tree.items():
+            name = str(name)
+            secret = under_secret or is_secret_key_name(name) or (pair_secret and name.lower() in _PAIR_VALUES)
+            yield from _walk(value, name, secret)
+    elif isinstance(tree, list):
+        for item in tree:
+            yield from _walk(item, key, under_secret)
+    elif under_secret and tree is not None and not isinstance(tree, bool):
+        value = str(tree)
+        if value.strip() and not _BOOLEAN_OR_NULL.match(value.strip()) and not is_placeholder(value):
+            yield key, value
+
+
+# A record naming a setting and giving its value: {"name": "db_password", "value": "x"} (AWS tags as
+# Key/Value, PostgreSQL settings as name/setting, XML <add key= value=>).
+_PAIR_NAMES = ("name", "key")
+_PAIR_VALUES = frozenset({"value", "setting", "default", "reset_val", "boot_val"})
+
+
+def pair_is_secret(tree: dict[Any, Any]) -> bool:
+    names = [value for key, value in tree.items() if str(key).lower() in _PAIR_NAMES and isinstance(value, str)]
+    return any(is_secret_key_name(name) for name in names) and any(str(k).lower() in _PAIR_VALUES for k in tree)
+
+
+class _YamlLoader(getattr(yaml, "CBaseLoader", yaml.BaseLoader)):  # type: ignore[misc]
+    """Every scalar as the text it was written as (no int/float/date guessing), any tag accepted:
+    CloudFormation's ``!Ref`` or Ansible's ``!vault`` must not make a file unreadable."""
+
+
+def _construct_tagged(loader: yaml.BaseLoader, _suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_mapping(node, deep=True)
+
+
+_YamlLoader.add_multi_constructor("!", _construct_tagged)
+_YamlLoader.add_multi_constructor("tag:", _construct_tagged)
+
+
+def _yaml(text: str) -> Iterator[Secret]:
+    try:
+        documents = list(yaml.load_all(text, Loader=_YamlLoader))  # noqa: S506 - a BaseLoader: strings only
+    except yaml.YAMLError as error:
+        raise UnscannableContent(f"not valid YAML ({_where(error)})") from None
+    for document in documents:
+        yield from _walk(document)
+
+
+def _json(text: str) -> Iterator[Secret]:
+    try:
+        tree = json.loads(text, parse_int=str, parse_float=str, parse_constant=str)
+    except ValueError as error:
+        raise UnscannableContent(f"not valid JSON (line {getattr(error, 'lineno', '?')})") from None
+    yield from _walk(tree)
+
+
+def _toml(text: str) -> Iterator[Secret]:
+    try:
+        tree = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise UnscannableContent(f"not valid TOML ({str(error).split('(')[-1].rstrip(')')})") from None
+    yield from _walk(tree)
+
+
+def _ini(text: str) -> Iterator[Secret]:
+    parser = configparser.ConfigParser(interpolation=None, strict=False, allow_no_value=True, delimiters=("=", ":"))
+    parser.optionxform = str  # type: ignore[assignment,method-assign] - keep the key as written
+    try:
+        try:
+            parser.read_string(text)
+        except configparser.MissingSectionHeaderError:
+            parser.read_string("[top]\n" + text)  # keys before any section, as in .npmrc or setup.cfg parts
+    except configparser.Error as error:
+        raise UnscannableContent(f"not valid INI ({type(error).__name__})") from None
+    for section in parser.sections():
+        for name, value in parser.items(section, raw=True):
+            yield from _walk({name: value})
+
+
+def _env(text: str) -> Iterator[Secret]:
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise UnscannableContent(f"not a .env file: line {binding.original.line} is not NAME=value")
+        if binding.key is not None:
+            yield from _walk({binding.key: binding.value})
+
+
+_PROPERTY = re.compile(r"^[ \t\f]*(?P<key>(?:[^\s=:\\]|\\.)+)[ \t\f]*[=: \t\f][ \t\f]*(?P<value>.*)$", re.DOTALL)
+
+
+def _properties(text: str) -> Iterator[Secret]:
+    """Java .properties: ``key = value``, ``key: value`` or ``key value``; a trailing '\\' continues the line."""
+    for line in _logical_lines(text):
+        match = _PROPERTY.match(line)
+        if match:
+            yield from _walk({match["key"]: match["value"]})
+
+
+def _logical_lines(text: str) -> Iterator[str]:
+    """Physical lines joined where one ends in an odd number of backslashes, newlines kept."""
+    pending = ""
+    for line in text.splitlines(keepends=True):
+        if not pending and re.match(r"[ \t\f]*[#!]", line):
+            continue
+        stripped = line.rstrip("\r\n")
+        pending += line
+        if (len(stripped) - len(stripped.rstrip("\\"))) % 2 == 0:
+            yield pending.rstrip("\r\n")
+            pending = ""
+    if pending:
+        yield pending
+
+
+def _xml(text: str) -> Iterator[Secret]:
+    try:
+        root = ElementTree.fromstring(text)  # noqa: S314 - expat expands no external entities
+    except ElementTree.ParseError as error:
+        raise UnscannableContent(f"not valid XML (line {error.position[0]})") from None
+    for element in root.iter():
+        tag = element.tag.rsplit("}", 1)[-1] if isinstance(element.tag, str) else ""
+        attributes = {name.rsplit("}", 1)[-1]: value for name, value in element.attrib.items()}
+        named = next((attributes[k] for k in ("key", "name") if k in attributes), "")
+        if element.text and element.text.strip() and (is_secret_key_name(tag) or is_secret_key_name(named)):
+            yield from _walk({tag: element.text.strip()}, under_secret=True)
+        for name, value in attributes.items():
+            if is_secret_key_name(name) or (name in _PAIR_VALUES and is_secret_key_name(named)):
+                yield from _walk({name: value}, under_secret=True)
+
+
+def _netrc(text: str) -> Iterator[Secret]:
+    tokens = text.split()
+    for name, value in zip(tokens, tokens[1:], strict=False):
+        if name in ("password", "passwd", "account"):
+            yield from _walk({name: value}, under_secret=True)
+
+
+def _pgpass(text: str) -> Iterator[Secret]:
+    """``host:port:database:user:password``, ':' and '\\' escaped with '\\'; the password is the rest of the line."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = re.split(r"(?<!\\):", line, maxsplit=4)
+        if len(fields) < 5:
+            raise UnscannableContent(f"not a .pgpass file: line {number} has fewer than 5 fields")
+        yield from _walk({"password": fields[4]})
+
+
+def _npmrc(text: str) -> Iterator[Secret]:
+    """``//registry/:_authToken=x``: the key's last ':' part names the setting."""
+    for line in text.splitlines():
+        name, equals, value = line.partition("=")
+        if equals and not line.lstrip().startswith(("#", ";")):
+            key = name.strip().rsplit(":", 1)[-1]
+            yield from _walk({key: value.strip().strip("\"'")})
+
+
+def _where(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    return f"line {mark.line + 1}" if mark is not None else type(error).__name__
+
+
+Parser = Callable[[str], Iterator[Secret]]
+_BY_SUFFIX: dict[str, Parser] = {
+    ".yaml": _yaml,
+    ".yml": _yaml,
+    ".json": _json,
+    ".dockerconfigjson": _json,
+    ".toml": _toml,
+    ".ini": _ini,
+    ".cfg": _ini,
+    ".pypirc": _ini,
+    ".gitconfig": _ini,
+    ".env": _env,
+    ".properties": _properties,
+    ".xml": _xml,
+    ".config": _xml,
+    ".csproj": _xml,
+    ".props": _xml,
+    ".netrc": _netrc,
+    ".pgpass": _pgpass,
+    ".npmrc": _npmrc,
+    ".yarnrc": _npmrc,
+}
+_BY_NAME: dict[str, Parser] = {"_netrc": _netrc, "netrc": _netrc, "pgpass": _pgpass, ".env": _env, "npmrc": _npmrc}
+
+
+def parser_for(path: str, text: str) -> Parser | None:
+    """The format of ``path``: by name, then by suffix (``.env.prod`` is .env), then by content.
+
+    A file whose content merely looks like JSON is parsed as JSON only if it parses: it was never
+    promised to be JSON. Files of no known format get the text detectors only.
+    """
+    name = PurePosixPath(path).name.lower()
+    if name in _BY_NAME:
+        return _BY_NAME[name]
+    if name.startswith(".env.") or name.endswith(".env"):
+        return _env
+    suffix = PurePosixPath(name).suffix
+    if suffix in _BY_SUFFIX:
+        return _BY_SUFFIX[suffix]
+    if text.lstrip().startswith(("{", "[")):
+        return _sniffed_json
+    return None
+
+
+def _sniffed_json(text: str) -> Iterator[Secret]:
+    try:
+        return _json(text)
+    except UnscannableContent:
+        return iter(())
+
+
+def secrets_in(path: str, text: str) -> list[Secret]:
+    parser = parser_for(path, text)
+    return list(parser(text)) if parser else []
+
+
+def secrets_in_value(value: str) -> list[Secret]:
+    """Secrets in a string that holds a JSON or YAML document (a policy, a ticket field); [] if it holds none."""
+    stripped = value.lstrip()
+    try:
+        if stripped.startswith(("{", "[")):
+            return list(_json(value))
+        if "\n" in stripped and re.search(r"(?m)^[ \t]*[\w.-]+[ \t]*:[ \t]", stripped):
+            tree = yaml.load(value, Loader=_YamlLoader)  # noqa: S506 - a BaseLoader: strings only
+            return list(_walk(tree)) if isinstance(tree, (dict, list)) else []
+    except (UnscannableContent, yaml.YAMLError):
+        return []
+    return []
+
+
+def locations(text: str, key: str, value: str, taken: set[int]) -> list[tuple[int, int]] | None:
+    """Where ``value`` (found under ``key``) stands in ``text``, or None if it cannot be found.
+
+    The value is searched after an occurrence of its key, as written, then escaped as JSON or XML
+    would write it, then line by line (block scalars, continued lines), then word by word (folded
+    scalars). Searching after the key replaces only this value, not the same word elsewhere;
+    ``taken`` (starts of values already located) lets a repeated key and value find its own place.
+    """
+    for pieces in _spellings(value):
+        if not all(pieces):
+            continue
+        starts = [match.end() for match in re.finditer(re.escape(key), text)] if key else [0]
+        for start in starts or [0]:
+            spans, cursor = [], start
+            for piece in pieces:
+                found = text.find(piece, cursor, cursor + 4096 + len(piece))
+                while found in taken:
+                    found = text.find(piece, found + 1, cursor + 4096 + len(piece))
+                if found < 0:
+                    break
+                spans.append((found, found + len(piece)))
+                cursor = found + len(piece)
+            else:
+                return spans
+    return None
+
+
+def _spellings(value: str) -> Iterator[list[str]]:
+    yield [value]
+    yield [json.dumps(value)[1:-1]]
+    yield [xml_escape(value, {'"': "&quot;"})]
+    lines = [line.strip() for line in value.splitlines() if line.strip()]
+    yield lines
+    yield [json.dumps(line)[1:-1] for line in lines]
+    yield value.split()

@@ -1,0 +1,67 @@
+"""Which key names name a secret, on word boundaries, and which values are only placeholders.
+
+A key is split into words (snake, kebab, dots, spaces and camelCase): ``max_tokens`` is
+``max tokens`` and ``_authToken`` is ``auth token``. Matching words, not substrings, keeps
+``tokenizer``, ``secretary_email``, ``compass_heading`` and ``bypass_cache`` readable.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+# A word that names a secret by itself.
+SECRET_WORDS = frozenset(
+    "password passwords passwd pwd pass passphrase passcode secret secrets token credential credentials creds"
+    " auth authorization apikey privatekey secretkey accesskey requirepass masterauth pgpass sig pin otp cookie".split()
+)
+# A word ending in one of these names a secret too: dbpassword, authtoken, identitytoken, clientsecret.
+SECRET_SUFFIXES = ("password", "passwd", "passphrase", "secret", "token", "apikey", "privatekey", "secretkey")
+# "key" names a secret after a qualifier (api key, access-key, STRIPE_KEY), but not after these.
+NON_SECRET_KEY_QUALIFIERS = frozenset(
+    "primary foreign sort partition hash range cache public pub idempotency routing lookup shard object row unique"
+    " composite dedup dedupe group kms host map dict index sequence order cluster tag label hot short translation"
+    " message field column attribute metric config setting env environment redis s3 ssh public gpg pgp"
+    " ordering join natural surrogate".split()
+)
+# A last word that makes the key a setting *about* a secret: evidence, not a secret.
+DESCRIPTOR_WORDS = frozenset(
+    "type types ttl seconds secs minutes mins hours days age expiry expires expiration expire expired lifetime"
+    " length len size min max policy policies enabled enable disabled required require scopes scope encryption"
+    " algorithm algorithms algo rotation rotate reuse prevention count status state id ids name names file files"
+    " path paths dir url uri endpoint endpoints arn header variable var env field fields param prefix suffix format"
+    " regex pattern location mode method methods version source provider issuer audience strength complexity hint"
+    " reset at used date time timeout interval limit ref reference kind label description help store backend"
+    " storage manager command cmd mount mounts lookup ui flow grant strategy validation verification retention"
+    " history attempts retries lockout".split()
+)
+# A first word that makes the key a setting about secrets: max_tokens, use_password, require_auth.
+QUALIFIER_WORDS = frozenset("max min num number use enable disable require allow is has no skip show hide".split())
+
+
+@functools.lru_cache(maxsize=8192)
+def is_secret_key_name(name: str) -> bool:
+    """Cached (bounded): structured evidence repeats the same few key names in every record."""
+    words = [word.lower() for word in _WORDS.findall(name)]
+    if not words or words[-1] in DESCRIPTOR_WORDS or words[0] in QUALIFIER_WORDS:
+        return False
+    for index, word in enumerate(words):
+        if word in SECRET_WORDS or word.endswith(SECRET_SUFFIXES):
+            return True
+        if word in ("key", "keys") and index > 0 and words[index - 1] not in NON_SECRET_KEY_QUALIFIERS:
+            return True
+    return False
+
+
+# ${VAR} and $VAR, {{ jinja }}, <angle>, %(interpolation)s, %WINDOWS%, stars, dots and the words people
+# write instead of a value. ${VAR:-default} is not a placeholder: its default is a literal, maybe a password.
+_PLACEHOLDER = re.compile(
+    r"^(?:\$\{[^}=+-]*\}|\$[A-Z_][A-Z0-9_]*|\{\{.*\}\}|<[^>]*>|%\([\w.-]+\)[sd]|%[A-Z_][A-Z0-9_]*%|\*+|\.{3}"
+    r"|(?i:x{3,}|changeme|change[-_]?me|change[-_]?it|replace[-_]?me|todo|tbd|null|none|nil|undefined|redacted"
+    r"|your[-_ ][\w -]*|my[-_ ]?(?:password|secret|token))|\[[A-Z_ -]*\]|)$"
+)
+
+
+def is_placeholder(value: str) -> bool:
+    return _PLACEHOLDER.match(value.strip()) is not None
