@@ -21,8 +21,9 @@ from soc2_evidence.core.redaction.detectors import DETECTORS, Detector, may_hold
 from soc2_evidence.core.redaction.documents import (
     UnscannableContent,
     locations,
+    KEYWORDLESS_FORMATS,
     pair_is_secret,
-    secrets_in,
+    parser_for,
     secrets_in_value,
 )
 from soc2_evidence.core.redaction.keys import is_placeholder, is_secret_key_name
@@ -60,8 +61,9 @@ class Redactor:
         Raises :class:`UnscannableContent` when the file is of a known format but does not parse,
         or a secret it holds cannot be found again in its text: the file must then not be archived.
         """
-        if may_hold_secret(text):
-            text = self._replace_structured(text, secrets_in(path, text))
+        parser = parser_for(path, text)
+        if parser is not None and (parser in KEYWORDLESS_FORMATS or may_hold_secret(text)):
+            text = self._replace_structured(text, parser(text))
         return self.redact_text(text)
 
     def redact_value(self, value: Any, key_name: str = "") -> Any:

@@ -36,7 +36,7 @@ class Detector:
         return group.removeprefix("secret_") if self.per_group else self.name
 
 
-_B = r"(?<![A-Za-z0-9_+/-])"  # a token starts here: not inside a longer word or base64 run
+_B = r"(?<![A-Za-z0-9])"  # a token starts here, not inside a longer word
 _E = r"(?![A-Za-z0-9_])"
 # Provider token formats: (name, pattern of the secret). Each has a fixed prefix or shape, so
 # matching needs no context and works in names, commit subjects, URLs and headers alike.
@@ -88,7 +88,7 @@ PROVIDER_FORMATS: tuple[tuple[str, str], ...] = (
     ("flutterwave_key", rf"{_B}FLW(?:SECK|PUBK)(?:_TEST)?-[a-h0-9]{{32}}-X"),
     ("mapbox_token", rf"{_B}sk\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"),
     ("dynatrace_token", rf"{_B}dt0c01\.[A-Z0-9]{{24}}\.[A-Z0-9]{{64}}"),
-    ("sentry_token", rf"{_B}sntr[ysu]_[A-Za-z0-9_=+/-]{{30,}}"),
+    ("sentry_token", rf"{_B}sntry[su]_[A-Za-z0-9_=+/-]{{30,}}"),
     ("jwt", rf"{_B}eyJ[A-Za-z0-9_-]{{8,}}\.eyJ[A-Za-z0-9_-]{{8,}}\.[A-Za-z0-9_-]*"),
 )
 # The fixed text each provider format starts with or is anchored on, for the prefilter.
@@ -109,7 +109,9 @@ _PRIVATE_KEY = re.compile(
     r"(?:-----END[ A-Z0-9]*? PRIVATE KEY(?: BLOCK)?-----|\Z))"
 )
 # PuTTY .ppk: the private lines, and the MAC computed over them.
-_PUTTY = re.compile(r"Private-Lines: *\d+\r?\n(?P<secret>(?:[A-Za-z0-9+/=]+\r?\n?)+)|Private-MAC: *(?P<secret_mac>\S+)")
+_PUTTY = re.compile(
+    r"Private-Lines: *\d+\r?\n(?P<secret>(?:[A-Za-z0-9+/=]+(?:\r?\n|\Z))+)|Private-MAC: *(?P<secret_mac>\S+)"
+)
 # "://user:password@host": the password may hold '/' and '@' (it then runs to the last '@' before the host).
 # Anchored on "://" (not on the scheme) so a long run of letters is not rescanned from each position.
 _URL_PASSWORD = re.compile(r"(?<=[a-zA-Z0-9+.-])://[^:/\s@\"'<>]*:(?P<secret>[^\s\"'<>]+)@(?=[^\s@\"'<>/]+)")
@@ -135,6 +137,7 @@ _KEYWORD_VALUE = re.compile(
     r"|^[ \t]*(?:password|passwd|account)[ \t]+(?P<secret_netrc>\S+)[ \t]*$"
     r"|\b(?:machine|default)\b[^\n]*?[ \t](?:password|passwd|account)[ \t]+(?P<secret_netrc_line>\S+)"
     r"|^[ \t]*(?:ENV|ARG)[ \t]+(?P<name>[A-Za-z_][\w.-]*)[ \t]+(?P<secret_env>[^\s=][^\n]*)"
+    r"|(?i:\bwith[ \t]+(?:encrypted[ \t]+)?password|\bidentified[ \t]+(?:with[ \t]+\w+[ \t]+)?by)[ \t]*'(?P<secret_sql>(?:[^'\n]|'')*)'"
 )
 _SENSITIVE_WORD = (
     r"(?i:pass(?:word|wd|phrase|code)?|pwd|secret|token|credential|creds|auth|key|sig|pin|otp|cookie|requirepass"
@@ -156,7 +159,7 @@ _SECRET_ASSIGNMENT = re.compile(
     r"[\"'\]]?[ \t]*(?:=>|:=|[:=])(?![:=/])[ \t]*"
     r"(?:\"(?P<secret_double>(?:[^\"\\]|\\.)*)\""
     r"|'(?P<secret_single>(?:[^'\n]|'')*)'"
-    r"|(?P<secret>[^\s#;\"'|>][^\s;]*(?:[ \t]+(?![\w.-]++[ \t]*(?:=>|[:=]))[^\s#;][^\s;]*)*(?:\\\r?\n[^\n]*)*))"
+    r"|(?P<secret>[^\s#;\"'|>{{\[][^\s;]*(?:[ \t]+(?![\w.-]++[ \t]*(?:=>|[:=]))[^\s#;][^\s;]*)*(?:\\\r?\n[^\n]*)*))"
 )
 # XML: <password>value</password>, and key/value attribute pairs (web.config <add key= value=>).
 _XML = re.compile(
@@ -191,7 +194,7 @@ DETECTORS: tuple[Detector, ...] = (
 _ANCHORS_LOWER = sorted(
     {anchor.lower() for anchor in PROVIDER_ANCHORS}
     | {"-----begin ", "private-lines", "private-mac", "://", "bearer", "mysql", "-u ", "--user", "sshpass",
-       "requirepass", "masterauth", "account", "pass", "pwd", "secret", "token", "credential", "creds", "auth", "key",
+       "requirepass", "masterauth", "account", "identified", "pass", "pwd", "secret", "token", "credential", "creds", "auth", "key",
        "sig", "pin", "otp", "cookie"}
 )  # fmt: skip
 _ANCHOR = re.compile("|".join(re.escape(anchor) for anchor in sorted(_ANCHORS_LOWER, key=len, reverse=True)))

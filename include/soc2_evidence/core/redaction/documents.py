@@ -36,26 +36,29 @@ class UnscannableContent(ValueError):  # noqa: N818 - named for what the caller 
 
 # (key the value was found under, the value as parsed). The key anchors the search in the text.
 Secret = tuple[str, str]
-_BOOLEAN_OR_NULL = re.compile(r"(?i)^(?:true|false|yes|no|on|off|y|n|null|none|nil|~)$")
 
 
 def _walk(tree: Any, key: str = "", under_secret: bool = False) -> Iterator[Secret]:
     """Every scalar under a sensitive key, at any depth, with the nearest key above it."""
     if isinstance(tree, dict):
-        if tree.get("kind") == "Secret":  # Kubernetes: every entry of data/stringData, whatever its name
-            for section in ("data", "stringData"):
-                yield from _walk(tree.get(section), section, under_secret=True)
+        # Kubernetes Secret: every entry of data/stringData is secret, whatever its name.
+        kubernetes_secret = tree.get("kind") == "Secret"
         pair_secret = pair_is_secret(tree)
         for name, value in tree.items():
             name = str(name)
-            secret = under_secret or is_secret_key_name(name) or (pair_secret and name.lower() in _PAIR_VALUES)
+            secret = (
+                under_secret
+                or is_secret_key_name(name)
+                or (pair_secret and name.lower() in _PAIR_VALUES)
+                or (kubernetes_secret and name in ("data", "stringData"))
+            )
             yield from _walk(value, name, secret)
     elif isinstance(tree, list):
         for item in tree:
             yield from _walk(item, key, under_secret)
     elif under_secret and tree is not None and not isinstance(tree, bool):
         value = str(tree)
-        if value.strip() and not _BOOLEAN_OR_NULL.match(value.strip()) and not is_placeholder(value):
+        if not is_placeholder(value):
             yield key, value
 
 
@@ -231,6 +234,8 @@ _BY_SUFFIX: dict[str, Parser] = {
     ".npmrc": _npmrc,
     ".yarnrc": _npmrc,
 }
+# Formats whose secrets stand under no sensitive word (.pgpass: the fifth field), so the prefilter cannot skip them.
+KEYWORDLESS_FORMATS: frozenset[Parser] = frozenset({_pgpass})
 _BY_NAME: dict[str, Parser] = {"_netrc": _netrc, "netrc": _netrc, "pgpass": _pgpass, ".env": _env, "npmrc": _npmrc}
 
 
@@ -241,28 +246,26 @@ def parser_for(path: str, text: str) -> Parser | None:
     promised to be JSON. Files of no known format get the text detectors only.
     """
     name = PurePosixPath(path).name.lower()
-    if name in _BY_NAME:
-        return _BY_NAME[name]
+    if name in _BY_NAME or name in _BY_SUFFIX:  # dot files (.pypirc, .pgpass) have no suffix of their own
+        return _BY_NAME.get(name) or _BY_SUFFIX[name]
     if name.startswith(".env.") or name.endswith(".env"):
         return _env
     suffix = PurePosixPath(name).suffix
     if suffix in _BY_SUFFIX:
         return _BY_SUFFIX[suffix]
     if text.lstrip().startswith(("{", "[")):
-        return _sniffed_json
+        return _sniffed
     return None
 
 
-def _sniffed_json(text: str) -> Iterator[Secret]:
-    try:
-        return _json(text)
-    except UnscannableContent:
-        return iter(())
-
-
-def secrets_in(path: str, text: str) -> list[Secret]:
-    parser = parser_for(path, text)
-    return list(parser(text)) if parser else []
+def _sniffed(text: str) -> Iterator[Secret]:
+    """Content that looks like JSON (or like INI: "[default]"): secrets if it parses as one, else none."""
+    for parser in (_json, _ini):
+        try:
+            return iter(list(parser(text)))
+        except UnscannableContent:
+            continue
+    return iter(())
 
 
 def secrets_in_value(value: str) -> list[Secret]:
@@ -294,9 +297,11 @@ def locations(text: str, key: str, value: str, taken: set[int]) -> list[tuple[in
         for start in starts or [0]:
             spans, cursor = [], start
             for piece in pieces:
-                found = text.find(piece, cursor, cursor + 4096 + len(piece))
-                while found in taken:
-                    found = text.find(piece, found + 1, cursor + 4096 + len(piece))
+                end = cursor + 4096 + len(piece)
+                found = first = text.find(piece, cursor, end)
+                while found in taken:  # the same key and value twice: each finds its own place
+                    found = text.find(piece, found + 1, end)
+                found = found if found >= 0 else first  # or the place already found, if there is no other
                 if found < 0:
                     break
                 spans.append((found, found + len(piece)))

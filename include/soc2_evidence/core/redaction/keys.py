@@ -34,7 +34,7 @@ DESCRIPTOR_WORDS = frozenset(
     " regex pattern location mode method methods version source provider issuer audience strength complexity hint"
     " reset at used date time timeout interval limit ref reference kind label description help store backend"
     " storage manager command cmd mount mounts lookup ui flow grant strategy validation verification retention"
-    " history attempts retries lockout".split()
+    " history attempts retries lockout domain secure samesite httponly".split()
 )
 # A first word that makes the key a setting about secrets: max_tokens, use_password, require_auth.
 QUALIFIER_WORDS = frozenset("max min num number use enable disable require allow is has no skip show hide".split())
@@ -44,6 +44,8 @@ QUALIFIER_WORDS = frozenset("max min num number use enable disable require allow
 def is_secret_key_name(name: str) -> bool:
     """Cached (bounded): structured evidence repeats the same few key names in every record."""
     words = [word.lower() for word in _WORDS.findall(name)]
+    while words and words[-1].isdigit():  # PuTTY-User-Key-File-3, password2: the number says nothing
+        words.pop()
     if not words or words[-1] in DESCRIPTOR_WORDS or words[0] in QUALIFIER_WORDS:
         return False
     for index, word in enumerate(words):
@@ -57,11 +59,16 @@ def is_secret_key_name(name: str) -> bool:
 # ${VAR} and $VAR, {{ jinja }}, <angle>, %(interpolation)s, %WINDOWS%, stars, dots and the words people
 # write instead of a value. ${VAR:-default} is not a placeholder: its default is a literal, maybe a password.
 _PLACEHOLDER = re.compile(
-    r"^(?:\$\{[^}=+-]*\}|\$[A-Z_][A-Z0-9_]*|\{\{.*\}\}|<[^>]*>|%\([\w.-]+\)[sd]|%[A-Z_][A-Z0-9_]*%|\*+|\.{3}"
+    r"^(?:\$\{\{.*\}\}|\$\{[^}=+-]*\}|\$[A-Z_][A-Z0-9_]*|\{\{.*\}\}|<[^>]*>|%\([\w.-]+\)[sd]|%[A-Z_][A-Z0-9_]*%|\*+|\.{3}"
     r"|(?i:x{3,}|changeme|change[-_]?me|change[-_]?it|replace[-_]?me|todo|tbd|null|none|nil|undefined|redacted"
     r"|your[-_ ][\w -]*|my[-_ ]?(?:password|secret|token))|\[[A-Z_ -]*\]|)$"
 )
 
 
+_BOOLEAN_OR_NULL = re.compile(r"(?i)^(?:true|false|yes|no|on|off|null|none|nil|~)$")
+
+
 def is_placeholder(value: str) -> bool:
-    return _PLACEHOLDER.match(value.strip()) is not None
+    """A value that reveals nothing: a placeholder, a boolean, a null or nothing at all."""
+    value = value.strip()
+    return _PLACEHOLDER.match(value) is not None or _BOOLEAN_OR_NULL.match(value) is not None
