@@ -61,9 +61,14 @@ class Redactor:
         Raises :class:`UnscannableContent` when the file is of a known format but does not parse,
         or a secret it holds cannot be found again in its text: the file must then not be archived.
         """
-        parser = parser_for(path, text)
-        if parser is not None and (parser in KEYWORDLESS_FORMATS or may_hold_secret(text)):
-            text = self._replace_structured(text, parser(text))
+        counts = self.counts.copy()
+        try:
+            parser = parser_for(path, text)
+            if parser is not None and (parser in KEYWORDLESS_FORMATS or may_hold_secret(text)):
+                text = self._replace_structured(text, parser(text))
+        except UnscannableContent:
+            self.counts = counts  # nothing of the file is written, so nothing of it was redacted
+            raise
         return self.redact_text(text)
 
     def redact_value(self, value: Any, key_name: str = "") -> Any:

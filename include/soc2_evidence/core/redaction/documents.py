@@ -26,8 +26,8 @@ from dotenv.parser import parse_stream
 from soc2_evidence.core.redaction.keys import is_placeholder, is_secret_key_name
 
 
-class UnscannableContent(ValueError):  # noqa: N818 - named for what the caller records, like the other reasons
-    """Content that cannot be redacted with confidence: it must not be archived. ``reason`` is secret-free."""
+class UnscannableContent(Exception):  # noqa: N818 - it is not an error of the pipeline: the file is listed, not archived
+    """Content that cannot be redacted with confidence: it must not be archived. ``reason`` is one secret-free line."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
