@@ -31,7 +31,6 @@ from soc2_evidence.core.redaction.keys import is_placeholder, is_secret_key_name
 __all__ = ["DETECTORS", "MARKER_PATTERN", "Redactor", "UnscannableContent", "is_secret_key_name", "may_hold_secret"]
 
 MARKER_PATTERN = re.compile(r"\[REDACTED:[a-z_0-9]+(?::[0-9a-f]{16})?\]")
-_NAME_GROUPS = ("name", "name_attr")
 
 
 @dataclass
@@ -149,7 +148,7 @@ class Redactor:
     def _replacer(self, detector: Detector) -> Callable[[re.Match[str]], str]:
         def replace(match: re.Match[str]) -> str:
             group = next(group for group in detector.secret_groups if match[group] is not None)
-            names = [match[name] for name in _NAME_GROUPS if name in detector.pattern.groupindex and match[name]]
+            names = [match[name] for name in detector.name_groups if match[name]]
             if names and not is_secret_key_name(names[0]):
                 # A setting about secrets is kept, but what the match took as its value may hold
                 # a secret assignment (the next line: "token_rotation:\n  secret: x"): search it.

@@ -32,6 +32,10 @@ class Detector:
     def secret_groups(self) -> tuple[str, ...]:
         return tuple(group for group in self.pattern.groupindex if group.startswith("secret"))
 
+    @functools.cached_property
+    def name_groups(self) -> tuple[str, ...]:
+        return tuple(group for group in self.pattern.groupindex if group.startswith("name"))
+
     def counted_as(self, group: str) -> str:
         return group.removeprefix("secret_") if self.per_group else self.name
 
@@ -135,18 +139,23 @@ _COMMAND_LINE = re.compile(
 _KEYWORD_VALUE = re.compile(
     r"(?m)^[ \t]*(?:requirepass|masterauth)[ \t]+(?P<secret>\S+)"
     r"|^[ \t]*(?:password|passwd|account)[ \t]+(?P<secret_netrc>\S+)[ \t]*$"
+    # Any "name value" line whose name names a secret: ldap bindpw, sshd-like and space-separated configs.
+    r"|^[ \t]*(?P<name_line>[A-Za-z_][\w.-]*)[ \t]+(?P<secret_line>[^\s#;=:][^\s;]*)[ \t]*;?[ \t]*$"
     r"|\b(?:machine|default)\b[^\n]*?[ \t](?:password|passwd|account)[ \t]+(?P<secret_netrc_line>\S+)"
     r"|^[ \t]*(?:ENV|ARG)[ \t]+(?P<name>[A-Za-z_][\w.-]*)[ \t]+(?P<secret_env>[^\s=][^\n]*)"
     r"|(?i:\bwith[ \t]+(?:encrypted[ \t]+)?password|\bidentified[ \t]+(?:with[ \t]+\w+[ \t]+)?by)[ \t]*'(?P<secret_sql>(?:[^'\n]|'')*)'"
 )
 _SENSITIVE_WORD = (
-    r"(?i:pass(?:word|wd|phrase|code)?|pwd|secret|token|credential|creds|auth|key|sig|pin|otp|cookie|requirepass"
-    r"|masterauth)"
+    r"(?i:pass(?:word|wd|phrase|code)?|pwd|pw|secret|token|credential|creds|auth|key|sig|pin|otp|cookie"
+    r"|requirepass|masterauth)"
 )
 # A YAML block scalar under a sensitive key ("secret: |"): every more-indented line below it.
 _BLOCK_SCALAR = re.compile(
     r"(?m)^(?P<indent>[ \t]*)(?:- )?(?P<name>[\w.-]+)[ \t]*:[ \t]*[|>][+-]?[0-9]?[ \t]*\r?\n"
     r"(?P<secret>(?:(?P=indent)[ \t]+\S[^\n]*(?:\n|\Z)|[ \t]*\r?\n(?=(?P=indent)[ \t]+\S))+)"
+    # A heredoc (HCL, shell) under a sensitive name: the lines up to its terminator.
+    r"|(?P<name_heredoc>[A-Za-z_][\w.-]*)[ \t]*=?[ \t]*<<[-~]?[\"']?(?P<tag>[A-Za-z_]\w*)[\"']?[ \t]*\r?\n"
+    r"(?P<secret_heredoc>(?:(?![ \t]*(?P=tag)[ \t]*$)[^\n]*\n)*?)(?=[ \t]*(?P=tag)[ \t]*$)"
 )
 # NAME = value, NAME: value, "NAME": "value", NAME => value, NAME := value. The name is a run of
 # word characters holding a sensitive word (tested on word boundaries by the replacer), possibly
@@ -160,6 +169,17 @@ _SECRET_ASSIGNMENT = re.compile(
     r"(?:\"(?P<secret_double>(?:[^\"\\]|\\.)*)\""
     r"|'(?P<secret_single>(?:[^'\n]|'')*)'"
     r"|(?P<secret>[^\s#;\"'|>{{\[][^\s;]*(?:[ \t]+(?![\w.-]++[ \t]*(?:=>|[:=]))[^\s#;][^\s;]*)*(?:\\\r?\n[^\n]*)*))"
+)
+# A secret-named string passed with its value: os.Setenv("API_SECRET", "x"), environ.get('SECRET_KEY', 'x').
+_CALL_ARGUMENT = re.compile(
+    rf"\([ \t]*(?P<name>[\"'][\w.-]*{_SENSITIVE_WORD}[\w.-]*[\"'])[ \t]*,[ \t]*"
+    r"(?:\"(?P<secret_double>(?:[^\"\\\n]|\\.)*)\"|'(?P<secret_single>(?:[^'\\\n]|\\.)*)')"
+)
+# Password hashes (crypt, htpasswd, PostgreSQL SCRAM and md5): crackable offline, so as secret as the password.
+_PASSWORD_HASH = re.compile(
+    r"(?P<secret>\$(?:apr1|2[abxy]?|1|5|6|y|argon2id?|argon2i|scrypt|pbkdf2[\w-]*)\$[^\s:\"',;]{8,}"
+    r"|SCRAM-SHA-(?:1|256)\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+"
+    r"|(?<![A-Za-z0-9])md5[0-9a-f]{32}(?![A-Za-z0-9]))"
 )
 # XML: <password>value</password>, and key/value attribute pairs (web.config <add key= value=>).
 _XML = re.compile(
@@ -185,6 +205,8 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("authorization", _AUTH_HEADER, accept=lambda secret: not secret.isalpha() or len(secret) >= 20),
     Detector("command_line", _COMMAND_LINE),
     Detector("keyword_value", _KEYWORD_VALUE),
+    Detector("password_hash", _PASSWORD_HASH),
+    Detector("call_argument", _CALL_ARGUMENT),
     Detector("xml_secret", _XML),
     Detector("block_scalar", _BLOCK_SCALAR),
     Detector("secret_assignment", _SECRET_ASSIGNMENT),
@@ -194,7 +216,8 @@ DETECTORS: tuple[Detector, ...] = (
 _ANCHORS_LOWER = sorted(
     {anchor.lower() for anchor in PROVIDER_ANCHORS}
     | {"-----begin ", "private-lines", "private-mac", "://", "bearer", "mysql", "-u ", "--user", "sshpass",
-       "requirepass", "masterauth", "account", "identified", "pass", "pwd", "secret", "token", "credential", "creds", "auth", "key",
+       "requirepass", "masterauth", "account", "identified", "$apr1$", "$2a$", "$2b$", "$2x$", "$2y$",
+       "$2$", "$1$", "$5$", "$6$", "$y$", "$argon2", "$scrypt$", "$pbkdf2", "scram-sha-", "md5", "pw", "<<", "pass", "pwd", "secret", "token", "credential", "creds", "auth", "key",
        "sig", "pin", "otp", "cookie"}
 )  # fmt: skip
 _ANCHOR = re.compile("|".join(re.escape(anchor) for anchor in sorted(_ANCHORS_LOWER, key=len, reverse=True)))

@@ -13,11 +13,11 @@ import re
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 # A word that names a secret by itself.
 SECRET_WORDS = frozenset(
-    "password passwords passwd pwd pass passphrase passcode secret secrets token credential credentials creds"
+    "password passwords passwd pwd pw pass passphrase passcode secret secrets token credential credentials creds"
     " auth authorization apikey privatekey secretkey accesskey requirepass masterauth pgpass sig pin otp cookie".split()
 )
 # A word ending in one of these names a secret too: dbpassword, authtoken, identitytoken, clientsecret.
-SECRET_SUFFIXES = ("password", "passwd", "passphrase", "secret", "token", "apikey", "privatekey", "secretkey")
+SECRET_SUFFIXES = ("password", "passwd", "pw", "passphrase", "secret", "token", "apikey", "privatekey", "secretkey")
 # "key" names a secret after a qualifier (api key, access-key, STRIPE_KEY), but not after these.
 NON_SECRET_KEY_QUALIFIERS = frozenset(
     "primary foreign sort partition hash range cache public pub idempotency routing lookup shard object row unique"
@@ -34,7 +34,8 @@ DESCRIPTOR_WORDS = frozenset(
     " regex pattern location mode method methods version source provider issuer audience strength complexity hint"
     " reset at used date time timeout interval limit ref reference kind label description help store backend"
     " storage manager command cmd mount mounts lookup ui flow grant strategy validation verification retention"
-    " history attempts retries lockout domain secure samesite httponly".split()
+    " history attempts retries lockout domain secure samesite httponly scheme schemes realm protocol mechanism plugin"
+    " server host hosts port user username email login tenant".split()
 )
 # A first word that makes the key a setting about secrets: max_tokens, use_password, require_auth.
 QUALIFIER_WORDS = frozenset("max min num number use enable disable require allow is has no skip show hide".split())
