@@ -486,6 +486,146 @@ def _secret_cases() -> list[Case]:  # noqa: PLR0915 - one line per case reads be
     add("curl-user", "scripts/curl.sh", "curl -u admin:{} https://ci.acme.example/api\n", password())
     add("sshpass", "scripts/ssh.sh", "sshpass -p {} ssh deploy@host\n", password())
     add("pgpassword-env", "scripts/psql.sh", "PGPASSWORD={} psql -h db -U app\n", password())
+
+    # --- held out: written after the detectors above were settled, and first measured unseen (README)
+    add("ansible-vars", "held-out/group_vars/all.yml", "ansible_become_pass: {}\n", password())
+    add(
+        "ansible-ssh-pass",
+        "held-out/inventory.ini",
+        "[web]\nweb1 ansible_host=10.0.0.1 ansible_ssh_pass={}\n",
+        password(),
+    )
+    add(
+        "spring-yaml-nested",
+        "held-out/application.yml",
+        "spring:\n  datasource:\n    username: app\n    password: {}\n",
+        password(),
+    )
+    add(
+        "django-databases",
+        "held-out/settings.py",
+        "DATABASES = {{'default': {{'ENGINE': 'x', 'PASSWORD': '{}'}}}}\n",
+        password(),
+    )
+    add("nodejs-config", "held-out/config.js", "module.exports = {{ db: {{ password: '{}' }} }};\n", password())
+    add("ts-const", "held-out/secrets.ts", 'export const STRIPE_SECRET = "{}";\n', "sk_test_" + r(24))
+    add("java-string", "held-out/Conf.java", 'private static final String DB_PASS = "{}";\n', password())
+    add(
+        "csharp-conn",
+        "held-out/appsettings.json",
+        '{{"ConnectionStrings": {{"Default": "Server=db;Database=app;User Id=sa;Password={};"}}}}\n',
+        r(14),
+    )
+    add(
+        "docker-compose-env",
+        "held-out/docker-compose.yml",
+        "services:\n  db:\n    environment:\n      - POSTGRES_PASSWORD={}\n",
+        password(),
+    )
+    add(
+        "compose-map-env",
+        "held-out/compose.yaml",
+        "services:\n  db:\n    environment:\n      MYSQL_ROOT_PASSWORD: {}\n",
+        password(),
+    )
+    add("gh-actions-with", "held-out/workflow.yml", "steps:\n  - uses: x/y@v1\n    with:\n      api-token: {}\n", r(40))
+    add("helm-set", "held-out/deploy.sh", "helm upgrade app . --set auth.password={}\n", password())
+    add(
+        "kubectl-literal", "held-out/mk.sh", "kubectl create secret generic db --from-literal=password={}\n", password()
+    )
+    add("terraform-tf", "held-out/main.tf", 'resource "aws_db_instance" "db" {{\n  password = "{}"\n}}\n', password())
+    add("hcl-heredoc", "held-out/vault.hcl", "token = <<EOT\n{}\nEOT\n", r(40))
+    add("nginx-auth-basic", "held-out/htpasswd", "admin:{}\n", "$apr1$" + r(8) + "$" + r(22))
+    add("ssh-config-pass", "held-out/ssh_config", "Host x\n  IdentityFile ~/.ssh/id\n  # pass: {}\n", password())
+    add("git-credentials", "held-out/.git-credentials", "https://ci:{}@github.com\n", password())
+    add("pip-conf", "held-out/pip.conf", "[global]\nindex-url = https://user:{}@pypi.acme.example/simple\n", password())
+    add(
+        "maven-settings-env",
+        "held-out/settings-ci.xml",
+        "<settings><servers><server><id>x</id><privateKey>{}</privateKey><passphrase>{}</passphrase></server></servers></settings>\n",
+        r(30),
+        r(16),
+    )
+    add(
+        "gradle-properties",
+        "held-out/gradle.properties",
+        "signing.password={}\nossrhPassword={}\n",
+        password(),
+        password(),
+    )
+    add("cargo-credentials", "held-out/credentials.toml", '[registry]\ntoken = "{}"\n', "cio" + r(32))
+    add("composer-auth", "held-out/auth.json", '{{"github-oauth": {{"github.com": "{}"}}}}\n', "ghp_" + r(36))
+    add(
+        "rclone",
+        "held-out/rclone.conf",
+        "[s3]\ntype = s3\naccess_key_id = {}\nsecret_access_key = {}\n",
+        "AKIA" + r(16, UPPER_ALNUM),
+        r(40, B64),
+    )
+    add(
+        "s3cmd",
+        "held-out/.s3cfg",
+        "[default]\naccess_key = {}\nsecret_key = {}\n",
+        "AKIA" + r(16, UPPER_ALNUM),
+        r(40, B64),
+    )
+    add("boto-cfg", "held-out/.boto", "[Credentials]\naws_secret_access_key = {}\n", r(40, B64))
+    add("kubeconfig-token", "held-out/kubeconfig", "users:\n- name: admin\n  user:\n    token: {}\n", r(60, URLSAFE))
+    add(
+        "kubeconfig-client-key",
+        "held-out/kube.yaml",
+        "users:\n- name: a\n  user:\n    client-key-data: {}\n",
+        base64.b64encode(r(90).encode()).decode(),
+    )
+    add(
+        "argo-repo-secret",
+        "held-out/argocd.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: repo\nstringData:\n  url: https://github.com/a/b\n  sshPrivateKey: {}\n",
+        r(50),
+    )
+    add("sealed-like-plain", "held-out/vault.json", '{{"data": {{"value": "{}", "key": "db_password"}}}}\n', password())
+    add("aws-tags", "held-out/tags.json", '[{{"Key": "DbPassword", "Value": "{}"}}]\n', password())
+    add(
+        "jupyter",
+        "held-out/notebook.ipynb",
+        '{{"cells": [{{"source": ["openai.api_key = \\"{}\\"\\n"]}}]}}\n',
+        "sk-" + r(48),
+    )
+    add(
+        "powershell", "held-out/deploy.ps1", '$password = ConvertTo-SecureString "{}" -AsPlainText -Force\n', password()
+    )
+    add("bash-read", "held-out/env.sh", 'export VAULT_TOKEN="{}"\n', "hvs." + r(90, URLSAFE))
+    add("go-env", "held-out/main_test.go", 'os.Setenv("API_SECRET", "{}")\n', r(32))
+    add("python-environ-default", "held-out/conf.py", "KEY = os.environ.get('SECRET_KEY', '{}')\n", r(50))
+    add("cloudflare-token", "held-out/cf.yaml", "cloudflare_api_token: {}\n", r(40, URLSAFE))
+    add(
+        "heroku-key",
+        "held-out/heroku.env",
+        "HEROKU_API_KEY={}\n",
+        f"{r(8, LOWER_HEX)}-{r(4, LOWER_HEX)}-{r(4, LOWER_HEX)}-{r(4, LOWER_HEX)}-{r(12, LOWER_HEX)}",
+    )
+    add("datadog", "held-out/datadog.yaml", "api_key: {}\napp_key: {}\n", r(32, LOWER_HEX), r(40, LOWER_HEX))
+    add(
+        "pem-in-env",
+        "held-out/tls.env",
+        'TLS_KEY="-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----"\n',
+        r(64, B64),
+    )
+    add("ldap-bind", "held-out/ldap.conf", "binddn cn=admin,dc=acme\nbindpw {}\n", password())
+    add(
+        "pgbouncer",
+        "held-out/userlist.txt",
+        '"app" "{}"\n',
+        "SCRAM-SHA-256$4096:" + r(24, B64) + "$" + r(44, B64) + ":" + r(44, B64),
+    )
+    add("mongo-uri-in-yaml-list", "held-out/mongo.yaml", "hosts:\n  - mongodb://root:{}@m1:27017\n", password())
+    add(
+        "sendgrid-in-commit-like",
+        "held-out/CHANGELOG.md",
+        "- use key {} for mail\n",
+        f"SG.{r(22, URLSAFE)}.{r(43, URLSAFE)}",
+    )
+    add("basic-auth-in-url-query", "held-out/hook.txt", "https://ci.acme.example/hook?token={}\n", r(32))
     return cases
 
 
@@ -585,6 +725,36 @@ def _lookalike_cases() -> list[Case]:
     add("password-policy-block", "look/policy.yaml", "password_policy:\n  min_length: 14\n  require_symbols: true\n")
     add("numbers-and-booleans", "look/flags.env", "ENABLE_AUTH=true\nTOKEN_LIMIT=100\n")
     add("json-ticket", "look/ticket.json", '{"title": "Password reset page returns 500", "labels": ["auth", "bug"]}\n')
+
+    # --- held out, as the secrets above
+    add("tokens_per_minute", "held-out/look/llm.yaml", "tokens_per_minute: 90000\n")
+    add("password_hash_algorithm", "held-out/look/auth.yaml", "password_hash_algorithm: argon2id\n")
+    add("secret_manager", "held-out/look/infra.yaml", "secret_manager: aws-secretsmanager\n")
+    add("auth_provider", "held-out/look/sso.yaml", "auth_provider: okta\n")
+    add("keycloak_realm", "held-out/look/kc.yaml", "keycloak_realm: employees\n")
+    add("oauth_redirect", "held-out/look/oauth.yaml", "redirect_uri: https://app.acme.example/callback\n")
+    add("credential_helper", "held-out/look/.gitconfig", "[credential]\n\thelper = osxkeychain\n")
+    add("token_audience", "held-out/look/jwt.yaml", "token_audience: api://default\n")
+    add("sso_session", "held-out/look/session.yaml", "session_duration: 8h\n")
+    add("passthrough", "held-out/look/proxy.yaml", "tls_passthrough: enabled\n")
+    add("keyspace", "held-out/look/cassandra.yaml", "keyspace: audit_log\n")
+    add(
+        "keystore_type",
+        "held-out/look/server.properties",
+        "ssl.keystore.type=PKCS12\nssl.keystore.location=/etc/ks.p12\n",
+    )
+    add("pinned_version", "held-out/look/deps.yaml", "pinned_version: 1.4.2\n")
+    add("signal_handler", "held-out/look/app.yaml", "signal_handler: graceful\n")
+    add("tokenize_urls", "held-out/look/search.yaml", "tokenize_urls: true\n")
+    add("passive_mode", "held-out/look/ftp.yaml", "passive_mode: on\n")
+    add("auth_required", "held-out/look/api.yaml", "auth_required: true\nauth_scheme: bearer\n")
+    add("secrets_path", "held-out/look/vault.yaml", "secrets_path: kv/data/app\n")
+    add("key_vault_name", "held-out/look/azure.yaml", "key_vault_name: acme-prod-kv\n")
+    add("ssh_key_path", "held-out/look/ansible.cfg", "[defaults]\nprivate_key_file = ~/.ssh/id_ed25519\n")
+    add("commit-msg", "held-out/look/NOTES.md", "Fix token refresh when the password changes\n")
+    add("checksum", "held-out/look/checksums.txt", "md5: 9e107d9d372bb6826bd81d3542a419d6\n")
+    add("aws-arn", "held-out/look/iam.yaml", "role_arn: arn:aws:iam::123456789012:role/audit\n")
+    add("k8s-configmap", "held-out/look/cm.yaml", "apiVersion: v1\nkind: ConfigMap\ndata:\n  LOG_LEVEL: debug\n")
     return cases
 
 
