@@ -27,7 +27,9 @@ URL_PASSWORD = r(18)
 
 
 def _staged(tmp_path: Path, run_context, records: list[dict]) -> list[dict]:
-    writer = bundle_writer(tmp_path, run_context, family="tickets", source="records", kind="tests", redactor=Redactor(KEY))
+    writer = bundle_writer(
+        tmp_path, run_context, family="tickets", source="records", kind="tests", redactor=Redactor(KEY)
+    )
     writer.add_jsonl("records.jsonl", records)
     bundle = writer.finish()
     return [json.loads(line) for line in bundle.items[0].path.read_text().splitlines()]
@@ -67,7 +69,13 @@ RECORDS = [
         id="github-change",
     ),
     pytest.param(
-        {"name": "app.api_token", "setting": SETTING_SECRET, "unit": None, "source": "configuration file", "visible": True},
+        {
+            "name": "app.api_token",
+            "setting": SETTING_SECRET,
+            "unit": None,
+            "source": "configuration file",
+            "visible": True,
+        },
         [SETTING_SECRET],
         ["name", "unit", "source", "visible"],
         id="postgres-secret-setting",
@@ -105,7 +113,9 @@ RECORDS = [
     pytest.param(
         {  # a policy held as a JSON string (S3 GetBucketPolicy), and a YAML document in a description
             "bucket": "evidence",
-            "policy": json.dumps({"Statement": [{"Sid": "x", "Condition": {"StringEquals": {"api_key": POLICY_SECRET}}}]}),
+            "policy": json.dumps(
+                {"Statement": [{"Sid": "x", "Condition": {"StringEquals": {"api_key": POLICY_SECRET}}}]}
+            ),
             "description": f"deploy:\n  database_url: postgres://app:{URL_PASSWORD}@db/app\n  region: eu\n",
         },
         [POLICY_SECRET, URL_PASSWORD],

@@ -17,11 +17,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from soc2_evidence.core.redaction.detectors import DETECTORS, Detector, may_hold_secret
+from soc2_evidence.core.redaction.detectors import DETECTORS, Detector, candidates, may_hold_secret
 from soc2_evidence.core.redaction.documents import (
     UnscannableContent,
     locations,
     KEYWORDLESS_FORMATS,
+    Secret,
+    names_a_secret,
     pair_is_secret,
     parser_for,
     secrets_in_value,
@@ -48,11 +50,23 @@ class Redactor:
 
     def redact_text(self, text: str) -> str:
         """Every detector over ``text``: for file content of no known format, names, subjects, log and alert lines."""
-        if not may_hold_secret(text):
-            return text
-        for detector in DETECTORS:
-            text = detector.pattern.sub(self._replacer(detector), text)
-        return text
+        found = candidates(text)
+        out, cursor = [], 0
+        for start, end, named in found.regions:
+            out += [text[cursor:start], self._scan(text[start:end], named, found.detectors)]
+            cursor = end
+        out.append(text[cursor:])
+        return "".join(out)
+
+    def _scan(self, region: str, named: bool, detectors: list[Detector]) -> str:
+        """The detectors whose anchors (or secret names) the region holds, in order: earlier ones take precedence."""
+        lowered = region.lower()
+        for detector in detectors:
+            if detector.may_match(region, lowered, named):
+                scanned = detector.pattern.sub(self._replacer(detector), region)
+                if scanned != region:
+                    region, lowered = scanned, scanned.lower()
+        return region
 
     def redact_document(self, path: str, text: str) -> str:
         """A file's text with every secret replaced, structured first by the format of ``path`` (and content).
@@ -63,7 +77,7 @@ class Redactor:
         counts = self.counts.copy()
         try:
             parser = parser_for(path, text)
-            if parser is not None and (parser in KEYWORDLESS_FORMATS or may_hold_secret(text)):
+            if parser is not None and (parser in KEYWORDLESS_FORMATS or names_a_secret(text)):
                 text = self._replace_structured(text, parser(text))
         except UnscannableContent:
             self.counts = counts  # nothing of the file is written, so nothing of it was redacted
@@ -103,12 +117,13 @@ class Redactor:
             return self.marker("unscannable_value", value)
         return self.redact_text(value)
 
-    def _replace_structured(self, text: str, secrets: Iterable[tuple[str, str]]) -> str:
-        """Replace each (key, value) where it stands in ``text``; fail closed if one cannot be found."""
+    def _replace_structured(self, text: str, secrets: Iterable[Secret]) -> str:
+        """Replace each value where its parser says it stands, or where it is found after its key;
+        fail closed if one cannot be found."""
         spans: list[tuple[int, int, str]] = []
         taken: set[int] = set()
-        for key, value in secrets:
-            found = locations(text, key, value, taken)
+        for key, value, span in secrets:
+            found = [span] if span else locations(text, key, value, taken)
             if found is None:
                 raise UnscannableContent(
                     f"a value under the key {self.redact_text(key)[:80]!r} cannot be located in the text to redact it"
@@ -161,11 +176,10 @@ class Redactor:
                 or (detector.accept is not None and not detector.accept(secret))
             ):
                 return match[0]
-            counted_as = detector.counted_as(group)
-            self.counts[counted_as] += 1
+            self.counts[detector.name] += 1
             start, end = match.span(group)
             whole_start = match.start()
-            return match[0][: start - whole_start] + self.marker(counted_as, secret) + match[0][end - whole_start :]
+            return match[0][: start - whole_start] + self.marker(detector.name, secret) + match[0][end - whole_start :]
 
         return replace
 

@@ -23,6 +23,7 @@ from xml.sax.saxutils import escape as xml_escape
 import yaml
 from dotenv.parser import parse_stream
 
+from soc2_evidence.core.redaction.detectors import candidates
 from soc2_evidence.core.redaction.keys import is_placeholder, is_secret_key_name
 
 
@@ -34,8 +35,9 @@ class UnscannableContent(Exception):  # noqa: N818 - it is not an error of the p
         self.reason = reason
 
 
-# (key the value was found under, the value as parsed). The key anchors the search in the text.
-Secret = tuple[str, str]
+# (key the value was found under, the value as parsed, where it stands if the parser says so). Without
+# a span, the value is searched for after its key (:func:`locations`).
+Secret = tuple[str, str, tuple[int, int] | None]
 
 
 def _walk(tree: Any, key: str = "", under_secret: bool = False) -> Iterator[Secret]:
@@ -59,7 +61,7 @@ def _walk(tree: Any, key: str = "", under_secret: bool = False) -> Iterator[Secr
     elif under_secret and tree is not None and not isinstance(tree, bool):
         value = str(tree)
         if not is_placeholder(value):
-            yield key, value
+            yield key, value, None
 
 
 # A record naming a setting and giving its value: {"name": "db_password", "value": "x"} (AWS tags as
@@ -73,30 +75,54 @@ def pair_is_secret(tree: dict[Any, Any]) -> bool:
     return any(is_secret_key_name(name) for name in names) and any(str(k).lower() in _PAIR_VALUES for k in tree)
 
 
-class _YamlLoader(getattr(yaml, "CBaseLoader", yaml.BaseLoader)):  # type: ignore[misc]
-    """Every scalar as the text it was written as (no int/float/date guessing), any tag accepted:
-    CloudFormation's ``!Ref`` or Ansible's ``!vault`` must not make a file unreadable."""
-
-
-def _construct_tagged(loader: yaml.BaseLoader, _suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        return loader.construct_scalar(node)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node, deep=True)
-    return loader.construct_mapping(node, deep=True)
-
-
-_YamlLoader.add_multi_constructor("!", _construct_tagged)
-_YamlLoader.add_multi_constructor("tag:", _construct_tagged)
+_YamlLoader = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
 
 
 def _yaml(text: str) -> Iterator[Secret]:
+    """YAML composed, not constructed: nodes carry where each value stands (so a value is replaced
+    exactly there, block scalars whole), any tag is accepted (CloudFormation's ``!Ref``, Ansible's
+    ``!vault``), and every scalar stays the text it was written as."""
     try:
-        documents = list(yaml.load_all(text, Loader=_YamlLoader))  # noqa: S506 - a BaseLoader: strings only
+        documents = list(yaml.compose_all(text, Loader=_YamlLoader))
     except yaml.YAMLError as error:
         raise UnscannableContent(f"not valid YAML ({_where(error)})") from None
     for document in documents:
-        yield from _walk(document)
+        if document is not None:
+            yield from _walk_node(text, document)
+
+
+def _walk_node(text: str, node: yaml.Node, key: str = "", under_secret: bool = False) -> Iterator[Secret]:
+    if isinstance(node, yaml.MappingNode):
+        pairs = [(name.value if isinstance(name, yaml.ScalarNode) else "", value) for name, value in node.value]
+        scalars = {name: value.value for name, value in pairs if isinstance(value, yaml.ScalarNode)}
+        kubernetes_secret = scalars.get("kind") == "Secret"
+        pair_secret = pair_is_secret(scalars)
+        for name, value in pairs:
+            secret = (
+                under_secret
+                or is_secret_key_name(name)
+                or (pair_secret and name.lower() in _PAIR_VALUES)
+                or (kubernetes_secret and name in ("data", "stringData"))
+            )
+            yield from _walk_node(text, value, name, secret)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _walk_node(text, item, key, under_secret)
+    elif isinstance(node, yaml.ScalarNode) and under_secret and not (node.style is None and is_placeholder(node.value)):
+        if not is_placeholder(node.value):
+            yield key, node.value, _scalar_span(text, node)
+
+
+def _scalar_span(text: str, node: yaml.ScalarNode) -> tuple[int, int]:
+    """Where a scalar's value stands: inside its quotes; a block scalar from its first line's
+    first character (its indicator and indentation stay) to its last non-blank character."""
+    start, end = node.start_mark.index, node.end_mark.index
+    if node.style in ("'", '"'):
+        return start + 1, end - 1
+    if node.style in ("|", ">"):
+        start = text.index("\n", start) + 1
+        start += len(text[start:end]) - len(text[start:end].lstrip())
+    return start, start + len(text[start:end].rstrip())
 
 
 def _json(text: str) -> Iterator[Secret]:
@@ -239,6 +265,15 @@ KEYWORDLESS_FORMATS: frozenset[Parser] = frozenset({_pgpass})
 _BY_NAME: dict[str, Parser] = {"_netrc": _netrc, "netrc": _netrc, "pgpass": _pgpass, ".env": _env, "npmrc": _npmrc}
 
 
+_KUBERNETES_SECRET = re.compile(r"(?m)^[ \t]*[\"']?kind[\"']?[ \t]*:[ \t]*[\"']?Secret\b")
+
+
+def names_a_secret(text: str) -> bool:
+    """Whether a name in ``text`` names a secret (or it is a Kubernetes Secret): else parsing it would
+    find nothing to redact, and parsing (YAML above all) costs far more than this look."""
+    return bool(_KUBERNETES_SECRET.search(text)) or any(named for _, _, named in candidates(text).regions)
+
+
 def parser_for(path: str, text: str) -> Parser | None:
     """The format of ``path``: by name, then by suffix (``.env.prod`` is .env), then by content.
 
@@ -271,15 +306,14 @@ def _sniffed(text: str) -> Iterator[Secret]:
 def secrets_in_value(value: str) -> list[Secret]:
     """Secrets in a string that holds a JSON or YAML document (a policy, a ticket field); [] if it holds none."""
     stripped = value.lstrip()
+    parser = _json if stripped.startswith(("{", "[")) else _yaml if _YAML_MAPPING_LINE.search(stripped) else None
     try:
-        if stripped.startswith(("{", "[")):
-            return list(_json(value))
-        if "\n" in stripped and re.search(r"(?m)^[ \t]*[\w.-]+[ \t]*:[ \t]", stripped):
-            tree = yaml.load(value, Loader=_YamlLoader)  # noqa: S506 - a BaseLoader: strings only
-            return list(_walk(tree)) if isinstance(tree, (dict, list)) else []
-    except (UnscannableContent, yaml.YAMLError):
-        return []
-    return []
+        return list(parser(value)) if parser else []
+    except UnscannableContent:
+        return []  # not a document after all: the detectors still run over it
+
+
+_YAML_MAPPING_LINE = re.compile(r"\n[ \t]*[\w.-]+[ \t]*:(?:[ \t]|$)", re.MULTILINE)
 
 
 def locations(text: str, key: str, value: str, taken: set[int]) -> list[tuple[int, int]] | None:
