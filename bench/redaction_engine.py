@@ -4,7 +4,9 @@ A synthetic configuration tree (Kubernetes manifests, package.json, INI, .env, p
 Terraform, Markdown; about 20 KB each; 1 file in 50 from the secret corpus) of 64 MiB (``--quick``: 16 MiB) is
 redacted file by file with ``Redactor.redact_document``, and the same tree is extracted with
 ``git archive | tar -x``. Ratio = git time / redaction time; the snapshot's budget is 2x the
-extraction for everything, so redaction alone must take at most as long: target >= 1.0x.
+extraction for everything, so redaction alone must take at most as long: target >= 1.0x. Times
+are CPU seconds (ours: this process; git and tar: the children), best of the runs: the machine
+is shared, and wall time there measures the neighbours.
 
 The note adds detect-secrets (every default plugin, line by line, as ``scan_line`` runs): its
 throughput on a sample of the same tree, and on tests/secret_corpus.py the secrets it leaves in
@@ -13,13 +15,14 @@ the text (redacting every value it reports) and the look-alikes it reports.
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench import Result, bench_tempdir, best_of, ratio_result, run_command
+from bench import Result, bench_tempdir, ratio_result, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,7 +134,7 @@ def run(quick: bool = False) -> Result:
         for path, text in files.items():
             redactor.redact_document(path, text)
 
-    ours_s, _ = best_of(runs, redact_all)
+    ours_s = min(_cpu_seconds(redact_all) for _ in range(runs))
     with bench_tempdir(NAME) as tmp:
         git_s = _git_archive_extract_seconds(tmp, files, runs)
     note = (
@@ -154,10 +157,17 @@ def _git_archive_extract_seconds(tmp: Path, files: dict[str, str], runs: int) ->
     for attempt in range(runs):
         out = tmp / f"extract-{attempt}"
         out.mkdir()
-        start = time.perf_counter()
+        before = os.times()
         subprocess.run(f"git -C {repo} archive HEAD | tar -x -C {out}", shell=True, check=True)  # noqa: S602
-        best = min(best, time.perf_counter() - start)
+        after = os.times()
+        best = min(best, after.children_user - before.children_user + after.children_system - before.children_system)
     return best
+
+
+def _cpu_seconds(function) -> float:
+    start = time.process_time()
+    function()
+    return time.process_time() - start
 
 
 def _detect_secrets_note(files: dict[str, str]) -> str:

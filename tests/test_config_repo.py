@@ -481,10 +481,10 @@ def test_staged_content_is_redacted(tmp_path, extract, configure):
     assert all(record["archived"] for record in records)
     staged = {record["path"]: items_of(summary)[record["item"]].decode() for record in records}
     app = staged["app.yaml"]
-    assert f'  password: "{marker("secret_field", CANARY_PASSWORD)}"\n' in app
+    assert f'  password: "{marker("secret_assignment", CANARY_PASSWORD)}"\n' in app
     assert f"postgresql://payments:{marker('url_password', CANARY_URL_PASSWORD)}@db.internal" in app
     assert f"access_key_id: {marker('aws_access_key_id', CANARY_ACCESS_KEY_ID)}" in app
-    assert f"aws_secret_access_key: {marker('secret_field', CANARY_SECRET_ACCESS_KEY)}" in app
+    assert f"aws_secret_access_key: {marker('aws_secret_access_key', CANARY_SECRET_ACCESS_KEY)}" in app
     assert "password_encryption: scram-sha-256\n" in app
     assert "require_mfa: true\n" in app
     assert staged["keys/deploy-key.pem"].startswith("[REDACTED:private_key:")
@@ -496,10 +496,12 @@ def test_staged_content_is_redacted(tmp_path, extract, configure):
 
     assert summary["redactions"] == {
         "aws_access_key_id": 1,
+        "aws_secret_access_key": 1,
         "private_key": 1,
-        # Found by parsing: password, aws_secret_access_key, api_key, DB_PASSWORD, GITHUB_TOKEN, client_secret.
-        "secret_field": 6,
-        "secret_assignment": 2,  # README.md (no structure) and the commit subject
+        "secret_field": 3,  # found by parsing: DB_PASSWORD, GITHUB_TOKEN, client_secret
+        # app.yaml's values all stand on their key's line, so the detectors take them without parsing:
+        # password, api_key; then README.md and the commit subject.
+        "secret_assignment": 4,
         "url_password": 1,
     }
     assert Bundle.load(summary["bundle"]).redactions == summary["redactions"]

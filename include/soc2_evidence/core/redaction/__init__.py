@@ -21,9 +21,8 @@ from soc2_evidence.core.redaction.detectors import DETECTORS, Detector, candidat
 from soc2_evidence.core.redaction.documents import (
     UnscannableContent,
     locations,
-    KEYWORDLESS_FORMATS,
     Secret,
-    names_a_secret,
+    needs_parsing,
     pair_is_secret,
     parser_for,
     secrets_in_value,
@@ -77,7 +76,7 @@ class Redactor:
         counts = self.counts.copy()
         try:
             parser = parser_for(path, text)
-            if parser is not None and (parser in KEYWORDLESS_FORMATS or names_a_secret(text)):
+            if parser is not None and needs_parsing(parser, text):
                 text = self._replace_structured(text, parser(text))
         except UnscannableContent:
             self.counts = counts  # nothing of the file is written, so nothing of it was redacted

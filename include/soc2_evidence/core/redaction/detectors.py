@@ -37,10 +37,13 @@ class Detector:
     cased: bool = False
     named: bool = False
     accept: Callable[[str], bool] | None = None
+    syntax: tuple[str, ...] = ()  # one of these must be there too, for a match to be possible ("<" for XML)
 
     def may_match(self, text: str, lowered: str, named: bool) -> bool:
         haystack = text if self.cased else lowered
-        return (self.named and named) or any(anchor in haystack for anchor in self.anchors)
+        return ((self.named and named) or any(anchor in haystack for anchor in self.anchors)) and (
+            not self.syntax or any(mark in text for mark in self.syntax)
+        )
 
     @functools.cached_property
     def secret_groups(self) -> tuple[str, ...]:
@@ -263,6 +266,7 @@ DETECTORS: tuple[Detector, ...] = (
         ),
         ("aws_sk", "awssk", "aws-sk"),
         named=True,
+        syntax=("aws", "AWS", "Aws"),
     ),
     Detector(
         "url_password", _URL_PASSWORD, ("://",), accept=lambda secret: re.match(r"[0-9]{1,5}(?:/|$)", secret) is None
@@ -274,12 +278,12 @@ DETECTORS: tuple[Detector, ...] = (
         named=True,
         accept=lambda secret: not secret.isalpha() or len(secret) >= 20,
     ),
-    Detector("command_line", _COMMAND_LINE, ("mysql", "-u ", "--user", "sshpass"), named=True),
+    Detector("command_line", _COMMAND_LINE, ("mysql", "-u ", "--user", "sshpass"), named=True, syntax=("-",)),
     Detector("keyword_value", _KEYWORD_VALUE, ("identified",), named=True),
     Detector("password_hash", _PASSWORD_HASH, _HASH_ANCHORS),
-    Detector("call_argument", _CALL_ARGUMENT, named=True),
-    Detector("xml_secret", _XML, named=True),
-    Detector("block_scalar", _BLOCK_SCALAR, named=True),
+    Detector("call_argument", _CALL_ARGUMENT, named=True, syntax=("(",)),
+    Detector("xml_secret", _XML, named=True, syntax=("<",)),
+    Detector("block_scalar", _BLOCK_SCALAR, named=True, syntax=("|", ">", "<<")),
     Detector("secret_assignment", _SECRET_ASSIGNMENT, named=True),
 )
 _LOWER_ANCHORS = tuple(

@@ -10,7 +10,6 @@ parse, or a secret value that cannot be found again in the text, raises
 from __future__ import annotations
 
 import configparser
-import io
 import json
 import re
 import tomllib
@@ -21,7 +20,6 @@ from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
 import yaml
-from dotenv.parser import parse_stream
 
 from soc2_evidence.core.redaction.detectors import candidates
 from soc2_evidence.core.redaction.keys import is_placeholder, is_secret_key_name
@@ -156,12 +154,30 @@ def _ini(text: str) -> Iterator[Secret]:
             yield from _walk({name: value})
 
 
+# NAME=value (after an optional "export"): unquoted up to a " #" comment, 'single' or "double"
+# quoted (a double-quoted value may span lines). Values are yielded as written, escapes and all,
+# so they are found verbatim in the text.
+_ENV_ENTRY = re.compile(
+    r"[ \t]*(?:export[ \t]+)?(?P<key>[A-Za-z_][\w.-]*)[ \t]*=[ \t]*"
+    r"(?:\"(?P<double>(?:[^\"\\]|\\.)*)\"|'(?P<single>[^']*)'|(?P<plain>[^\n]*?))"
+    r"(?:[ \t]+#[^\n]*)?[ \t]*(?:\n|\Z)"
+)
+_ENV_BLANK = re.compile(r"[ \t]*(?:#[^\n]*)?(?:\n|\Z)")
+
+
 def _env(text: str) -> Iterator[Secret]:
-    for binding in parse_stream(io.StringIO(text)):
-        if binding.error:
-            raise UnscannableContent(f"not a .env file: line {binding.original.line} is not NAME=value")
-        if binding.key is not None:
-            yield from _walk({binding.key: binding.value})
+    position = 0
+    while position < len(text):
+        blank = _ENV_BLANK.match(text, position)
+        if blank and blank.end() > position:
+            position = blank.end()
+            continue
+        entry = _ENV_ENTRY.match(text, position)
+        if entry is None or entry.end() == position:
+            raise UnscannableContent(f"not a .env file: line {text.count(chr(10), 0, position) + 1} is not NAME=value")
+        value = next(group for group in (entry["double"], entry["single"], entry["plain"]) if group is not None)
+        yield from _walk({entry["key"]: value})
+        position = entry.end()
 
 
 _PROPERTY = re.compile(r"^[ \t\f]*(?P<key>(?:[^\s=:\\]|\\.)+)[ \t\f]*[=: \t\f][ \t\f]*(?P<value>.*)$", re.DOTALL)
@@ -260,7 +276,7 @@ _BY_SUFFIX: dict[str, Parser] = {
     ".npmrc": _npmrc,
     ".yarnrc": _npmrc,
 }
-# Formats whose secrets stand under no sensitive word (.pgpass: the fifth field), so the prefilter cannot skip them.
+# Formats whose secrets stand under no sensitive word (.pgpass: the fifth field), so they are always parsed.
 KEYWORDLESS_FORMATS: frozenset[Parser] = frozenset({_pgpass})
 _BY_NAME: dict[str, Parser] = {"_netrc": _netrc, "netrc": _netrc, "pgpass": _pgpass, ".env": _env, "npmrc": _npmrc}
 
@@ -268,10 +284,33 @@ _BY_NAME: dict[str, Parser] = {"_netrc": _netrc, "netrc": _netrc, "pgpass": _pgp
 _KUBERNETES_SECRET = re.compile(r"(?m)^[ \t]*[\"']?kind[\"']?[ \t]*:[ \t]*[\"']?Secret\b")
 
 
-def names_a_secret(text: str) -> bool:
-    """Whether a name in ``text`` names a secret (or it is a Kubernetes Secret): else parsing it would
-    find nothing to redact, and parsing (YAML above all) costs far more than this look."""
-    return bool(_KUBERNETES_SECRET.search(text)) or any(named for _, _, named in candidates(text).regions)
+# A YAML line the detectors redact as well as parsing would: "name: value" with the value on the line.
+# Not a pair's name ("- name: DB_PASSWORD" is followed by its value), nor a value that goes on below.
+_INLINE_YAML = re.compile(
+    r"[ \t]*(?:-[ \t]+)?(?!(?:name|key|Name|Key)[ \t]*:)[\w.$@-]+[ \t]*:[ \t]+"
+    r"(?:[^\s|>&*!{\[\"'#][^\n]*|\"[^\"\n]*\"[ \t]*(?:#[^\n]*)?|'[^'\n]*'[ \t]*(?:#[^\n]*)?)"
+)
+
+
+def needs_parsing(parser: Parser, text: str) -> bool:
+    """Whether parsing ``text`` could find a secret the detectors would not: a name in it names a secret
+    (or it is a Kubernetes Secret) and, for YAML, some such value is not a plain one on its line (a
+    nested map or list, a block scalar, a pair). Parsing, YAML above all, costs far more than this look."""
+    if parser in KEYWORDLESS_FORMATS or _KUBERNETES_SECRET.search(text):
+        return True
+    named = [(start, end) for start, end, named in candidates(text).regions if named]
+    if parser is not _yaml:
+        return bool(named)
+    return any(not _inline_yaml(text, start, end) for start, end in named)
+
+
+def _inline_yaml(text: str, start: int, end: int) -> bool:
+    lines = text[start:end].split("\n")
+    if not all(_INLINE_YAML.fullmatch(line) for line in lines):
+        return False
+    following = text[end + 1 : text.find("\n", end + 1) if text.find("\n", end + 1) >= 0 else len(text)]
+    indent = len(lines[-1]) - len(lines[-1].lstrip(" \t"))
+    return not following.strip() or len(following) - len(following.lstrip(" \t")) <= indent  # no continuation
 
 
 def parser_for(path: str, text: str) -> Parser | None:
