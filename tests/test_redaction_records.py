@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
+from secret_corpus import password, r
 
 from conftest import bundle_writer
-from secret_corpus import password, r
 from soc2_evidence.core.redaction import MARKER_PATTERN, Redactor
 
 KEY = b"records-redaction-key"

@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from secret_corpus import LOOKALIKES, NAME_SECRETS, SECRETS, SUBJECT, SUBJECT_SECRETS, Case
 
 from conftest import git, make_repo, write_pipeline_config
-from secret_corpus import LOOKALIKES, NAME_SECRETS, SECRETS, SUBJECT, SUBJECT_SECRETS, Case
 from soc2_evidence.collectors import load_config
 from soc2_evidence.core.credentials import Credentials
 from soc2_evidence.core.evidence import RunContext

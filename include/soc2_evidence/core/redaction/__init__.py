@@ -19,9 +19,9 @@ from typing import Any
 
 from soc2_evidence.core.redaction.detectors import DETECTORS, Detector, candidates, may_hold_secret
 from soc2_evidence.core.redaction.documents import (
+    Secret,
     UnscannableContent,
     locations,
-    Secret,
     needs_parsing,
     pair_is_secret,
     parser_for,

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import functools
 import re
-
-import ahocorasick_rs
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import ahocorasick_rs
 
 from soc2_evidence.core.redaction.keys import is_secret_key_name
 
@@ -202,7 +202,8 @@ _KEYWORD_VALUE = re.compile(
     r"|^[ \t]*(?P<name_line>[A-Za-z_][\w.-]*)[ \t]+(?P<secret_line>[^\s#;=:][^\s;]*)[ \t]*;?[ \t]*$"
     r"|\b(?:machine|default)\b[^\n]*?[ \t](?:password|passwd|account)[ \t]+(?P<secret_netrc_line>\S+)"
     r"|^[ \t]*(?:ENV|ARG)[ \t]+(?P<name>[A-Za-z_][\w.-]*)[ \t]+(?P<secret_env>[^\s=][^\n]*)"
-    r"|(?i:\bwith[ \t]+(?:encrypted[ \t]+)?password|\bidentified[ \t]+(?:with[ \t]+\w+[ \t]+)?by)[ \t]*'(?P<secret_sql>(?:[^'\n]|'')*)'"
+    r"|(?i:\bwith[ \t]+(?:encrypted[ \t]+)?password|\bidentified[ \t]+(?:with[ \t]+\w+[ \t]+)?by)[ \t]*"
+    r"'(?P<secret_sql>(?:[^'\n]|'')*)'"
 )
 _SENSITIVE_WORD = (
     r"(?i:pass(?:word|wd|phrase|code)?|pwd|pw|secret|token|credential|creds|auth|key|sig|pin|otp|cookie"
@@ -223,7 +224,8 @@ _BLOCK_SCALAR = re.compile(
 # spaces), through '\' continuations, and stops at a " #" comment, at ';' and at a word starting
 # another assignment ("a=1 password=x"). Every repetition is over disjoint characters: linear.
 _SECRET_ASSIGNMENT = re.compile(
-    rf"(?<![\w.@-])(?<!REDACTED:)(?P<name>(?=[\w.-]*{_SENSITIVE_WORD})[A-Za-z_$@][\w.-]*+(?:[ \t][A-Za-z][\w.-]*+){{0,2}}?)"
+    rf"(?<![\w.@-])(?<!REDACTED:)(?P<name>(?=[\w.-]*{_SENSITIVE_WORD})"
+    r"[A-Za-z_$@][\w.-]*+(?:[ \t][A-Za-z][\w.-]*+){0,2}?)"
     r"[\"'\]]?[ \t]*(?:=>|:=|[:=])(?![:=/])[ \t]*"
     r"(?:\"(?P<secret_double>(?:[^\"\\]|\\.)*)\""
     r"|'(?P<secret_single>(?:[^'\n]|'')*)'"

@@ -10,6 +10,7 @@ parse, or a secret value that cannot be found again in the text, raises
 from __future__ import annotations
 
 import configparser
+import itertools
 import json
 import re
 import tomllib
@@ -25,7 +26,7 @@ from soc2_evidence.core.redaction.detectors import candidates
 from soc2_evidence.core.redaction.keys import is_placeholder, is_secret_key_name
 
 
-class UnscannableContent(Exception):  # noqa: N818 - it is not an error of the pipeline: the file is listed, not archived
+class UnscannableContent(Exception):
     """Content that cannot be redacted with confidence: it must not be archived. ``reason`` is one secret-free line."""
 
     def __init__(self, reason: str) -> None:
@@ -106,9 +107,8 @@ def _walk_node(text: str, node: yaml.Node, key: str = "", under_secret: bool = F
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
             yield from _walk_node(text, item, key, under_secret)
-    elif isinstance(node, yaml.ScalarNode) and under_secret and not (node.style is None and is_placeholder(node.value)):
-        if not is_placeholder(node.value):
-            yield key, node.value, _scalar_span(text, node)
+    elif isinstance(node, yaml.ScalarNode) and under_secret and not is_placeholder(node.value):
+        yield key, node.value, _scalar_span(text, node)
 
 
 def _scalar_span(text: str, node: yaml.ScalarNode) -> tuple[int, int]:
@@ -224,7 +224,7 @@ def _xml(text: str) -> Iterator[Secret]:
 
 def _netrc(text: str) -> Iterator[Secret]:
     tokens = text.split()
-    for name, value in zip(tokens, tokens[1:], strict=False):
+    for name, value in itertools.pairwise(tokens):
         if name in ("password", "passwd", "account"):
             yield from _walk({name: value}, under_secret=True)
 
