@@ -728,6 +728,11 @@ def _lookalike_cases() -> list[Case]:
     add("numbers-and-booleans", "look/flags.env", "ENABLE_AUTH=true\nTOKEN_LIMIT=100\n")
     add("json-ticket", "look/ticket.json", '{"title": "Password reset page returns 500", "labels": ["auth", "bug"]}\n')
 
+    # --- identifiers called keys: found over-redacted by the validation findings' record_key
+    add("record_key", "look/finding.json", '{"record_key": {"id": "CHG-102"}, "check": "approved_before_merge"}\n')
+    add("issue_key", "look/jira.yaml", "issue_key: CHG-12\nproject_key: CHG\n")
+    add("s3_object_key", "look/s3.yaml", "s3_object_key: evidence/2026/11/25/bundle.json\n")
+
     # --- held out, as the secrets above
     add("tokens_per_minute", "held-out/look/llm.yaml", "tokens_per_minute: 90000\n")
     add("password_hash_algorithm", "held-out/look/auth.yaml", "password_hash_algorithm: argon2id\n")

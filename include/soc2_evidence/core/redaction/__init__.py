@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from soc2_evidence.core.redaction.detectors import DETECTORS, Detector, candidates, may_hold_secret
+from soc2_evidence.core.redaction.detectors import DETECTORS, Candidates, Detector, candidates, may_hold_secret
 from soc2_evidence.core.redaction.documents import (
+    KEYWORDLESS_FORMATS,
+    PAIR_VALUES,
     Secret,
     UnscannableContent,
     locations,
@@ -49,7 +51,11 @@ class Redactor:
 
     def redact_text(self, text: str) -> str:
         """Every detector over ``text``: for file content of no known format, names, subjects, log and alert lines."""
-        found = candidates(text)
+        if not may_hold_secret(text):
+            return text
+        return self._redact_candidates(text, candidates(text))
+
+    def _redact_candidates(self, text: str, found: Candidates) -> str:
         out, cursor = [], 0
         for start, end, named in found.regions:
             out += [text[cursor:start], self._scan(text[start:end], named, found.detectors)]
@@ -73,15 +79,20 @@ class Redactor:
         Raises :class:`UnscannableContent` when the file is of a known format but does not parse,
         or a secret it holds cannot be found again in its text: the file must then not be archived.
         """
+        parser = parser_for(path, text)
+        if not may_hold_secret(text) and parser not in KEYWORDLESS_FORMATS:
+            return text
+        found = candidates(text)
         counts = self.counts.copy()
         try:
-            parser = parser_for(path, text)
-            if parser is not None and needs_parsing(parser, text):
-                text = self._replace_structured(text, parser(text))
+            if parser is not None and needs_parsing(parser, text, found):
+                structured = self._replace_structured(text, parser(text))
+                if structured != text:
+                    text, found = structured, candidates(structured)
         except UnscannableContent:
             self.counts = counts  # nothing of the file is written, so nothing of it was redacted
             raise
-        return self.redact_text(text)
+        return self._redact_candidates(text, found)
 
     def redact_value(self, value: Any, key_name: str = "") -> Any:
         """Redact a JSON-like value: everything under secret-named keys at any depth, the values of
@@ -95,7 +106,7 @@ class Redactor:
             pair = pair_is_secret(value)
             return {
                 key: self._redact_secret(item)
-                if pair and str(key).lower() in _PAIR_VALUES
+                if pair and str(key).lower() in PAIR_VALUES
                 else self.redact_value(item, str(key))
                 for key, item in value.items()
             }
@@ -182,5 +193,3 @@ class Redactor:
 
         return replace
 
-
-_PAIR_VALUES = frozenset({"value", "setting", "default", "reset_val", "boot_val"})

@@ -22,7 +22,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 import yaml
 
-from soc2_evidence.core.redaction.detectors import candidates
+from soc2_evidence.core.redaction.detectors import Candidates
 from soc2_evidence.core.redaction.keys import is_placeholder, is_secret_key_name
 
 
@@ -50,7 +50,7 @@ def _walk(tree: Any, key: str = "", under_secret: bool = False) -> Iterator[Secr
             secret = (
                 under_secret
                 or is_secret_key_name(name)
-                or (pair_secret and name.lower() in _PAIR_VALUES)
+                or (pair_secret and name.lower() in PAIR_VALUES)
                 or (kubernetes_secret and name in ("data", "stringData"))
             )
             yield from _walk(value, name, secret)
@@ -66,12 +66,12 @@ def _walk(tree: Any, key: str = "", under_secret: bool = False) -> Iterator[Secr
 # A record naming a setting and giving its value: {"name": "db_password", "value": "x"} (AWS tags as
 # Key/Value, PostgreSQL settings as name/setting, XML <add key= value=>).
 _PAIR_NAMES = ("name", "key")
-_PAIR_VALUES = frozenset({"value", "setting", "default", "reset_val", "boot_val"})
+PAIR_VALUES = frozenset({"value", "setting", "default", "reset_val", "boot_val"})
 
 
 def pair_is_secret(tree: dict[Any, Any]) -> bool:
     names = [value for key, value in tree.items() if str(key).lower() in _PAIR_NAMES and isinstance(value, str)]
-    return any(is_secret_key_name(name) for name in names) and any(str(k).lower() in _PAIR_VALUES for k in tree)
+    return any(is_secret_key_name(name) for name in names) and any(str(k).lower() in PAIR_VALUES for k in tree)
 
 
 _YamlLoader = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
@@ -93,14 +93,16 @@ def _yaml(text: str) -> Iterator[Secret]:
 def _walk_node(text: str, node: yaml.Node, key: str = "", under_secret: bool = False) -> Iterator[Secret]:
     if isinstance(node, yaml.MappingNode):
         pairs = [(name.value if isinstance(name, yaml.ScalarNode) else "", value) for name, value in node.value]
-        scalars = {name: value.value for name, value in pairs if isinstance(value, yaml.ScalarNode)}
-        kubernetes_secret = scalars.get("kind") == "Secret"
-        pair_secret = pair_is_secret(scalars)
+        kubernetes_secret = pair_secret = False
+        if any(name == "kind" or name.lower() in _PAIR_NAMES for name, _ in pairs):  # most mappings are neither
+            scalars = {name: value.value for name, value in pairs if isinstance(value, yaml.ScalarNode)}
+            kubernetes_secret = scalars.get("kind") == "Secret"
+            pair_secret = pair_is_secret(scalars)
         for name, value in pairs:
             secret = (
                 under_secret
                 or is_secret_key_name(name)
-                or (pair_secret and name.lower() in _PAIR_VALUES)
+                or (pair_secret and name.lower() in PAIR_VALUES)
                 or (kubernetes_secret and name in ("data", "stringData"))
             )
             yield from _walk_node(text, value, name, secret)
@@ -218,7 +220,7 @@ def _xml(text: str) -> Iterator[Secret]:
         if element.text and element.text.strip() and (is_secret_key_name(tag) or is_secret_key_name(named)):
             yield from _walk({tag: element.text.strip()}, under_secret=True)
         for name, value in attributes.items():
-            if is_secret_key_name(name) or (name in _PAIR_VALUES and is_secret_key_name(named)):
+            if is_secret_key_name(name) or (name in PAIR_VALUES and is_secret_key_name(named)):
                 yield from _walk({name: value}, under_secret=True)
 
 
@@ -292,13 +294,13 @@ _INLINE_YAML = re.compile(
 )
 
 
-def needs_parsing(parser: Parser, text: str) -> bool:
+def needs_parsing(parser: Parser, text: str, found: Candidates) -> bool:
     """Whether parsing ``text`` could find a secret the detectors would not: a name in it names a secret
     (or it is a Kubernetes Secret) and, for YAML, some such value is not a plain one on its line (a
     nested map or list, a block scalar, a pair). Parsing, YAML above all, costs far more than this look."""
     if parser in KEYWORDLESS_FORMATS or _KUBERNETES_SECRET.search(text):
         return True
-    named = [(start, end) for start, end, named in candidates(text).regions if named]
+    named = [(start, end) for start, end, named in found.regions if named]
     if parser is not _yaml:
         return bool(named)
     return any(not _inline_yaml(text, start, end) for start, end in named)
