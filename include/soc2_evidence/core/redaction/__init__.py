@@ -192,4 +192,3 @@ class Redactor:
             return match[0][: start - whole_start] + self.marker(detector.name, secret) + match[0][end - whole_start :]
 
         return replace
-
