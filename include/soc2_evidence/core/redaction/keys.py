@@ -46,15 +46,16 @@ SECRET_WORDS = frozenset(
 # A word ending in one of these names a secret too: dbpassword, authtoken, identitytoken, clientsecret.
 SECRET_SUFFIXES = ("password", "passwd", "pw", "passphrase", "secret", "token", "apikey", "privatekey", "secretkey")
 # "key" names a secret after a qualifier (api key, access-key, STRIPE_KEY), but not after these.
-# Identifiers of records, rows and objects (record_key, issue_key, s3_object_key), public halves and keys of other kinds.
-NON_SECRET_KEY_QUALIFIERS = frozenset(
+# Identifiers of records, rows and objects (record_key, issue_key, s3_object_key), public halves, other kinds.
+_IDENTIFIER_QUALIFIERS = (
     "primary foreign sort partition hash range cache idempotency routing lookup shard object row unique composite"
     " dedup dedupe group map dict index sequence order cluster tag label hot short translation i18n locale message"
     " field column attribute metric config setting env environment redis s3 bucket kms ordering join natural"
     " surrogate record item entry event document doc cursor page pagination search query dictionary issue project"
     " ticket epic board sprint space repo repository branch commit parent child node namespace resource element"
-    " source target display business external public pub ssh gpg pgp host".split()
+    " source target display business external public pub ssh gpg pgp host"
 )
+NON_SECRET_KEY_QUALIFIERS = frozenset(_IDENTIFIER_QUALIFIERS.split())
 # A last word that makes the key a setting *about* a secret: evidence, not a secret.
 DESCRIPTOR_WORDS = frozenset(
     [
