@@ -628,6 +628,82 @@ def _secret_cases() -> list[Case]:
         f"SG.{r(22, URLSAFE)}.{r(43, URLSAFE)}",
     )
     add("basic-auth-in-url-query", "held-out/hook.txt", "https://ci.acme.example/hook?token={}\n", r(32))
+
+    # --- a second held-out set, measured unseen after the first was folded in (README)
+    add(
+        "jenkins-credentials",
+        "held-out-2/credentials.xml",
+        "<com.cloudbees.plugins.credentials.impl.UsernamePasswordCredentialsImpl><id>deploy</id><password>{{{}}}</password></com.cloudbees.plugins.credentials.impl.UsernamePasswordCredentialsImpl>\n",
+        "AQAAABAAAAAQ" + r(40, B64),
+    )
+    add("htpasswd-sha", "held-out-2/.htpasswd", "admin:{{SHA}}{}\n", r(27, B64) + "=")
+    add("wp-config", "held-out-2/wp-config.php", "define( 'DB_PASSWORD', '{}' );\n", password())
+    add(
+        "kafka-jaas",
+        "held-out-2/client.properties",
+        'sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="app" password="{}";\n',
+        password(),
+    )
+    add("odbc", "held-out-2/odbc.ini", "[db]\nDriver=PostgreSQL\nPWD={}\n", password())
+    add("pg-alter-user", "held-out-2/migrate.sql", "ALTER USER app PASSWORD '{}';\n", password())
+    add("mysql-set-password", "held-out-2/reset.sql", "SET PASSWORD FOR 'app'@'%' = '{}';\n", password())
+    add("redis-auth-cmd", "held-out-2/redis-cli.txt", "AUTH {}\n", password())
+    add("docker-login-p", "held-out-2/login.sh", "docker login -u ci -p {} registry.acme.example\n", password())
+    add("aws-configure-set", "held-out-2/setup.sh", "aws configure set aws_secret_access_key {}\n", r(40, B64))
+    add("kubectl-token", "held-out-2/k.sh", "kubectl --token={} get pods\n", r(40, URLSAFE))
+    add(
+        "prometheus-basic-auth",
+        "held-out-2/prometheus.yml",
+        "scrape_configs:\n  - job_name: x\n    basic_auth:\n      username: prom\n      password: {}\n",
+        password(),
+    )
+    add(
+        "pagerduty-routing-key",
+        "held-out-2/alertmanager.yml",
+        "receivers:\n  - name: pd\n    pagerduty_configs:\n      - routing_key: {}\n",
+        r(32, LOWER_HEX),
+    )
+    add("pagerduty-service-key", "held-out-2/am2.yml", "pagerduty_configs:\n  - service_key: {}\n", r(32, LOWER_HEX))
+    add("grafana-admin", "held-out-2/grafana.ini", "[security]\nadmin_user = admin\nadmin_password = {}\n", password())
+    add(
+        "spring-oauth",
+        "held-out-2/application.properties",
+        "spring.security.oauth2.client.registration.github.client-secret={}\n",
+        r(40, LOWER_HEX),
+    )
+    add("keycloak-export", "held-out-2/realm.json", '{{"clients": [{{"clientId": "app", "secret": "{}"}}]}}\n', r(32))
+    add("vault-token-file", "held-out-2/.vault-token", "{}\n", "hvs." + r(90, URLSAFE))
+    add("twilio-auth-token", "held-out-2/twilio.env", "TWILIO_AUTH_TOKEN={}\n", r(32, LOWER_HEX))
+    add(
+        "smtp-url", "held-out-2/mail.yaml", "smtp: smtps://mailer%40acme.example:{}@smtp.acme.example:465\n", password()
+    )
+    add(
+        "yaml-anchor-secret", "held-out-2/anchors.yaml", "defaults: &db\n  password: {}\nprod:\n  <<: *db\n", password()
+    )
+    add("json-array-tokens", "held-out-2/tokens.json", '{{"tokens": ["{}", "{}"]}}\n', r(30), r(30))
+    add("toml-inline-table", "held-out-2/app.toml", 'db = {{ host = "x", password = "{}" }}\n', password())
+    add("ini-colon", "held-out-2/app.cfg", "[db]\npassword: {}\n", password())
+    add("env-export-single", "held-out-2/export.env", "export API_SECRET='{}'\n", password())
+    add("powershell-plain", "held-out-2/run.ps1", '$env:API_TOKEN = "{}"\n', r(32))
+    add(
+        "github-actions-env-literal",
+        "held-out-2/ci.yml",
+        "env:\n  SLACK_TOKEN: {}\n",
+        "xoxb-" + r(11, "0123456789") + "-" + r(24),
+    )
+    add("helm-values-nested-list", "held-out-2/values.yaml", "users:\n  - name: admin\n    password: {}\n", password())
+    add(
+        "xml-attribute-password",
+        "held-out-2/server.xml",
+        '<Resource name="jdbc/app" username="app" password="{}" />\n',
+        password(),
+    )
+    add(
+        "ssh-private-in-yaml-folded",
+        "held-out-2/deploy.yaml",
+        "deploy_key: >\n  -----BEGIN OPENSSH PRIVATE KEY-----\n  {}\n  -----END OPENSSH PRIVATE KEY-----\n",
+        r(64, B64),
+    )
     return cases
 
 
@@ -762,6 +838,31 @@ def _lookalike_cases() -> list[Case]:
     add("checksum", "held-out/look/checksums.txt", "md5: 9e107d9d372bb6826bd81d3542a419d6\n")
     add("aws-arn", "held-out/look/iam.yaml", "role_arn: arn:aws:iam::123456789012:role/audit\n")
     add("k8s-configmap", "held-out/look/cm.yaml", "apiVersion: v1\nkind: ConfigMap\ndata:\n  LOG_LEVEL: debug\n")
+
+    # --- the second held-out set
+    add("ssl-cert-key-path", "held-out-2/look/nginx.conf", "ssl_certificate_key /etc/nginx/tls/site.key;\n")
+    add("credsStore", "held-out-2/look/config.json", '{"credsStore": "desktop"}\n')
+    add(
+        "private_key_id",
+        "held-out-2/look/sa.json",
+        '{"private_key_id": "1234abcd", "client_email": "x@y.iam.gserviceaccount.com"}\n',
+    )
+    add("sslcertkeyfile", "held-out-2/look/httpd.conf", "SSLCertificateKeyFile /etc/pki/tls/private/site.key\n")
+    add("erb-placeholder", "held-out-2/look/database.yml", "password: <%= ENV['DB_PASSWORD'] %>\n")
+    add(
+        "secret-file-ref",
+        "held-out-2/look/compose.yml",
+        "secrets:\n  db_password:\n    file: ./secrets/db_password.txt\n",
+    )
+    add("password_file", "held-out-2/look/pg.yaml", "password_file: /run/secrets/db_password\n")
+    add("token_url", "held-out-2/look/oauth.properties", "token_url=https://login.acme.example/oauth/token\n")
+    add("api_key_prefix", "held-out-2/look/api.yaml", "api_key_prefix: Bearer\n")
+    add("keepalive", "held-out-2/look/ha.cfg", "keepalive_timeout = 65\n")
+    add("pin_memory", "held-out-2/look/train.yaml", "pin_memory: true\nnum_workers: 4\n")
+    add("signing_algorithm", "held-out-2/look/jwt.yaml", "signing_algorithm: RS256\n")
+    add("passwordless", "held-out-2/look/auth.yaml", "passwordless_login: enabled\n")
+    add("authority", "held-out-2/look/oidc.yaml", "authority: https://login.microsoftonline.com/common\n")
+    add("key_rotation_days", "held-out-2/look/kms.yaml", "key_rotation_days: 365\n")
     return cases
 
 

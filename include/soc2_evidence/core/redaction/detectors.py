@@ -186,7 +186,9 @@ _AUTH_HEADER = re.compile(
 )
 # Command lines: mysql -pSECRET, --password SECRET, --token=SECRET, curl -u user:SECRET, sshpass -p SECRET.
 _COMMAND_LINE = re.compile(
-    r"\bmysql\w*\b[^\n]*?\s-p(?P<secret>[^\s-][^\s]*)"
+    r"\b(?:mysql|mariadb)\w*\b[^\n]*?\s-p(?P<secret>[^\s-][^\s]*)"
+    r"|\b(?:docker|podman|nerdctl|buildah|skopeo|oras|helm)\b[^\n]*?\s(?:-p|--password)[ \t=]+"
+    r"(?P<secret_registry>[^\s-]\S*)"
     r"|(?<![\w-])--(?:[\w-]*-)?(?:password|passwd|pass|token|secret|api-key|apikey|auth-token|access-key|secret-key)"
     r"(?:=|[ \t]+)(?P<secret_option>[^\s-][^\s]*)"
     r"|(?:\s-u|--user)[ \t]+[^\s:]+:(?P<secret_user>[^\s\"']+)"
@@ -202,8 +204,12 @@ _KEYWORD_VALUE = re.compile(
     r"|^[ \t]*(?P<name_line>[A-Za-z_][\w.-]*)[ \t]+(?P<secret_line>[^\s#;=:][^\s;]*)[ \t]*;?[ \t]*$"
     r"|\b(?:machine|default)\b[^\n]*?[ \t](?:password|passwd|account)[ \t]+(?P<secret_netrc_line>\S+)"
     r"|^[ \t]*(?:ENV|ARG)[ \t]+(?P<name>[A-Za-z_][\w.-]*)[ \t]+(?P<secret_env>[^\s=][^\n]*)"
-    r"|(?i:\bwith[ \t]+(?:encrypted[ \t]+)?password|\bidentified[ \t]+(?:with[ \t]+\w+[ \t]+)?by)[ \t]*"
+    # SQL: CREATE USER ... WITH PASSWORD 'x', ALTER USER ... PASSWORD 'x', SET PASSWORD FOR u = 'x', IDENTIFIED BY 'x'.
+    r"|(?i:\bpassword(?:[ \t]+for[ \t]+\S+[ \t]*=)?|\bidentified[ \t]+(?:with[ \t]+\w+[ \t]+)?by)[ \t]+"
     r"'(?P<secret_sql>(?:[^'\n]|'')*)'"
+    # CLI setters: aws configure set NAME VALUE, npm config set NAME VALUE, git config NAME VALUE.
+    r"|\bconfig(?:ure)?(?::set)?[ \t]+(?:--?\S+[ \t]+)*(?:set[ \t]+)?(?P<name_cli>[\w.:/@-]+)[ \t]+"
+    r"(?P<secret_cli>[^\s=-]\S*)"
 )
 _SENSITIVE_WORD = (
     r"(?i:pass(?:word|wd|phrase|code)?|pwd|pw|secret|token|credential|creds|auth|key|sig|pin|otp|cookie"
@@ -240,7 +246,9 @@ _CALL_ARGUMENT = re.compile(
 _PASSWORD_HASH = re.compile(
     r"(?P<secret>\$(?:apr1|2[abxy]?|1|5|6|y|argon2id?|argon2i|scrypt|pbkdf2[\w-]*)\$[^\s:\"',;]{8,}"
     r"|SCRAM-SHA-(?:1|256)\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+"
-    r"|(?<![A-Za-z0-9])md5[0-9a-f]{32}(?![A-Za-z0-9]))"
+    r"|(?<![A-Za-z0-9])md5[0-9a-f]{32}(?![A-Za-z0-9])"
+    # LDAP and htpasswd schemes: {SHA}, {SSHA512}, {CRYPT}, {PBKDF2-SHA256}, ...
+    r"|(?i:\{(?:s?sha(?:256|384|512)?|s?md5|crypt|pbkdf2[\w-]*|argon2\w*|bcrypt)\})[A-Za-z0-9+/=$.]{8,})"
 )
 # XML: <password>value</password>, and key/value attribute pairs (web.config <add key= value=>).
 _XML = re.compile(
@@ -252,7 +260,11 @@ _XML = re.compile(
 SENSITIVE_ANCHORS = ("pass", "pwd", "pw", "secret", "token", "credential", "creds", "auth", "key", "sig", "pin", "otp",
                      "cookie")  # fmt: skip
 _HASH_ANCHORS = ("$apr1$", "$2a$", "$2b$", "$2x$", "$2y$", "$2$", "$1$", "$5$", "$6$", "$y$", "$argon2", "$scrypt$",
-                 "$pbkdf2", "scram-sha-", "md5")  # fmt: skip
+                 "$pbkdf2", "scram-sha-", "md5", "{sha", "{ssha", "{smd5", "{crypt", "{pbkdf2", "{argon2",
+                 "{bcrypt")  # fmt: skip
+
+_COMMAND_ANCHORS = ("mysql", "mariadb", "-u ", "--user", "sshpass", "docker", "podman", "nerdctl", "buildah", "skopeo",
+                    "oras", "helm")  # fmt: skip
 
 DETECTORS: tuple[Detector, ...] = (
     Detector("private_key", _PRIVATE_KEY, ("-----BEGIN ",), cased=True),
@@ -264,7 +276,8 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "aws_secret_access_key",
         re.compile(
-            r"(?i)aws[\w.-]{0,20}(?:secret|sk)[\w.-]{0,20}[\"']?\s*[:=]\s*[\"']?(?P<secret>[A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"
+            r"(?i)aws[\w.-]{0,20}(?:secret|sk)[\w.-]{0,20}[\"']?(?:\s*[:=]\s*|[ \t]+)[\"']?"
+            r"(?P<secret>[A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"
         ),
         ("aws_sk", "awssk", "aws-sk"),
         named=True,
@@ -280,8 +293,8 @@ DETECTORS: tuple[Detector, ...] = (
         named=True,
         accept=lambda secret: not secret.isalpha() or len(secret) >= 20,
     ),
-    Detector("command_line", _COMMAND_LINE, ("mysql", "-u ", "--user", "sshpass"), named=True, syntax=("-",)),
-    Detector("keyword_value", _KEYWORD_VALUE, ("identified",), named=True),
+    Detector("command_line", _COMMAND_LINE, _COMMAND_ANCHORS, named=True, syntax=("-",)),
+    Detector("keyword_value", _KEYWORD_VALUE, ("identified", "password"), named=True),
     Detector("password_hash", _PASSWORD_HASH, _HASH_ANCHORS),
     Detector("call_argument", _CALL_ARGUMENT, named=True, syntax=("(",)),
     Detector("xml_secret", _XML, named=True, syntax=("<",)),

@@ -17,6 +17,7 @@ SECRET_WORDS = frozenset(
         "password",
         "passwords",
         "passwd",
+        "tokens",
         "pwd",
         "pw",
         "pass",
@@ -48,7 +49,7 @@ SECRET_SUFFIXES = ("password", "passwd", "pw", "passphrase", "secret", "token", 
 # "key" names a secret after a qualifier (api key, access-key, STRIPE_KEY), but not after these.
 # Identifiers of records, rows and objects (record_key, issue_key, s3_object_key), public halves, other kinds.
 _IDENTIFIER_QUALIFIERS = (
-    "primary foreign sort partition hash range cache idempotency routing lookup shard object row unique composite"
+    "primary foreign sort partition hash range cache idempotency lookup shard object row unique composite"
     " dedup dedupe group map dict index sequence order cluster tag label hot short translation i18n locale message"
     " field column attribute metric config setting env environment redis s3 bucket kms ordering join natural"
     " surrogate record item entry event document doc cursor page pagination search query dictionary issue project"
@@ -221,7 +222,7 @@ def is_secret_key_name(name: str) -> bool:
     words = [word.lower() for word in _WORDS.findall(name)]
     while words and words[-1].isdigit():  # PuTTY-User-Key-File-3, password2: the number says nothing
         words.pop()
-    if not words or words[-1] in DESCRIPTOR_WORDS or words[0] in QUALIFIER_WORDS:
+    if not words or words[-1] in DESCRIPTOR_WORDS or words[0] in QUALIFIER_WORDS or "per" in words:
         return False
     for index, word in enumerate(words):
         if word in SECRET_WORDS or word.endswith(SECRET_SUFFIXES):
@@ -231,12 +232,14 @@ def is_secret_key_name(name: str) -> bool:
     return False
 
 
-# ${VAR} and $VAR, {{ jinja }}, <angle>, %(interpolation)s, %WINDOWS%, stars, dots and the words people
-# write instead of a value. ${VAR:-default} is not a placeholder: its default is a literal, maybe a password.
+# ${VAR} and $VAR, {{ jinja }}, <angle> (and <%= erb %>), %(interpolation)s, %WINDOWS%, stars, dots,
+# the words people write instead of a value, and file paths (a reference to where the secret is kept).
+# ${VAR:-default} is not a placeholder: its default is a literal, maybe a password.
 _PLACEHOLDER = re.compile(
     r"^(?:\$\{\{.*\}\}|\$\{[^}=+-]*\}|\$[A-Z_][A-Z0-9_]*|\{\{.*\}\}|<[^>]*>|%\([\w.-]+\)[sd]|%[A-Z_][A-Z0-9_]*%|\*+|\.{3}"
     r"|(?i:x{3,}|changeme|change[-_]?me|change[-_]?it|replace[-_]?me|todo|tbd|null|none|nil|undefined|redacted"
-    r"|your[-_ ][\w -]*|my[-_ ]?(?:password|secret|token))|\[[A-Z_ -]*\]|)$"
+    r"|your[-_ ][\w -]*|my[-_ ]?(?:password|secret|token))|\[[A-Z_ -]*\]"
+    r"|(?:~|\.{1,2})?/[\w.@-]+(?:/[\w.@-]+)+/?|[A-Za-z]:\\[\w .\\-]+|)$"
 )
 
 
