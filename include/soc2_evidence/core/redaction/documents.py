@@ -149,7 +149,8 @@ def _ini(text: str) -> Iterator[Secret]:
             parser.read_string(text)
         except configparser.MissingSectionHeaderError:
             parser.read_string("[top]\n" + text)  # keys before any section, as in .npmrc or setup.cfg parts
-    except configparser.Error as error:
+    except (configparser.Error, AttributeError) as error:
+        # AttributeError: configparser's own failure on an indented line after a key without a value.
         raise UnscannableContent(f"not valid INI ({type(error).__name__})") from None
     for section in parser.sections():
         for name, value in parser.items(section, raw=True):
