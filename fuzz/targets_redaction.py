@@ -15,7 +15,7 @@ from soc2_evidence.core.redaction import Redactor, UnscannableContent
 
 PATHS = ["app.yaml", "app.json", "app.toml", "setup.cfg", ".env", "app.properties", "web.config", ".netrc",
          ".pgpass", ".npmrc", "notes.txt", "Dockerfile"]  # fmt: skip
-SECRET = "Fz9qWcanaryQ7xL2mP4v"
+SECRET = "Fz9qWcanaryQ7xL2mP4v"  # noqa: S105 - a fake secret the fuzzer plants
 _KEYS = st.sampled_from(["password", "api_key", "token", "db.password", "CLIENT_SECRET", "auth", "name", "value",
                          "kind", "data", "credentials", "max_tokens", "user"])  # fmt: skip
 _SEPARATORS = st.sampled_from([": ", "=", " = ", ":", " ", ": |\n  ", ": >\n  ", '": "', "='", " => ", ",\n"])
@@ -28,7 +28,7 @@ _FRAGMENT = st.one_of(
 DOCUMENTS = st.tuples(st.sampled_from(PATHS), st.lists(_FRAGMENT, max_size=12).map("\n".join))
 
 
-class SecretLeft(Exception):  # noqa: N818 - named for what the fuzz table counts
+class SecretLeft(Exception):
     """The redacted text still holds the planted secret."""
 
 
