@@ -36,6 +36,13 @@ RUN = RunContext(
     data_interval_start=datetime(2026, 11, 25, 2, tzinfo=UTC),
     data_interval_end=datetime(2026, 11, 25, 2, tzinfo=UTC),
 )
+
+
+def _clock() -> datetime:
+    """The run collects and archives an hour after its logical date, whatever today is."""
+    return RUN.logical_date + timedelta(hours=1)
+
+
 # Files of a known format that do not parse: listed with the reason, never archived.
 UNSCANNABLE = {
     "broken/app.yaml": "database:\n  password: {}\n   bad: [indent\n",
@@ -92,14 +99,11 @@ def run_output(tmp_path_factory) -> RunOutput:
     stdout, stderr = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            summary = extract_source(config, SOURCE, RUN, try_number=1, redaction_key=KEY, credentials=Credentials())
+            summary = extract_source(
+                config, SOURCE, RUN, try_number=1, redaction_key=KEY, credentials=Credentials(), now=_clock
+            )
             archived = archive_bundles(
-                config,
-                family="config",
-                run=RUN,
-                bundle_dirs=[summary["bundle"]],
-                validation_dir=None,
-                now=lambda: RUN.logical_date + timedelta(hours=1),
+                config, family="config", run=RUN, bundle_dirs=[summary["bundle"]], validation_dir=None, now=_clock
             )
     finally:
         root.removeHandler(handler)
