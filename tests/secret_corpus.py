@@ -629,6 +629,11 @@ def _secret_cases() -> list[Case]:
     )
     add("basic-auth-in-url-query", "held-out/hook.txt", "https://ci.acme.example/hook?token={}\n", r(32))
 
+    # --- YAML plain values holding what ends a value in other syntaxes
+    add("yaml-plain-semicolon", "edge/semicolon.yaml", "db:\n  password: {};{}\n", r(10), r(10))
+    add("yaml-plain-equals", "edge/equals.yaml", "api_token: {} x={}\n", r(12), r(12))
+    add("yaml-plain-colon", "edge/colon.yaml", "client_secret: {}:{} {}\n", r(12), r(12), r(12))
+
     # --- a second held-out set, measured unseen after the first was folded in (README)
     add(
         "jenkins-credentials",

@@ -289,9 +289,11 @@ _KUBERNETES_SECRET = re.compile(r"(?m)^[ \t]*[\"']?kind[\"']?[ \t]*:[ \t]*[\"']?
 
 # A YAML line the detectors redact as well as parsing would: "name: value" with the value on the line.
 # Not a pair's name ("- name: DB_PASSWORD" is followed by its value), nor a value that goes on below.
+# A plain value holds none of what ends a detector's value early (';', '=', ': '): YAML reads
+# "password: a;b" and "password: a b=c" whole.
 _INLINE_YAML = re.compile(
     r"[ \t]*(?:-[ \t]+)?(?!(?:name|key|Name|Key)[ \t]*:)[\w.$@-]+[ \t]*:[ \t]+"
-    r"(?:[^\s|>&*!{\[\"'#][^\n]*|\"[^\"\n]*\"[ \t]*(?:#[^\n]*)?|'[^'\n]*'[ \t]*(?:#[^\n]*)?)"
+    r"(?:[^\s|>&*!{\[\"'#;=](?:(?!: )[^;=\n])*|\"[^\"\n]*\"[ \t]*(?:#[^\n]*)?|'[^'\n]*'[ \t]*(?:#[^\n]*)?)"
 )
 
 
