@@ -629,6 +629,17 @@ def _secret_cases() -> list[Case]:
     )
     add("basic-auth-in-url-query", "held-out/hook.txt", "https://ci.acme.example/hook?token={}\n", r(32))
 
+    # --- templates and copies of known formats, and structure in files of no known suffix
+    add(
+        "yaml-jinja-template",
+        "edge/values.yaml.j2",
+        "image: {{{{ image }}}}\ncredentials:\n  prod: {}\n  dev: {{{{ dev_pw }}}}\n",
+        password(),
+    )
+    add("yaml-in-conf", "edge/app.conf", "db:\n  credentials:\n    main: {}\n", password())
+    add("env-example", "edge/app.env.example", "API_SECRET={}\n", r(24))
+    add("json-no-suffix", "edge/secrets", '{{"db": {{"creds": {{"main": "{}"}}}}}}\n', r(20))
+
     # --- YAML plain values holding what ends a value in other syntaxes
     add("yaml-plain-semicolon", "edge/semicolon.yaml", "db:\n  password: {};{}\n", r(10), r(10))
     add("yaml-plain-equals", "edge/equals.yaml", "api_token: {} x={}\n", r(12), r(12))

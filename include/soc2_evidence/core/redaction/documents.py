@@ -304,7 +304,7 @@ def needs_parsing(parser: Parser, text: str, found: Candidates) -> bool:
     if parser in KEYWORDLESS_FORMATS or _KUBERNETES_SECRET.search(text):
         return True
     named = [(start, end) for start, end, named in found.regions if named]
-    if parser is not _yaml:
+    if parser not in (_yaml, _sniffed_yaml):
         return bool(named)
     return any(not _inline_yaml(text, start, end) for start, end in named)
 
@@ -318,33 +318,57 @@ def _inline_yaml(text: str, start: int, end: int) -> bool:
     return not following.strip() or len(following) - len(following.lstrip(" \t")) <= indent  # no continuation
 
 
+# Suffixes of templates and copies: values.yaml.j2 is YAML with Jinja in it, app.env.example an .env.
+_TEMPLATE_SUFFIXES = frozenset(
+    {".j2", ".jinja", ".jinja2", ".tpl", ".tmpl", ".template", ".example", ".sample", ".dist", ".orig", ".bak"}
+)
+_YAML_SHAPE = re.compile(r"(?m)^[ \t]*(?:-[ \t]+)?[\w.\"'-]+[ \t]*:(?:[ \t]|$)")
+
+
 def parser_for(path: str, text: str) -> Parser | None:
     """The format of ``path``: by name, then by suffix (``.env.prod`` is .env), then by content.
 
-    A file whose content merely looks like JSON is parsed as JSON only if it parses: it was never
-    promised to be JSON. Files of no known format get the text detectors only.
+    A template or copy of a known format (``values.yaml.j2``), or a file whose content merely looks
+    like JSON, INI or YAML, is parsed only if it parses: it was never promised to be that format, and
+    the detectors still run over it. Files of no known format and no such look get the detectors only.
     """
     name = PurePosixPath(path).name.lower()
-    if name in _BY_NAME or name in _BY_SUFFIX:  # dot files (.pypirc, .pgpass) have no suffix of their own
-        return _BY_NAME.get(name) or _BY_SUFFIX[name]
-    if name.startswith(".env.") or name.endswith(".env"):
-        return _env
+    known = _known_format(name)
+    if known is not None:
+        return known
     suffix = PurePosixPath(name).suffix
-    if suffix in _BY_SUFFIX:
-        return _BY_SUFFIX[suffix]
-    if text.lstrip().startswith(("{", "[")):
+    inner = _known_format(name.removesuffix(suffix)) if suffix in _TEMPLATE_SUFFIXES else None
+    if inner is _yaml or (inner is None and _YAML_SHAPE.search(text) and not text.lstrip().startswith(("{", "["))):
+        return _sniffed_yaml
+    if inner is not None or text.lstrip().startswith(("{", "[")):
         return _sniffed
     return None
 
 
+def _known_format(name: str) -> Parser | None:
+    if name in _BY_NAME or name in _BY_SUFFIX:  # dot files (.pypirc, .pgpass) have no suffix of their own
+        return _BY_NAME.get(name) or _BY_SUFFIX[name]
+    if name.startswith(".env.") or name.endswith(".env"):
+        return _env
+    return _BY_SUFFIX.get(PurePosixPath(name).suffix)
+
+
 def _sniffed(text: str) -> Iterator[Secret]:
-    """Content that looks like JSON (or like INI: "[default]"): secrets if it parses as one, else none."""
-    for parser in (_json, _ini):
+    """Content that may be JSON, INI, .env or properties: secrets if it parses as one, else none."""
+    for parser in (_json, _ini, _env, _properties):
         try:
             return iter(list(parser(text)))
         except UnscannableContent:
             continue
     return iter(())
+
+
+def _sniffed_yaml(text: str) -> Iterator[Secret]:
+    """Content that looks like YAML (or a YAML template): secrets if it parses, else none."""
+    try:
+        return iter(list(_yaml(text)))
+    except UnscannableContent:
+        return iter(())
 
 
 def secrets_in_value(value: str) -> list[Secret]:
