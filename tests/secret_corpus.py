@@ -640,6 +640,19 @@ def _secret_cases() -> list[Case]:
     add("env-example", "edge/app.env.example", "API_SECRET={}\n", r(24))
     add("json-no-suffix", "edge/secrets", '{{"db": {{"creds": {{"main": "{}"}}}}}}\n', r(20))
 
+    # --- maps and lists under a sensitive name, in syntaxes nothing parses
+    add(
+        "tfvars-map",
+        "edge/prod.tfvars",
+        'region = "eu"\ndb_credentials = {{\n  primary = "{}"\n  replica = "{}"\n}}\n',
+        password(),
+        password(),
+        kept=('region = "eu"',),
+    )
+    add("tfvars-list", "edge/keys.tfvars", 'api_keys = [\n  "{}",\n  "{}",\n]\n', r(32), r(32))
+    add("js-object", "edge/config.js", "module.exports = {{\n  secrets: {{\n    stripe: '{}',\n  }},\n}};\n", r(24))
+    add("hcl-inline-map", "edge/vars.hcl", 'creds = {{ prod = "{}", dev = "{}" }}\n', password(), password())
+
     # --- YAML plain values holding what ends a value in other syntaxes
     add("yaml-plain-semicolon", "edge/semicolon.yaml", "db:\n  password: {};{}\n", r(10), r(10))
     add("yaml-plain-equals", "edge/equals.yaml", "api_token: {} x={}\n", r(12), r(12))

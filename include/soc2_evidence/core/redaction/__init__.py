@@ -174,20 +174,23 @@ class Redactor:
         def replace(match: re.Match[str]) -> str:
             group = next(group for group in detector.secret_groups if match[group] is not None)
             names = [match[name] for name in detector.name_groups if match[name]]
-            if names and not is_secret_key_name(names[0]):
-                # A setting about secrets is kept, but what the match took as its value may hold
-                # a secret assignment (the next line: "token_rotation:\n  secret: x"): search it.
-                value_start = match.start(group) - match.start()
-                return match[0][:value_start] + detector.pattern.sub(self._replacer(detector), match[0][value_start:])
-            secret = match[group]
+            secret = match[group].rstrip()  # a block's last newline is not secret: the next line stays a line
             if (
-                is_placeholder(secret)
+                (names and not is_secret_key_name(names[0]))
+                or is_placeholder(secret)
                 or MARKER_PATTERN.search(secret)  # an earlier detector took it: "Bearer [REDACTED:...]"
                 or (detector.accept is not None and not detector.accept(secret))
             ):
-                return match[0]
+                # Kept, but what the match took as its value may hold a secret of its own (the next line:
+                # "token_rotation:\n  secret: x"; a quote left open over later lines): search it. It is
+                # shorter than the match, so this ends.
+                value_start = match.start(group) - match.start()
+                if value_start == 0:
+                    return match[0]
+                return match[0][:value_start] + detector.pattern.sub(self._replacer(detector), match[0][value_start:])
             self.counts[detector.name] += 1
-            start, end = match.span(group)
+            start = match.start(group)
+            end = start + len(secret)
             whole_start = match.start()
             return match[0][: start - whole_start] + self.marker(detector.name, secret) + match[0][end - whole_start :]
 

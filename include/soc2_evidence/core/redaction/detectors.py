@@ -222,6 +222,10 @@ _BLOCK_SCALAR = re.compile(
     # A heredoc (HCL, shell) under a sensitive name: the lines up to its terminator.
     r"|(?P<name_heredoc>[A-Za-z_][\w.-]*)[ \t]*=?[ \t]*<<[-~]?[\"']?(?P<tag>[A-Za-z_]\w*)[\"']?[ \t]*\r?\n"
     r"(?P<secret_heredoc>(?:(?![ \t]*(?P=tag)[ \t]*$)[^\n]*\n)*?)(?=[ \t]*(?P=tag)[ \t]*$)"
+    # A map or list under a sensitive name, in a syntax nothing parsed (HCL, tfvars, JavaScript): all of it
+    # (not a {{ template }}, nor a marker).
+    r"|(?<![\w.-])(?P<name_brace>[A-Za-z_][\w.-]*)[\"']?[ \t]*[=:][ \t]*"
+    r"(?:\{(?!\{)(?P<secret_brace>(?:[^{}]|\{[^{}]*\})*)\}|\[(?!REDACTED:)(?P<secret_list>(?:[^\[\]]|\[[^\[\]]*\])*)\])"
 )
 # NAME = value, NAME: value, "NAME": "value", NAME => value, NAME := value. The name is a run of
 # word characters holding a sensitive word (tested on word boundaries by the replacer), possibly
@@ -298,7 +302,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("password_hash", _PASSWORD_HASH, _HASH_ANCHORS),
     Detector("call_argument", _CALL_ARGUMENT, named=True, syntax=("(",)),
     Detector("xml_secret", _XML, named=True, syntax=("<",)),
-    Detector("block_scalar", _BLOCK_SCALAR, named=True, syntax=("|", ">", "<<")),
+    Detector("block_scalar", _BLOCK_SCALAR, named=True, syntax=("|", ">", "<<", "{", "[")),
     Detector("secret_assignment", _SECRET_ASSIGNMENT, named=True),
 )
 _LOWER_ANCHORS = tuple(
@@ -403,6 +407,16 @@ def _extend(text: str, start: int) -> int:
             if following.strip() and len(following) - len(following.lstrip(" \t")) <= indent:
                 break
             end = following_end
+        return end
+    opening = line.split(" #")[0].rstrip()[-1:]
+    if opening in ("{", "["):  # a map or list: to the line that closes it
+        closing, depth = "}" if opening == "{" else "]", 0
+        for _ in range(_MAX_CONTINUED_LINES):
+            depth += line.count(opening) - line.count(closing)
+            if depth <= 0 or end >= len(text):
+                break
+            following_end = _line_end(text, end + 1)
+            line, end = text[end + 1 : following_end], following_end
         return end
     for _ in range(_MAX_CONTINUED_LINES):  # a backslash continuation, or a double quote left open
         if end >= len(text) or not (line.endswith("\\") or line.count('"') % 2 == 1):
