@@ -20,7 +20,7 @@ import random
 import string
 from dataclasses import dataclass
 
-_rng = random.Random(20261202)  # noqa: S311 - fake secrets, reproducible: not keys
+_rng = random.Random(20261202)
 ALNUM = string.ascii_letters + string.digits
 LOWER_HEX = "0123456789abcdef"
 UPPER_ALNUM = string.ascii_uppercase + string.digits
