@@ -174,10 +174,16 @@ def test_backup_restore_verify_and_measure(make_database, tmp_path):
         "backup_found",
         "backup_intact",
         "backup_of_source",
+        "rpo_measured_from",
         "restore_completed",
-        "schema_matches_source",
+        "schema_matches_backup",
+        "schema_since_backup",
         "row_counts_match",
         "checksums_match",
+        "rows_match_source",
+        "checksums_match_source",
+        "large_objects_match",
+        "sequences_match",
         "smoke:no_orphan_items",
         "smoke:four_statuses",
     ]
@@ -288,7 +294,7 @@ GOOD = {"dsn": SERVER, "backups": "fresh", **TARGETS}
             r"backup: unknown key 'backup'; did you mean 'backups'\?.*; missing required key 'backups'",
         ),
         ({**GOOD, "checksums": "md5"}, r"checksums: expected one of full, sample, none, got 'md5'$"),
-        ({**GOOD, "baseline": "now"}, r"baseline: expected one of manifest, source, got 'now'$"),
+        ({**GOOD, "baseline": "source"}, r"baseline: unknown key 'baseline'"),
         ({**GOOD, "conn_id": "shop"}, r"dsn: set only one of 'conn_id' and 'dsn'$"),
         ({"backups": "fresh", **TARGETS}, r"set 'conn_id' \(an Airflow connection\) or 'dsn'"),
         ({**GOOD, "restore_conn_id": "a", "restore_dsn": SERVER}, r"restore_dsn: set only one of 'restore_conn_id'"),
@@ -375,7 +381,7 @@ def test_options_defaults_and_how_they_are_used(tmp_path):
     assert parsed.backups == str(tmp_path / "nightly") and parsed.pattern == "*.dump"
     assert parsed.restore_server.dbname == "postgres" and parsed.aws_conn_id is None and parsed.bin_dir is None
     assert parsed.scratch_prefix == scratch_prefix(pg_restore.DEFAULT_SCRATCH_PREFIX, "shop")
-    assert (parsed.baseline, parsed.checksums, parsed.sample_percent) == ("manifest", "full", 10)
+    assert (parsed.checksums, parsed.sample_percent) == ("full", 10)
     assert parsed.row_count_tolerance_percent == 0 and parsed.smoke_queries == () and parsed.jobs == 1
     assert (parsed.rto_target_seconds, parsed.rpo_target_seconds, parsed.timeout_seconds) == (1800, 86400, 21600)
 
@@ -511,16 +517,18 @@ def broken_backups(make_database, backups: Path) -> dict[str, tuple[dict, set[st
     """Sources whose restore tests must fail, each with the checks that must fail in it."""
     source_a = make_database()
     other = make_database(orders=700)
-    dropped_later = make_database()
-    changed_later = make_database()
+    tampered = make_database()
     truncated = take_backup(source_a, backups / "truncated")
     path = backups / "truncated" / truncated["dump"]["name"]
     path.write_bytes(path.read_bytes()[: truncated["dump"]["size"] // 2])
     take_backup(other, backups / "wrong-database")
-    take_backup(dropped_later, backups / "dropped")
-    execute(dropped_later, "DROP VIEW order_totals; DROP TABLE order_items")
-    take_backup(changed_later, backups / "changed")
-    execute(changed_later, "UPDATE customers SET name = 'Changed After Backup' WHERE id = 7")
+    unfinished = take_backup(source_a, backups / "unfinished")
+    (backups / "unfinished" / (unfinished["dump"]["name"] + MANIFEST_SUFFIX)).unlink()
+    manifest_path = backups / "changed" / (take_backup(tampered, backups / "changed")["dump"]["name"] + MANIFEST_SUFFIX)
+    manifest = json.loads(manifest_path.read_text())
+    customers = next(table for table in manifest["tables"] if table["table"] == "public.customers")
+    customers["checksum"] = str(int(customers["checksum"]) + 1)  # the dump no longer holds what was recorded
+    manifest_path.write_text(json.dumps(manifest))
     (backups / "empty").mkdir()
 
     def source(name: str, dsn: str, folder: str, failing: set[str], **options) -> tuple[dict, set[str]]:
@@ -530,19 +538,19 @@ def broken_backups(make_database, backups: Path) -> dict[str, tuple[dict, set[st
     wrong_smoke = [{"name": "wrong", "sql": "SELECT count(*) FROM products", "expect": [[1]]}]
     return {
         "truncated": source("truncated", source_a, "truncated", {"backup_intact", "restore_completed"}),
-        # Restores fine, but of another database, too slowly, from too old a backup, and fails a smoke query.
-        "wrong-db": source(
-            "wrong-db",
-            source_a,
-            "wrong-database",
-            {"backup_of_source", "smoke:wrong"},
+        # Of another database: not restored, nothing vouched for, no RPO.
+        "wrong-db": source("wrong-db", source_a, "wrong-database", {"backup_of_source", "rpo_measured_from"}),
+        "unfinished": source("unfinished", source_a, "unfinished", {"backup_found", "rpo_measured_from"}),
+        # Restores, but not what the manifest recorded, too slowly, and fails a smoke query.
+        "changed": source(
+            "changed",
+            tampered,
+            "changed",
+            {"checksums_match", "smoke:wrong"},
             rto_target_minutes=0.0001,
-            rpo_target_hours=0.0001,
             smoke_queries=wrong_smoke,
         ),
-        "dropped": source("dropped", dropped_later, "dropped", {"schema_matches_source"}),
-        "changed": source("changed", changed_later, "changed", {"checksums_match"}, baseline="source"),
-        "missing": source("missing", source_a, "empty", {"backup_found"}),
+        "missing": source("missing", source_a, "empty", {"backup_found", "rpo_measured_from"}),
     }
 
 
@@ -609,7 +617,7 @@ def test_the_backup_test_dag_archives_each_restore_test_and_each_failure_with_it
         assert scratch_databases(entry["name"]) == [], entry["name"]
     by_check = {(f["source"], f["check"]): f for f in findings}
     assert by_check[("truncated", "pg_restore.results.restore_succeeded")]["controls"] == ["A1.2", "A1.3"]
-    assert by_check[("wrong-db", "pg_restore.results.rto_within_target")]["controls"] == ["A1.3"]
+    assert by_check[("changed", "pg_restore.results.rto_within_target")]["controls"] == ["A1.3"]
     assert by_check[("wrong-db", "pg_restore.results.rpo_within_target")]["controls"] == ["A1.2"]
     assert by_check[("missing", "pg_restore.results.rpo_within_target")]["record"]["rpo_met"] is False
     changed = archived("changed", "tables.jsonl")
