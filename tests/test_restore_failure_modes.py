@@ -403,3 +403,29 @@ def wait_for_counters(dsn: str, table: str, inserted_at_least: int) -> None:
                 return
             time.sleep(0.1)
     raise AssertionError(f"{table}: the insert counter did not reach {inserted_at_least}")
+
+
+def test_in_s3_unfinished_and_corrupted_dumps_are_passed_over_for_the_rpo(source, s3_client, tmp_path):
+    """The same rules on a bucket: the newest dump has no manifest, the next one is corrupted, the
+    RPO is measured from the one before, downloaded to check its sha256."""
+    bucket = f"backups-{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(Bucket=bucket)
+    where = f"s3://{bucket}/nightly"
+    good = take_backup(source, where)
+    corrupted = take_backup(source, where)
+    unfinished = take_backup(source, where)
+    key = f"nightly/{corrupted['dump']['name']}"
+    body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3_client.put_object(Bucket=bucket, Key=key, Body=body + b"tampered")
+    s3_client.delete_object(Bucket=bucket, Key=f"nightly/{unfinished['dump']['name']}{MANIFEST_SUFFIX}")
+
+    record, _ = run(tmp_path, source, where)
+
+    assert failed(record) == {"backup_intact"}
+    assert passed_content(record) == set()
+    assert record["backup_key"] == f"{where}/{corrupted['dump']['name']}"
+    assert f"skipped as unfinished (no manifest): {where}/{unfinished['dump']['name']}" in detail(
+        record, "backup_found"
+    )
+    assert record["backup_at"] == good["taken_at"]
+    assert detail(record, "rpo_measured_from").startswith(f"{good['dump']['url']}, taken at {good['taken_at']}")
