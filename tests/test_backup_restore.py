@@ -94,6 +94,12 @@ def make_database():
             connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def unique(name: str) -> str:
+    """A source name of this run only: the same test run from another checkout on this server would
+    otherwise drop this one's scratch database as a leftover (same name, same prefix)."""
+    return f"{name}-{uuid.uuid4().hex[:6]}"
+
+
 def scratch_databases(source_name: str) -> list[str]:
     prefix = scratch_prefix(pg_restore.DEFAULT_SCRATCH_PREFIX, source_name)
     with psycopg.connect(SERVER) as connection:
@@ -220,8 +226,9 @@ def test_fresh_backup_with_sampled_checksums_picks_the_binaries_of_the_server(ma
         major = connection.info.server_version // 10000
     assert find_bin_dir(major) == Path(f"/usr/lib/postgresql/{major}/bin")
 
+    name = unique("shop-fresh")
     record, bundle = collect(
-        tmp_path, "shop-fresh", {"dsn": dsn, "backups": "fresh", "checksums": "sample", "sample_percent": 5}
+        tmp_path, name, {"dsn": dsn, "backups": "fresh", "checksums": "sample", "sample_percent": 5}
     )
 
     assert record["outcome"] == "passed", record["checks"]
@@ -230,7 +237,7 @@ def test_fresh_backup_with_sampled_checksums_picks_the_binaries_of_the_server(ma
     manifest = item_json(bundle, "backup-manifest.json")[0]
     assert manifest["checksums"]["mode"] == "sample"
     assert {table["checksum_mode"] for table in item_json(bundle, "tables.jsonl")} == {"sample"}
-    assert scratch_databases("shop-fresh") == []
+    assert scratch_databases(name) == []
 
 
 def test_the_embedded_postgres_default_is_backed_up_restored_and_verified(tmp_path):
@@ -243,7 +250,7 @@ def test_the_embedded_postgres_default_is_backed_up_restored_and_verified(tmp_pa
         connection = Connection.from_uri(shop, conn_id="evidence_demo_shop")
         record, bundle = collect(
             tmp_path,
-            "demo-shop",
+            unique("demo-shop"),
             {"conn_id": "evidence_demo_shop", "backups": "fresh"},
             {"evidence_demo_shop": connection},
         )
@@ -262,7 +269,7 @@ def test_the_newest_backup_in_s3_is_restored(make_database, s3_client, tmp_path)
     execute(dsn, "INSERT INTO products VALUES (999, 'SKU-NEW', 1)")
     newer = take_backup(dsn, f"s3://{bucket}/nightly")
 
-    record, _ = collect(tmp_path, "shop-s3", {"dsn": dsn, "backups": f"s3://{bucket}/nightly"})
+    record, _ = collect(tmp_path, unique("shop-s3"), {"dsn": dsn, "backups": f"s3://{bucket}/nightly"})
 
     assert record["outcome"] == "passed", record["checks"]
     assert record["backup_key"] == f"s3://{bucket}/nightly/{newer['dump']['name']}" != older["dump"]["url"]
@@ -273,7 +280,7 @@ def test_a_backup_in_gcs_is_restored(make_database, gcs_bucket, tmp_path):
     dsn = make_database()
     manifest = take_backup(dsn, f"gs://{gcs_bucket}/pg")
 
-    record, _ = collect(tmp_path, "shop-gcs", {"dsn": dsn, "backups": f"gs://{gcs_bucket}/pg"})
+    record, _ = collect(tmp_path, unique("shop-gcs"), {"dsn": dsn, "backups": f"gs://{gcs_bucket}/pg"})
 
     assert record["outcome"] == "passed", record["checks"]
     assert record["backup_key"] == manifest["dump"]["url"] == f"gs://{gcs_bucket}/pg/{manifest['dump']['name']}"
@@ -423,9 +430,10 @@ def pg_restore_of(process: psutil.Process) -> psutil.Process | None:
 
 def test_a_restore_killed_midway_is_a_failed_test_and_its_scratch_database_is_dropped(slow_backup, tmp_path):
     dsn, backups = slow_backup
+    name = unique("killed")
     outcome: dict = {}
     worker = threading.Thread(
-        target=lambda: outcome.update(result=collect(tmp_path, "killed", {"dsn": dsn, "backups": backups}))
+        target=lambda: outcome.update(result=collect(tmp_path, name, {"dsn": dsn, "backups": backups}))
     )
     worker.start()
     restore = wait_for(lambda: pg_restore_of(psutil.Process()), what="pg_restore to start")
@@ -439,7 +447,7 @@ def test_a_restore_killed_midway_is_a_failed_test_and_its_scratch_database_is_dr
     assert "killed by signal 9" in next(c["detail"] for c in record["checks"] if c["name"] == "restore_completed")
     assert record["rto_seconds"] is None and record["rto_met"] is None  # nothing was recovered to time
     assert item_json(bundle, "scratch.json")[0]["dropped"] is True
-    assert scratch_databases("killed") == []
+    assert scratch_databases(name) == []
 
 
 RESTORE_SCRIPT = """
@@ -464,18 +472,19 @@ def start_restore_process(tmp_path: Path, name: str, options: dict) -> subproces
 def test_a_killed_restore_task_leaves_nothing_behind(slow_backup, tmp_path):
     """SIGKILL of the task's process (as Airflow's kill ends it): the guard drops the scratch database."""
     dsn, backups = slow_backup
-    process = start_restore_process(tmp_path, "task-killed", {"dsn": dsn, "backups": backups})
+    name = unique("task-killed")
+    process = start_restore_process(tmp_path, name, {"dsn": dsn, "backups": backups})
     parent = psutil.Process(process.pid)
     restore = wait_for(lambda: pg_restore_of(parent), what="pg_restore to start")
     [guard] = children(parent, "soc2_evidence.collectors.support.postgres")
     work_dir = Path(guard.environ()[GUARD_WORK_DIR_ENV])
-    [scratch] = wait_for(lambda: scratch_databases("task-killed"), what="the scratch database")
+    [scratch] = wait_for(lambda: scratch_databases(name), what="the scratch database")
     assert work_dir.is_dir()
     time.sleep(0.3)
     process.send_signal(signal.SIGKILL)
     process.wait()
 
-    wait_for(lambda: not scratch_databases("task-killed"), timeout=30, what=f"the guard to drop {scratch}")
+    wait_for(lambda: not scratch_databases(name), timeout=30, what=f"the guard to drop {scratch}")
     wait_for(lambda: ended(restore), timeout=15, what="the orphaned pg_restore to stop")  # its session was ended
     assert not work_dir.exists()  # nor is the work directory (a downloaded dump) left behind
 
@@ -491,26 +500,27 @@ def test_the_next_run_drops_a_leftover_scratch_database_by_its_prefix(slow_backu
     """A machine crash kills the guard too: the scratch database stays until the source's next run."""
     dsn, backups = slow_backup
     options = {"dsn": dsn, "backups": backups}
-    process = start_restore_process(tmp_path, "crashed", options)
+    name = unique("crashed")
+    process = start_restore_process(tmp_path, name, options)
     parent = psutil.Process(process.pid)
     wait_for(lambda: pg_restore_of(parent), what="pg_restore to start")
     [guard] = children(parent, "soc2_evidence.collectors.support.postgres")
     work_dir = Path(guard.environ()[GUARD_WORK_DIR_ENV])
-    [leftover] = scratch_databases("crashed")
+    [leftover] = scratch_databases(name)
     for victim in (guard, *parent.children(recursive=True), parent):
         os.kill(victim.pid, signal.SIGKILL)
     process.wait()
     shutil.rmtree(work_dir)  # nothing was left to remove it: the machine "crashed"
     time.sleep(0.5)
-    assert scratch_databases("crashed") == [leftover]
+    assert scratch_databases(name) == [leftover]
 
-    record, bundle = collect(tmp_path, "crashed", {**options, "backups": backups})
+    record, bundle = collect(tmp_path, name, {**options, "backups": backups})
 
     assert record["outcome"] == "passed", record["checks"]
     scratch = item_json(bundle, "scratch.json")[0]
     assert scratch["leftovers_dropped"] == [leftover]
     assert f"dropped leftover scratch database {leftover}" in item_json_text(bundle, "restore.log")
-    assert scratch_databases("crashed") == []
+    assert scratch_databases(name) == []
 
 
 def broken_backups(make_database, backups: Path) -> dict[str, tuple[dict, set[str]]]:
