@@ -517,29 +517,25 @@ class RestoreTest:
         if isinstance(location, LocalLocation) and not location.root.exists():
             self.log(f"{location.url} does not exist")
             return BackupListing([], [], [], missing=True)
+        manifests: set[str] = set()
+        folders: set[str] = set()
+        dumps: list[BackupObject] = []
         try:
-            objects = list(location.iter_objects())
+            for found in location.iter_objects():  # streamed: only dumps and manifests' names are kept
+                folder, _, base = found.name.rpartition("/")
+                if base.endswith(MANIFEST_SUFFIX):
+                    manifests.add(found.name)
+                elif base == "toc.dat" and folder and fnmatch.fnmatchcase(folder.rpartition("/")[2], pattern):
+                    folders.add(folder)
+                elif fnmatch.fnmatchcase(base, pattern):
+                    dumps.append(found)
         except CollectorError as error:
             raise CollectorError(f"source {self.config.source_name}: {error}") from error
-        names = {found.name for found in objects}
-        refused = sorted(
-            {
-                found.name.rsplit("/", 1)[0]
-                for found in objects
-                if found.name.endswith("/toc.dat")
-                and fnmatch.fnmatchcase(found.name.rsplit("/", 1)[0].rsplit("/", 1)[-1], pattern)
-            }
-        )
-        dumps = [
-            found
-            for found in objects
-            if fnmatch.fnmatchcase(found.name.rsplit("/", 1)[-1], pattern)
-            and not found.name.endswith(MANIFEST_SUFFIX)
-            and not any(found.name.startswith(folder + "/") for folder in refused)
-        ]
+        refused = sorted(folders)
+        dumps = [found for found in dumps if not any(found.name.startswith(folder + "/") for folder in refused)]
         dumps.sort(key=lambda found: (found.modified, found.name), reverse=True)
-        finished = [found for found in dumps if found.name + MANIFEST_SUFFIX in names]
-        unfinished = [found for found in dumps if found.name + MANIFEST_SUFFIX not in names]
+        finished = [found for found in dumps if found.name + MANIFEST_SUFFIX in manifests]
+        unfinished = [found for found in dumps if found.name + MANIFEST_SUFFIX not in manifests]
         for found in unfinished:
             self.log(f"unfinished (no manifest), skipped: {found.url}")
         refused_urls = [f"{location.url}/{folder}" for folder in refused]

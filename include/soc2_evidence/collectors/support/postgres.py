@@ -561,9 +561,10 @@ def take_backup(
     The manifest describes the whole database, so a restore test of a subset dump reports what it lacks.
 
     ``dest`` is a directory, ``s3://bucket/prefix`` or ``gs://bucket/prefix``. The dump is
-    ``<database>-<taken_at>.dump``, the manifest ``<dump>.manifest.json`` (database, server, when
-    the snapshot was taken, the dump's size and sha256, the catalog fingerprint, and each table's
-    row count and checksum). The manifest is stored last: a dump without one is unfinished.
+    ``<database>-<taken_at>.dump``, the manifest ``<dump>.manifest.json`` (the source's identity,
+    when the snapshot was taken, the dump's size and sha256, the catalog and its fingerprint, large
+    objects, sequence values, and each table's row count, checksum and change counters). The
+    manifest is stored last: a dump without one is unfinished.
     """
     from soc2_evidence.collectors.support.locations import open_location
 
