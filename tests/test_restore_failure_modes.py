@@ -190,6 +190,17 @@ def test_a_dump_without_its_large_objects_fails(source, tmp_path):
     assert detail(record, "large_objects_match").startswith("0 large objects (0 bytes) restored, the manifest has 20")
 
 
+def test_a_dump_without_its_grants_fails_on_the_schema(source, tmp_path):
+    take_backup(source, tmp_path / "b", pg_dump_options=("--no-privileges",))
+
+    record, _ = run(tmp_path, source, tmp_path / "b")
+
+    assert failed(record) == {"schema_matches_backup"}
+    assert detail(record, "schema_matches_backup") == (
+        "1 catalog entries of the backup missing, 0 not in it; missing: grant relation public.products SELECT to PUBLIC"
+    )
+
+
 def test_a_dump_without_a_sequence_value_or_a_table_s_rows_fails(source, tmp_path):
     options = ("--exclude-table-data=public.orders_id_seq", "--exclude-table-data=public.order_items")
     take_backup(source, tmp_path / "b", pg_dump_options=options)
