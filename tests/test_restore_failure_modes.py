@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from test_backup_restore import SERVER, collect, execute, statuses
+from test_backup_restore import SERVER, collect, execute, statuses, wait_for_statistics
 
 from soc2_evidence.collectors import pg_restore
 from soc2_evidence.collectors.support.postgres import MANIFEST_SUFFIX, find_bin_dir, take_backup
@@ -70,6 +70,7 @@ def source(database_name):
     """The source database, not changed by any test (tests that change a source make their own)."""
     dsn = load_sample_data(SERVER, database_name, orders=200)
     execute(dsn, EXTRA_OBJECTS)
+    wait_for_statistics(dsn)
     yield dsn
     drop(SERVER, database_name)
 
@@ -96,7 +97,9 @@ def own_source():
     def make(orders: int = 200) -> str:
         name = f"t_restore_{uuid.uuid4().hex[:10]}"
         created.append(name)
-        return load_sample_data(SERVER, name, orders=orders)
+        dsn = load_sample_data(SERVER, name, orders=orders)
+        wait_for_statistics(dsn)
+        return dsn
 
     yield make
     for name in created:
@@ -220,6 +223,7 @@ def test_a_manifest_swapped_onto_another_dump_of_the_source_fails_on_content(own
     dsn = own_source()
     older = take_backup(dsn, tmp_path / "old")
     execute(dsn, "INSERT INTO products VALUES (9999, 'SKU-LATER', 1)")
+    wait_for_statistics(dsn)  # the newer manifest counts the insert: no change since it
     newer = take_backup(dsn, tmp_path / "b")
     shutil.copyfile(tmp_path / "old" / older["dump"]["name"], tmp_path / "b" / newer["dump"]["name"])
     manifest_path = tmp_path / "b" / (newer["dump"]["name"] + MANIFEST_SUFFIX)
@@ -303,7 +307,7 @@ def test_rows_added_since_the_backup_are_tolerated_by_the_source_s_counters(own_
     dsn = own_source()
     take_backup(dsn, tmp_path / "b")
     execute(dsn, "INSERT INTO products SELECT i, 'SKU-' || i, 1 FROM generate_series(1001, 1050) i")
-    wait_for_counters(dsn, "products", inserted_at_least=250)
+    wait_for_statistics(dsn)
 
     record, _ = run(tmp_path, dsn, tmp_path / "b")
 
@@ -399,21 +403,6 @@ def test_a_directory_format_dump_is_refused_and_named(source, tmp_path):
     assert detail(record, "backup_found").endswith(
         f"directory-format dumps refused ({pg_restore.REFUSED_DIRECTORY}): {folder}"
     )
-
-
-def wait_for_counters(dsn: str, table: str, inserted_at_least: int) -> None:
-    """Statistics are published about once a second after a commit; the counters are read from them."""
-    import time
-
-    deadline = time.monotonic() + 10
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        while time.monotonic() < deadline:
-            connection.execute("SELECT pg_stat_clear_snapshot()")
-            row = connection.execute("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = %s", (table,))
-            if row.fetchone()[0] >= inserted_at_least:
-                return
-            time.sleep(0.1)
-    raise AssertionError(f"{table}: the insert counter did not reach {inserted_at_least}")
 
 
 def test_in_s3_unfinished_and_corrupted_dumps_are_passed_over_for_the_rpo(source, s3_client, tmp_path):
