@@ -352,6 +352,28 @@ def test_a_public_schema_subset_dump_restores(source, tmp_path):
     assert "left out of the restore (the fresh database has it):" in log and "SCHEMA - public" in log
 
 
+def test_a_one_table_dump_restores_and_fails_on_what_it_left_out(source, tmp_path):
+    take_backup(source, tmp_path / "b", pg_dump_options=("--table=public.customers",))
+
+    record, _ = run(tmp_path, source, tmp_path / "b")
+
+    assert statuses(record)["restore_completed"] == "passed"
+    assert failed(record) == {
+        "schema_matches_backup",
+        "row_counts_match",
+        "checksums_match",
+        "rows_match_source",
+        "checksums_match_source",
+        "large_objects_match",
+        "sequences_match",
+    }
+    assert detail(record, "schema_matches_backup").endswith(
+        "a subset dump (--table=public.customers): its manifest describes the whole database"
+    )
+    assert detail(record, "checksums_match").startswith("3 table(s): public.order_items (full, absent)")
+    assert detail(record, "rows_match_source").startswith("3 table(s): public.order_items: absent restored")
+
+
 def test_a_schema_only_dump_fails_on_content(source, tmp_path):
     take_backup(source, tmp_path / "b", pg_dump_options=("--schema-only",))
 

@@ -118,6 +118,8 @@ REFUSED_FORMATS = {
     "gzip": "a compressed plain SQL dump is a psql script, which may run shell commands (\\!); dump with -Fc or -Ft",
     "unknown": "not a pg_dump archive (custom or tar format)",
 }
+# pg_dump options that dump part of a database (the manifest always describes all of it).
+SUBSET_OPTIONS = ("-n", "-t", "-N", "-T", "--schema", "--table", "--exclude-schema", "--exclude-table")
 REFUSED_DIRECTORY = "a folder of files; dump with -Fc or -Ft"
 # A restore list's CREATE SCHEMA entry: "<id>; <catalog oid> <oid> SCHEMA - <name> <owner>".
 _TOC_SCHEMA = re.compile(r"^\d+; \d+ \d+ SCHEMA - (\S+) ")
@@ -729,7 +731,8 @@ class RestoreTest:
         try:
             with config.database.connect(pinned=True) as source, scratch.connect(pinned=True) as restored:
                 restored_catalog = catalog_entries(restored)
-                self.checks.append(_schema_check(manifest["catalog"], restored_catalog))
+                subset = _subset_options(manifest["dump"].get("options") or [])
+                self.checks.append(_schema_check(manifest["catalog"], restored_catalog, subset))
                 with source.transaction():
                     source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     activity = table_activity(source)  # first: beside the snapshot the counts are read in
@@ -776,13 +779,15 @@ class RestoreTest:
             if want and got and mode != "none":
                 checksum_match = got.checksum_mode == mode and got.checksum == want["checksum"]
                 compared += 1
+            elif want and mode != "none":  # a table of the backup that was not restored: nothing vouches for it
+                checksum_match = False
             if not rows_match:
                 rows.append(
                     f"{name}: {'absent' if got is None else got.rows} restored, "
                     f"{'none' if want is None else want['rows']} in the manifest"
                 )
             if checksum_match is False:
-                checksums.append(f"{name} ({mode})")
+                checksums.append(f"{name} ({mode}{', absent' if got is None else ''})")
             row = {
                 "table": name,
                 "expected_rows": want["rows"] if want else None,
@@ -797,8 +802,12 @@ class RestoreTest:
                 "source_checksum_match": None,
             }
             self.tables.append(row)
+            if want and got is None and name in source_tables:
+                source_rows.append(f"{name}: absent restored")
+                if mode != "none":
+                    source_checksums.append(f"{name} ({mode}, absent)")
             if not (want and got and name in source_tables):
-                continue  # created or dropped since the backup: schema_since_backup says so
+                continue  # else created or dropped since the backup: schema_since_backup says so
             since = _changes_since(want, activity.get(name))
             unchanged = since is not None and not any(since.values()) and name not in altered
             now = measure_table(source, source_tables[name], mode if unchanged else "none", percent)
@@ -817,14 +826,13 @@ class RestoreTest:
         self.checks.append(
             self._checksum_check("checksums_match", checksums, compared, f"{compared} table checksums{how}")
         )
+        in_source = len([row for row in self.tables if row["source_rows"] is not None])
         self.checks.append(
             _problems_check(
-                "rows_match_source",
-                source_rows,
-                f"{len(self.tables)} tables within the source's changes since the backup",
+                "rows_match_source", source_rows, f"{in_source} tables within the source's changes since the backup"
             )
         )
-        changed = len([row for row in self.tables if row["source_rows"] is not None]) - compared_with_source
+        changed = in_source - compared_with_source
         self.checks.append(
             self._checksum_check(
                 "checksums_match_source",
@@ -923,7 +931,12 @@ def _altered_tables(recorded: list[str], now: list[str]) -> set[str]:
     return {".".join(line.split(" ", 2)[1].split(".")[:2]) for line in changed if line.startswith("column ")}
 
 
-def _schema_check(recorded: list[str], restored: list[str]) -> dict[str, str]:
+def _subset_options(options: list[str]) -> list[str]:
+    """The pg_dump options a backup was taken with that leave part of the database out."""
+    return [option for option in options if option.startswith(SUBSET_OPTIONS)]
+
+
+def _schema_check(recorded: list[str], restored: list[str], subset: list[str]) -> dict[str, str]:
     """The restored schema against the catalog the manifest recorded at backup time."""
     missing = sorted(set(recorded) - set(restored))
     unexpected = sorted(set(restored) - set(recorded))
@@ -934,6 +947,8 @@ def _schema_check(recorded: list[str], restored: list[str]) -> dict[str, str]:
         parts.append("missing: " + "; ".join(_short(line) for line in missing[:DETAIL_EXAMPLES]))
     if unexpected:
         parts.append("unexpected: " + "; ".join(_short(line) for line in unexpected[:DETAIL_EXAMPLES]))
+    if subset:
+        parts.append(f"a subset dump ({' '.join(subset)}): its manifest describes the whole database")
     return restore_results.check("schema_matches_backup", "failed", "; ".join(parts))
 
 
