@@ -46,7 +46,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -63,7 +63,7 @@ from soc2_evidence.collectors.support.postgres import (
     DEFAULT_SAMPLE_PERCENT,
     MANIFEST_SUFFIX,
     PgConnection,
-    Table,
+    TableState,
     catalog_entries,
     connection_from_options,
     drop_database,
@@ -322,6 +322,15 @@ class BackupListing:
 
 
 @dataclass(frozen=True)
+class SourceNow:
+    """The source when the restore is verified: its catalog, and per table its state and the changes
+    its counters counted since the backup (None: unknown)."""
+
+    catalog: list[str]
+    tables: dict[str, tuple[TableState, dict[str, int] | None]]
+
+
+@dataclass(frozen=True)
 class Candidate:
     """A finished backup read for testing: its manifest (or why it is unusable) and whose it is."""
 
@@ -385,16 +394,17 @@ class RestoreTest:
         bin_dir = find_bin_dir(restore_major, config.bin_dir)
         started = time.monotonic()
         with (
-            ThreadPoolExecutor(max_workers=1) as hashing,
+            ThreadPoolExecutor(max_workers=2) as beside,  # beside pg_restore: off the RTO's critical path
             scratch_database(config.restore_server, self.scratch_name, work_dir=self.work) as guard,
         ):
             self.scratch["created"] = True
             dump = self._download(location, found.name, self.work / "backup.dump")
             self.phases["download"] = round(time.monotonic() - started, 3)
-            digest = hashing.submit(digest_file, dump)  # read beside pg_restore: off the RTO's critical path
+            digest = beside.submit(digest_file, dump)
             scratch = config.restore_server.with_dbname(self.scratch_name)
             restored = False
             if candidate.problem is None:
+                source_now = beside.submit(self._measure_source)
                 restored = self._restore(bin_dir, scratch, dump)
             else:
                 detail = f"not restored: {candidate.problem}"
@@ -404,7 +414,7 @@ class RestoreTest:
             backup_checks, unvouched = self._backup_checks(candidate, sha256)
             self.checks[1:1] = backup_checks  # listed right after backup_found
             if restored and unvouched is None:
-                self._verify(scratch)
+                self._verify(scratch, source_now)
                 restore_finished_at = self.now()
                 rto_seconds = round(time.monotonic() - started, 3)
             else:
@@ -724,22 +734,42 @@ class RestoreTest:
             kept.append(line)
         listing.write_text("\n".join(kept) + "\n", encoding="utf-8", errors="surrogateescape")
 
-    def _verify(self, scratch: PgConnection) -> None:
+    def _measure_source(self) -> SourceNow:
+        """The source now, in one snapshot: its catalog, and per table of the manifest its rows, its
+        change counters since the backup and, where they and its columns show no change, its checksum."""
+        config = self.config
+        manifest = self.manifest
+        expected = {entry["table"]: entry for entry in manifest["tables"]}
+        tables: dict[str, tuple[TableState, bool]] = {}
+        with config.database.connect(pinned=True) as source, source.transaction():
+            source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            activity = table_activity(source)  # first: beside the snapshot the counts are read in
+            catalog = catalog_entries(source)
+            altered = _altered_tables(manifest["catalog"], catalog)
+            for table in list_tables(source):
+                want = expected.get(table.name)
+                if want is None:
+                    continue  # created since the backup: schema_since_backup says so
+                since = _changes_since(want, activity.get(table.name))
+                unchanged = since is not None and not any(since.values()) and table.name not in altered
+                mode = want["checksum_mode"] if unchanged and config.checksums != "none" else "none"
+                state = measure_table(source, table, mode, want.get("sample_percent"))
+                tables[table.name] = (state, since)
+        return SourceNow(catalog, tables)
+
+    def _verify(self, scratch: PgConnection, source_now: Future[SourceNow]) -> None:
         config = self.config
         manifest = self.manifest
         started = time.monotonic()
         try:
-            with config.database.connect(pinned=True) as source, scratch.connect(pinned=True) as restored:
+            with scratch.connect(pinned=True) as restored:
                 restored_catalog = catalog_entries(restored)
                 subset = _subset_options(manifest["dump"].get("options") or [])
                 self.checks.append(_schema_check(manifest["catalog"], restored_catalog, subset))
-                with source.transaction():
-                    source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    activity = table_activity(source)  # first: beside the snapshot the counts are read in
-                    source_catalog = catalog_entries(source)
-                    self.checks.append(_drift_check(manifest["catalog"], source_catalog))
-                    altered = _altered_tables(manifest["catalog"], source_catalog)
-                    self._compare_tables(source, restored, activity, altered)
+                measured = self._measure_restored(restored)
+                source = source_now.result()
+                self.checks.append(_drift_check(manifest["catalog"], source.catalog))
+                self._compare_tables(measured, source)
                 self.checks.append(_large_objects_check(manifest["large_objects"], large_objects(restored)))
                 self.checks.append(_sequences_check(manifest["sequences"], sequence_values(restored)))
             for query in config.smoke_queries:
@@ -753,27 +783,27 @@ class RestoreTest:
         self.phases["verify"] = round(time.monotonic() - started, 3)
         self.log(f"verified in {self.phases['verify']} s")
 
-    def _compare_tables(
-        self, source, restored_connection, activity: dict[str, dict[str, int]], altered: set[str]
-    ) -> None:
+    def _measure_restored(self, restored) -> dict[str, TableState]:
+        """Rows and checksum of each restored table, in the mode its manifest entry recorded."""
+        expected = {entry["table"]: entry for entry in self.manifest["tables"]}
+        measured = {}
+        for table in list_tables(restored):
+            want = expected.get(table.name)
+            mode = want["checksum_mode"] if want and self.config.checksums != "none" else "none"
+            measured[table.name] = measure_table(restored, table, mode, want.get("sample_percent") if want else None)
+        return measured
+
+    def _compare_tables(self, measured: dict[str, TableState], source: SourceNow) -> None:
         """Each table against the manifest (exactly: integrity) and against the source now (within what
         the source's change counters say it changed since the backup: the restore holds the source's data).
         Checksums are compared with the source only for tables whose rows and columns are unchanged since."""
         config = self.config
         expected = {entry["table"]: entry for entry in self.manifest["tables"]}
-        restored_tables: dict[str, Table] = {table.name: table for table in list_tables(restored_connection)}
-        source_tables: dict[str, Table] = {table.name: table for table in list_tables(source)}
         rows, checksums, source_rows, source_checksums = [], [], [], []
         compared = compared_with_source = 0
-        for name in sorted(set(expected) | set(restored_tables)):
-            want = expected.get(name)
+        for name in sorted(set(expected) | set(measured)):
+            want, got = expected.get(name), measured.get(name)
             mode = want["checksum_mode"] if want and config.checksums != "none" else "none"
-            percent = want.get("sample_percent") if want else None
-            got = (
-                measure_table(restored_connection, restored_tables[name], mode, percent)
-                if name in restored_tables
-                else None
-            )
             rows_match = bool(want and got and got.rows == want["rows"])
             checksum_match = None
             if want and got and mode != "none":
@@ -802,20 +832,18 @@ class RestoreTest:
                 "source_checksum_match": None,
             }
             self.tables.append(row)
-            if want and got is None and name in source_tables:
+            if want and got is None and name in source.tables:
                 source_rows.append(f"{name}: absent restored")
                 if mode != "none":
                     source_checksums.append(f"{name} ({mode}, absent)")
-            if not (want and got and name in source_tables):
+            if not (want and got and name in source.tables):
                 continue  # else created or dropped since the backup: schema_since_backup says so
-            since = _changes_since(want, activity.get(name))
-            unchanged = since is not None and not any(since.values()) and name not in altered
-            now = measure_table(source, source_tables[name], mode if unchanged else "none", percent)
+            now, since = source.tables[name]
             problem = _source_rows_problem(got.rows, now.rows, since, config.row_count_tolerance_percent)
             row.update(source_rows=now.rows, source_rows_match=problem is None)
             if problem:
                 source_rows.append(f"{name}: {problem}")
-            if unchanged and mode != "none" and now.rows == got.rows:
+            if now.checksum_mode != "none" and now.rows == got.rows:
                 row["source_checksum_match"] = now.checksum == got.checksum
                 compared_with_source += 1
                 if not row["source_checksum_match"]:
