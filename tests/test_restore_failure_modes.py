@@ -237,6 +237,22 @@ def test_a_manifest_swapped_onto_another_dump_of_the_source_fails_on_content(own
     assert detail(record, "row_counts_match") == "1 table(s): public.products: 200 restored, 201 in the manifest"
 
 
+def test_a_backup_with_a_v1_manifest_is_not_vouched_for_and_says_why(source, tmp_path):
+    manifest = take_backup(source, tmp_path / "b")
+    manifest_path = tmp_path / "b" / (manifest["dump"]["name"] + MANIFEST_SUFFIX)
+    written = json.loads(manifest_path.read_text())
+    del written["source"]
+    manifest_path.write_text(json.dumps({**written, "schema": "soc2-evidence/pg-backup-manifest/v1"}))
+
+    record, _ = run(tmp_path, source, tmp_path / "b")
+
+    assert failed(record) == {"backup_intact", "rpo_measured_from"}
+    assert detail(record, "backup_intact").endswith(
+        "a v1 manifest, which does not record whose backup it is; take a new backup"
+    )
+    assert statuses(record)["restore_completed"] == "skipped" and passed_content(record) == set()
+
+
 def test_an_unfinished_newest_dump_is_skipped_and_the_newest_finished_one_tested(source, tmp_path):
     finished = take_backup(source, tmp_path / "b")
     unfinished = take_backup(source, tmp_path / "b")

@@ -44,6 +44,7 @@ from soc2_evidence.core.evidence import canonical_json, parse_rfc3339, rfc3339, 
 from soc2_evidence.core.hashing import digest_file
 
 MANIFEST_SCHEMA = "soc2-evidence/pg-backup-manifest/v2"
+MANIFEST_SCHEMA_V1 = "soc2-evidence/pg-backup-manifest/v1"  # before the source's identity was recorded
 MANIFEST_SUFFIX = ".manifest.json"
 DUMP_SUFFIX = ".dump"
 CHECKSUM_MODES = ("full", "sample", "none")
@@ -782,6 +783,8 @@ def read_manifest(data: bytes, where: str) -> dict[str, Any]:
         manifest = json.loads(data)
     except ValueError as error:
         raise ValueError(f"{where}: not JSON: {error}") from error
+    if isinstance(manifest, dict) and manifest.get("schema") == MANIFEST_SCHEMA_V1:
+        raise ValueError(f"{where}: a v1 manifest, which does not record whose backup it is; take a new backup")
     if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
         raise ValueError(f"{where}: not a {MANIFEST_SCHEMA} manifest")
     dump, tables = manifest.get("dump"), manifest.get("tables")
