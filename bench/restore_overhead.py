@@ -9,7 +9,8 @@ database and its guard, pg_restore's list and restore, catalog comparison with t
 the source, counts and checksums of the restore (against the manifest) and of the source (against
 the restore), large objects and sequences, drop, and its evidence written. Ratio = ours / bare;
 the runs are interleaved, each after a CHECKPOINT, and the fastest of each counts. Targets:
-<= 1.25x with full checksums, <= 1.10x with sampled ones, judged on the full run only. Everything it creates is dropped, however it ends.
+<= 1.25x with full checksums, <= 1.10x with sampled ones, judged on the full run only. Everything
+it creates is dropped, however it ends.
 """
 
 from __future__ import annotations
