@@ -4,11 +4,13 @@ A table of about 1 GiB (``--quick``: about 50 MiB), built with generate_series i
 its own on 127.0.0.1:5432, is backed up twice with ``take_backup``: once with full-table
 checksums in its manifest, once with sampled ones. Bare: CREATE DATABASE, pg_restore (the same
 binary and flags as the restore test) and DROP DATABASE. Ours: the ``pg_restore`` collector's
-whole run on the same dump: leftover check, sha256 of the dump, scratch database and its guard,
-pg_restore, catalog comparison with the source, counts and checksums in the database, drop, and
-its evidence written. Ratio = ours / bare; the runs are interleaved, each after a CHECKPOINT, and
-the fastest of each counts. Targets: <= 1.25x with full checksums, <= 1.10x with sampled ones,
-judged on the full run only. Everything it creates is dropped, however it ends.
+whole run on the same dump: leftover check, the source's identity, sha256 of the dump, scratch
+database and its guard, pg_restore's list and restore, catalog comparison with the manifest and
+the source, counts and checksums of the restore (against the manifest) and of the source (against
+the restore), large objects and sequences, drop, and its evidence written. Ratio = ours / bare;
+the runs are interleaved, each after a CHECKPOINT, and the fastest of each counts. Targets:
+<= 1.25x with full checksums, <= 1.10x with sampled ones, judged on the full run only. Everything
+it creates is dropped, however it ends.
 """
 
 from __future__ import annotations
@@ -142,7 +144,6 @@ def bare_restore(server, bin_dir: Path, dump: Path, name: str) -> float:
                 "--verbose",
                 "--exit-on-error",
                 "--no-owner",
-                "--no-privileges",
                 "--jobs=1",
                 f"--dbname={target.conninfo()}",
                 str(dump),

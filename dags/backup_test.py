@@ -20,17 +20,25 @@ scratch server). Every source of this DAG takes one slot while it runs.
 - **A restore test FAILED** (finding `pg_restore.results.restore_succeeded`, the run itself
   succeeds): the backup did not restore, or did not match. Open the run's `restore.log` and
   `results.jsonl` in the archive (manifest key in the `archive` task's log). By failed check:
-  - `backup_found`: no dump at the location: the backup job is not running or writes elsewhere.
-    Treat as a missed backup (RPO breached): escalate to the database owner now.
-  - `backup_intact` (sha256 differs, or no manifest): the dump is truncated, corrupted or not
-    written by the backup task; check the backup job's last run and the bucket's object history.
-  - `backup_of_source`: the dump is of another database: the backup job's target or path is wrong.
+  - `backup_found`: no finished dump (one with its `.manifest.json`) at the location: the backup
+    job is not running, writes elsewhere, or dies before its manifest (the detail names unfinished
+    dumps). Treat as a missed backup (RPO breached): escalate to the database owner now.
+  - `backup_intact` (sha256 differs, or the manifest is unusable): the dump is truncated, corrupted
+    or not written by the backup task; check the backup job's last run and the bucket's object history.
+  - `backup_of_source`: the dump is of another server or database (the detail says which): the
+    backup job's target or path is wrong. Nothing is restored and no content check passes.
+  - `rpo_measured_from` failed: no finished backup passed integrity: the RPO is missed. When it
+    passes after a broken newest dump, it names the older backup the RPO was measured from.
   - `restore_completed` failed or killed: read the `pg_restore:` error lines in `restore.log`
-    (missing role or extension on the scratch server, disk full, version mismatch). A killed or
-    timed-out restore needs a bigger scratch server or a longer `timeout_minutes`.
-  - `schema_matches_source`, `row_counts_match`, `checksums_match`: the backup does not hold what
-    the source holds; `restore.log` lists each difference. A schema change since the backup is
-    expected once; repeated, the backup job is broken.
+    (missing role or extension on the scratch server, disk full, version mismatch; plain SQL and
+    directory-format dumps are refused). A killed or timed-out restore needs a bigger scratch
+    server or a longer `timeout_minutes`.
+  - `schema_matches_backup`, `row_counts_match`, `checksums_match`, `large_objects_match`,
+    `sequences_match`: the restore does not hold what the manifest recorded at backup time;
+    `restore.log` lists each difference. The backup job is broken (or dumps a subset).
+  - `rows_match_source`, `checksums_match_source`: the backup does not hold the source's data,
+    beyond the changes the source's statistics counted since the backup (`schema_since_backup`
+    reports schema changes since; they are not failures).
   - `smoke:<name>`: the restored data fails an application check; involve the database owner.
   After a fix, *Clear* the source's `extract` and the `validate_and_archive` tasks: a new test runs.
 - **RTO or RPO over target** (findings `rto_within_target`, `rpo_within_target`): the restore

@@ -7,7 +7,6 @@ with a million objects costs the memory of one page.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -57,16 +56,6 @@ class BackupLocation:
     def local_path(self, name: str) -> Path | None:
         """The file itself, when the location is a local directory (nothing to download)."""
         return None
-
-    def newest(self, pattern: str) -> BackupObject | None:
-        """The newest object whose base name matches ``pattern`` (latest modification, then name)."""
-        newest = None
-        for found in self.iter_objects():
-            if not fnmatch.fnmatchcase(found.name.rsplit("/", 1)[-1], pattern):
-                continue
-            if newest is None or (found.modified, found.name) > (newest.modified, newest.name):
-                newest = found
-        return newest
 
 
 def open_location(

@@ -11,7 +11,11 @@ A sampled checksum sums only the rows whose key falls in the sample, the same ro
 
 The backup manifest is written next to each dump, after it: its counts and checksums come from
 the very snapshot pg_dump dumps (an exported snapshot), so they describe exactly what the dump
-holds, however busy the source is.
+holds, however busy the source is. It also records whose backup it is (the server's
+``system_identifier``, the database's OID and name, the server version), the catalog at backup
+time, large objects (count, bytes, checksum), sequence values, and each table's cumulative
+insert, update and delete counters, so a restore test can tell the source's changes since the
+backup from a backup that does not hold what it should.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from soc2_evidence.core.errors import CollectorError, describe
 from soc2_evidence.core.evidence import canonical_json, parse_rfc3339, rfc3339, utc_now
 from soc2_evidence.core.hashing import digest_file
 
-MANIFEST_SCHEMA = "soc2-evidence/pg-backup-manifest/v1"
+MANIFEST_SCHEMA = "soc2-evidence/pg-backup-manifest/v2"
+MANIFEST_SCHEMA_V1 = "soc2-evidence/pg-backup-manifest/v1"  # before the source's identity was recorded
 MANIFEST_SUFFIX = ".manifest.json"
 DUMP_SUFFIX = ".dump"
 CHECKSUM_MODES = ("full", "sample", "none")
@@ -363,8 +368,10 @@ _CATALOG_QUERIES = (
        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
          AND NOT EXISTS (SELECT FROM pg_depend d
                          WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e')""",
-    "SELECT 'extension ' || quote_ident(extname) FROM pg_extension",
-    """SELECT format('relation %I.%I %s', n.nspname, c.relname, c.relkind)
+    "SELECT format('extension %I %s', extname, extversion) FROM pg_extension",
+    """SELECT format('relation %I.%I %s%s%s', n.nspname, c.relname, c.relkind,
+              CASE WHEN c.relrowsecurity THEN ' row security' ELSE '' END,
+              CASE WHEN c.relforcerowsecurity THEN ' forced' ELSE '' END)
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
          AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
@@ -401,7 +408,9 @@ _CATALOG_QUERIES = (
        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
        WHERE NOT t.tgisinternal
          AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'""",
-    """SELECT format('function %s %s', p.oid::regprocedure, md5(coalesce(p.prosrc, '')))
+    # The whole definition (language, volatility, security definer, settings, body); aggregates have none.
+    """SELECT format('function %s %s %s', p.oid::regprocedure, p.prokind,
+              md5(CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) ELSE coalesce(p.prosrc, '') END))
        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
          AND NOT EXISTS (SELECT FROM pg_depend d
@@ -414,6 +423,47 @@ _CATALOG_QUERIES = (
          AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
          AND NOT EXISTS (SELECT FROM pg_depend d
                          WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')""",
+)
+
+
+_CATALOG_QUERIES += (
+    """SELECT format('sequence %s %s increment %s min %s max %s start %s cache %s%s', s.seqrelid::regclass,
+              s.seqtypid::regtype, s.seqincrement, s.seqmin, s.seqmax, s.seqstart, s.seqcache,
+              CASE WHEN s.seqcycle THEN ' cycle' ELSE '' END)
+       FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
+         AND NOT EXISTS (SELECT FROM pg_depend d
+                         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')""",
+    """SELECT format('policy %I.%I %I %s %s to %s using %s check %s', n.nspname, c.relname, p.polname, p.polcmd,
+              CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END,
+              (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r)) END, ','
+                                 ORDER BY CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r)) END)
+               FROM unnest(p.polroles) r),
+              coalesce(pg_get_expr(p.polqual, p.polrelid), '-'), coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '-'))
+       FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace""",
+    # Grants to other roles than the owner: a restore with --no-owner makes the restoring user the
+    # owner, so the owner's own (implicit) privileges differ by design and are left out.
+    """SELECT format('grant %s %s %s to %s%s', o.kind, o.name, a.privilege_type,
+              CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+              CASE WHEN a.is_grantable THEN ' with grant option' ELSE '' END)
+       FROM (SELECT 'relation', format('%I.%I', n.nspname, c.relname), c.relacl, c.relowner
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
+               AND NOT EXISTS (SELECT FROM pg_depend d
+                               WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+             UNION ALL
+             SELECT 'schema', quote_ident(n.nspname), n.nspacl, n.nspowner FROM pg_namespace n
+             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
+             UNION ALL
+             SELECT 'function', p.oid::regprocedure::text, p.proacl, p.proowner
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
+               AND NOT EXISTS (SELECT FROM pg_depend d
+                               WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+            ) o(kind, name, acl, owner)
+       CROSS JOIN LATERAL aclexplode(o.acl) a
+       WHERE a.grantee <> o.owner""",
 )
 
 
@@ -432,6 +482,67 @@ def catalog_sha256(entries: list[str]) -> str:
     return hashlib.sha256("\n".join(entries).encode("utf-8")).hexdigest()
 
 
+def source_identity(connection) -> dict[str, Any]:
+    """Whose database this is: the server's ``system_identifier`` (unique to a cluster since initdb),
+    the database's OID and name, and the server version. Two servers' same-named databases differ here.
+    """
+    import psycopg
+
+    try:
+        system_identifier, oid, name, version = connection.execute(
+            """SELECT s.system_identifier::text, d.oid::bigint, d.datname, current_setting('server_version')
+               FROM pg_control_system() s, pg_database d WHERE d.datname = current_database()"""
+        ).fetchone()
+    except psycopg.errors.InsufficientPrivilege as error:
+        raise CollectorError(
+            "the server's identity (pg_control_system()) is not readable by this user: "
+            "GRANT EXECUTE ON FUNCTION pg_control_system() TO it, or grant it pg_monitor"
+        ) from error
+    return {"system_identifier": system_identifier, "database_oid": oid, "database": name, "server_version": version}
+
+
+def large_objects(connection) -> dict[str, Any]:
+    """Large objects (which live outside tables, and which ``pg_dump --no-blobs`` leaves out): their
+    count, total bytes, and an order-independent checksum of each one's OID (kept by a restore) and content.
+    """
+    count, size, checksum = connection.execute(
+        """SELECT count(*), coalesce(sum(length(content)), 0)::bigint,
+                  coalesce(sum(('x' || left(md5(m.oid::text || ':' || md5(content)), 16))::bit(64)::bigint::numeric),
+                           0)::text
+           FROM pg_largeobject_metadata m CROSS JOIN LATERAL lo_get(m.oid) content"""
+    ).fetchone()
+    return {"count": count, "bytes": size, "checksum": checksum}
+
+
+def sequence_values(connection) -> dict[str, int | None]:
+    """Each user sequence's last value (None: never used). Sequences are not transactional: read
+    before pg_dump starts, a value is at most what the dump holds, and a restore must be at or above it.
+    """
+    rows = connection.execute(
+        """SELECT format('%I.%I', n.nspname, c.relname), pg_sequence_last_value(c.oid)
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.relkind = 'S'
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
+             AND NOT EXISTS (SELECT FROM pg_depend d
+                             WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+           ORDER BY 1"""
+    ).fetchall()
+    return {name: value for name, value in rows}
+
+
+def table_activity(connection) -> dict[str, dict[str, int]]:
+    """Each user table's cumulative inserted, updated and deleted row counters (``pg_stat_user_tables``).
+
+    Their growth between the backup and now bounds how far the source may have moved away from the
+    backup. They are statistics: reset by ``pg_stat_reset`` or a crash, and published about once a
+    second after a commit; TRUNCATE counts no deletes.
+    """
+    rows = connection.execute(
+        """SELECT format('%I.%I', schemaname, relname), n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables"""
+    ).fetchall()
+    return {name: {"inserted": ins, "updated": upd, "deleted": dele} for name, ins, upd, dele in rows}
+
+
 # --- Taking a backup ---------------------------------------------------------------------------
 
 
@@ -443,13 +554,18 @@ def take_backup(
     sample_percent: int = DEFAULT_SAMPLE_PERCENT,
     bin_dir: str | Path | None = None,
     timeout: float | None = None,
+    pg_dump_options: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Dump one database (``pg_dump -Fc``) to ``dest`` with its manifest beside it; return the manifest.
 
+    ``pg_dump_options`` are added to pg_dump's command line (``-n public``, ``--no-blobs``) and recorded.
+    The manifest describes the whole database, so a restore test of a subset dump reports what it lacks.
+
     ``dest`` is a directory, ``s3://bucket/prefix`` or ``gs://bucket/prefix``. The dump is
-    ``<database>-<taken_at>.dump``, the manifest ``<dump>.manifest.json`` (database, server, when
-    the snapshot was taken, the dump's size and sha256, the catalog fingerprint, and each table's
-    row count and checksum). The manifest is stored last: a dump without one is unfinished.
+    ``<database>-<taken_at>.dump``, the manifest ``<dump>.manifest.json`` (the source's identity,
+    when the snapshot was taken, the dump's size and sha256, the catalog and its fingerprint, large
+    objects, sequence values, and each table's row count, checksum and change counters). The
+    manifest is stored last: a dump without one is unfinished.
     """
     from soc2_evidence.collectors.support.locations import open_location
 
@@ -465,6 +581,9 @@ def take_backup(
         snapshot, taken_at, server_version = connection.execute(
             "SELECT pg_export_snapshot(), now(), current_setting('server_version')"
         ).fetchone()
+        activity = table_activity(connection)  # beside the snapshot: later changes count as "since"
+        sequences = sequence_values(connection)  # before pg_dump reads them (see sequence_values)
+        identity = source_identity(connection)
         tools = find_bin_dir(connection.info.server_version // 10000, bin_dir)
         name = f"{_file_segment(source.dbname)}-{taken_at.astimezone(UTC):%Y%m%dT%H%M%S.%f}Z{DUMP_SUFFIX}"
         dump = Path(work) / name
@@ -477,6 +596,7 @@ def take_backup(
                     f"--snapshot={snapshot}",
                     f"--file={dump}",
                     f"--dbname={source.conninfo()}",
+                    *pg_dump_options,
                 ],
                 env=source.env(),
                 stdout=subprocess.DEVNULL,
@@ -486,6 +606,7 @@ def take_backup(
                 # In the exported snapshot, while pg_dump reads the same one: exactly what the dump holds.
                 tables = measure_tables(connection, list_tables(connection), checksums, sample_percent)
                 catalog = catalog_entries(connection)
+                objects = large_objects(connection)
                 code = process.wait(timeout=timeout)
             finally:
                 if process.poll() is None:
@@ -499,6 +620,7 @@ def take_backup(
         manifest = {
             "schema": MANIFEST_SCHEMA,
             "database": source.dbname,
+            "source": identity,
             "server": {"address": source.describe(), "version": server_version},
             "taken_at": rfc3339(taken_at),
             "finished_at": rfc3339(utc_now()),
@@ -508,10 +630,17 @@ def take_backup(
                 "sha256": digest.sha256,
                 "size": digest.size,
                 "pg_dump": f"PostgreSQL {tool_major(tools / 'pg_dump')}",
+                "options": list(pg_dump_options),
             },
             "checksums": {"mode": checksums, "sample_percent": sample_percent, "method": CHECKSUM_METHOD},
             "catalog_sha256": catalog_sha256(catalog),
-            "tables": [state.to_dict() for state in tables],
+            "catalog": catalog,
+            "large_objects": objects,
+            "sequences": sequences,
+            "tables": [
+                {**state.to_dict(), **activity.get(state.table, {"inserted": 0, "updated": 0, "deleted": 0})}
+                for state in tables
+            ],
         }
         manifest_path = Path(work) / (name + MANIFEST_SUFFIX)
         manifest_path.write_bytes(canonical_json(manifest))
@@ -654,11 +783,25 @@ def read_manifest(data: bytes, where: str) -> dict[str, Any]:
         manifest = json.loads(data)
     except ValueError as error:
         raise ValueError(f"{where}: not JSON: {error}") from error
+    if isinstance(manifest, dict) and manifest.get("schema") == MANIFEST_SCHEMA_V1:
+        raise ValueError(f"{where}: a v1 manifest, which does not record whose backup it is; take a new backup")
     if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
         raise ValueError(f"{where}: not a {MANIFEST_SCHEMA} manifest")
     dump, tables = manifest.get("dump"), manifest.get("tables")
     if not isinstance(manifest.get("database"), str) or not isinstance(dump, dict) or not isinstance(tables, list):
         raise ValueError(f"{where}: manifest lacks its database, dump or tables")
+    identity = manifest.get("source")
+    if not isinstance(identity, dict) or not {"system_identifier", "database_oid", "database"} <= set(identity):
+        raise ValueError(f"{where}: manifest lacks the source's identity (system_identifier, database OID)")
+    catalog, objects = manifest.get("catalog"), manifest.get("large_objects")
+    if not (isinstance(catalog, list) and all(isinstance(line, str) for line in catalog)):
+        raise ValueError(f"{where}: manifest lacks the catalog at backup time")
+    if catalog_sha256(catalog) != manifest.get("catalog_sha256"):
+        raise ValueError(f"{where}: manifest catalog does not match its catalog_sha256")
+    if not (isinstance(objects, dict) and {"count", "bytes", "checksum"} <= set(objects)):
+        raise ValueError(f"{where}: manifest lacks its large objects")
+    if not isinstance(manifest.get("sequences"), dict):
+        raise ValueError(f"{where}: manifest lacks its sequences")
     try:
         parse_rfc3339(manifest["taken_at"])
     except (KeyError, TypeError, ValueError) as error:
@@ -668,6 +811,8 @@ def read_manifest(data: bytes, where: str) -> dict[str, Any]:
             raise ValueError(f"{where}: manifest table entry {entry!r:.80} lacks its table or rows")
         if entry.get("checksum_mode", "none") not in CHECKSUM_MODES:
             raise ValueError(f"{where}: manifest table {entry['table']}: unknown checksum mode")
+        if not all(type(entry.get(counter)) is int for counter in ("inserted", "updated", "deleted")):
+            raise ValueError(f"{where}: manifest table {entry['table']}: lacks its change counters")
     return manifest
 
 
