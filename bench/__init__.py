@@ -17,7 +17,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-BENCHMARKS = ("archive", "hashing", "dag_parse", "validation", "aws_snapshot", "restore_overhead", "tickets")
+BENCHMARKS = (
+    "archive",
+    "hashing",
+    "dag_parse",
+    "validation",
+    "aws_snapshot",
+    "restore_overhead",
+    "tickets",
+    "config_repo",
+)
 TEMP_ROOT = "/tmp"
 
 
