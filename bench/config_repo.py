@@ -1,7 +1,7 @@
 """Repository snapshot: the config_repo collector vs ``git archive | tar -x`` of the same tree.
 
 A generated repository of 10,000 configuration files (about 200 MB of YAML-like text, one line
-in 40 a credential to redact; ``--quick``: 1,000 files, 20 MB) plus one file over 200 MiB
+in 40 a credential to redact; ``--quick``: 500 files, 10 MB) plus one file over 200 MiB
 (``--quick``: 32 MiB) is snapshotted by the real collector (hardened git, NUL-separated
 listing, one streaming ``cat-file --batch``, redaction, staging with hashes) and extracted by
 ``git archive | tar -x``. Each runs in its own process, rounds interleaved, the fastest
