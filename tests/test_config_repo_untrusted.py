@@ -351,3 +351,16 @@ def test_secrets_in_names_and_commit_messages_reach_nothing(tmp_path, extract, t
             assert token.encode() not in path.read_bytes(), f"{token} reached {path}"
     captured = capfd.readouterr()
     assert token not in caplog.text + captured.out + captured.err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a repository to another user needs root")
+def test_repository_of_another_user_is_read(tmp_path, extract):
+    """A deploy user's checkout: with global config ignored, the collector itself allows the
+    ownership (nothing the repository names can run), and says nothing about safe.directory."""
+    repo = make_repo(tmp_path / "repo", {"app.yaml": "a: 1\n"})
+    subprocess.run(["chown", "-R", "nobody", str(repo)], check=True)
+    try:
+        (record,) = read_json_item(extract(repo=str(repo)), "files.json")["files"]
+    finally:
+        subprocess.run(["chown", "-R", str(os.geteuid()), str(repo)], check=True)
+    assert record["archived"] is True

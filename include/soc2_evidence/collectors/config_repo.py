@@ -403,6 +403,13 @@ _TRANSIENT_GIT = re.compile(
 _REPOSITORY_OVERRIDES = ("-c", "core.fsmonitor=false", "-c", f"core.hooksPath={os.devnull}")
 
 
+def _in_repository(repository: Path) -> tuple[str, ...]:
+    """git options to run in ``repository``. It may belong to another user (a deploy checkout):
+    git's ownership check guards against running what its config names, which nothing here
+    does, and global config, where an operator would allow it, is ignored; so it is allowed here."""
+    return (*_REPOSITORY_OVERRIDES, "-c", f"safe.directory={repository.resolve()}", "-C", str(repository))
+
+
 def _run_git(source: str, where: str, env: dict[str, str], args: list[str], options: tuple[str, ...] = ()) -> bytes:
     """Run ``git <options> <args>``; a failure names the source, command and ``where`` ("in <repository>"),
     transient only
@@ -435,15 +442,12 @@ class _Git:
     ) -> None:
         self.source, self.repository, self.env, self.display = source, repository, env, display
         self.scratch, self.object_format = scratch, object_format
-        self._in_repository = (*_REPOSITORY_OVERRIDES, "-C", str(repository))
 
     @classmethod
     @contextmanager
     def open(cls, source: str, repository: Path, env: dict[str, str], display: str) -> Iterator[_Git]:
         def rev_parse(*args: str) -> list[str]:
-            out = _run_git(
-                source, f"in {display}", env, ["rev-parse", *args], (*_REPOSITORY_OVERRIDES, "-C", str(repository))
-            )
+            out = _run_git(source, f"in {display}", env, ["rev-parse", *args], _in_repository(repository))
             return out.decode("utf-8", "replace").splitlines()
 
         bare, git_dir, common_dir, object_format = rev_parse(
@@ -468,7 +472,11 @@ class _Git:
     def resolve(self, ref: str) -> str:
         """The commit ``ref`` names, resolved by the repository (its refs and reflogs live there)."""
         args = ["rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}"]
-        return _run_git(self.source, f"in {self.display}", self.env, args, self._in_repository).decode("ascii").strip()
+        return (
+            _run_git(self.source, f"in {self.display}", self.env, args, _in_repository(self.repository))
+            .decode("ascii")
+            .strip()
+        )
 
     def run(self, *args: str) -> str:
         return self.run_bytes(*args).decode("utf-8", "replace")
