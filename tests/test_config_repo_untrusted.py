@@ -7,6 +7,7 @@ runs and the trap's marker file must not exist.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import stat
@@ -17,7 +18,6 @@ import pytest
 import test_config_repo
 
 from conftest import git, make_repo
-from soc2_evidence.collectors.config_repo import FILES, control_expectations
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.redaction import Redactor
 
@@ -309,12 +309,66 @@ def test_every_name_git_allows_is_listed_with_what_was_done(tmp_path, extract):
     }
 
 
-def test_the_credentials_control_does_not_pass_over_an_unscanned_file():
-    """Unscanned files are a finding of nothing_to_redact: only clean files and submodules pass it."""
-    (nothing_to_redact, every_file_archived) = control_expectations(FILES)
-    assert nothing_to_redact.column == "scan" and set(nothing_to_redact.value_set) == {"clean", "submodule"}
-    assert set(FILES.value_sets["scan"]) - set(nothing_to_redact.value_set) == {"redacted", "unscanned"}
-    assert (every_file_archived.column, every_file_archived.value_set) == ("archived", [True])
+def test_an_unscanned_file_is_a_credentials_finding_and_the_listing_passes_quality(tmp_path, run_context):
+    """Validation, as the pipeline runs it: binary, compressed and oversized files are findings of
+    nothing_to_redact (never silent passes), a submodule is not, and files.json with every kind of
+    entry passes the data-quality suite (schema, types, value sets, keys)."""
+    from datetime import timedelta
+
+    from conftest import write_pipeline_config
+    from soc2_evidence.archive.stores import open_store
+    from soc2_evidence.collectors import collector_for, load_config
+    from soc2_evidence.core.staging import Bundle
+    from soc2_evidence.orchestration.pipeline import extract_source
+    from soc2_evidence.validation.controls import load_control_map
+    from soc2_evidence.validation.run import ValidationSettings, summary_of, validate_run
+
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "clean.yaml": "mfa: true\n",
+            "keys.bin": b"\x00password: hunter2\n",
+            "keys.yaml.gz": gzip.compress(b"password: hunter2\n", mtime=0),
+            "huge.yaml": "x: " + "y" * 200 + "\n",
+        },
+    )
+    commit_index(repo, [("120000", blob(repo, b"clean.yaml"), b"link.yaml"), ("160000", "1" * 40, b"vendor/lib")])
+    config = load_config(
+        write_pipeline_config(
+            tmp_path,
+            [{"name": "repo", "kind": "config_repo", "family": "config", "repo": str(repo), "max_file_bytes": 100}],
+        )
+    )
+    clock = lambda: run_context.logical_date + timedelta(hours=1)  # noqa: E731 - collected an hour after the night
+    staged = Bundle.load(extract_source(config, "repo", run_context, now=clock)["bundle"])
+    settings = ValidationSettings(
+        control_map=load_control_map(Path(__file__).resolve().parents[1] / "include" / "config" / "controls.yaml"),
+        register=[],
+        freshness_hours=48,
+        calendar_days=7,
+        today=run_context.night,
+    )
+    validation = validate_run(
+        [staged],
+        run_context,
+        family="config",
+        sources=["repo"],
+        store=open_store(config.store_url),
+        settings=settings,
+        staging_root=config.staging_dir,
+        checks_of=collector_for,
+        now=clock,
+    )
+    assert summary_of(validation)["status"] == "passed"  # the quality suite accepts every kind of entry
+    findings_item = next(staged.path for staged in validation.items if staged.item.name == "findings.jsonl")
+    findings = [json.loads(line) for line in findings_item.read_text().splitlines()]
+    flagged = {(finding["check"], finding["record_key"]["path"]) for finding in findings}
+    unscanned = {"keys.bin", "keys.yaml.gz", "huge.yaml"}
+    assert {path for check, path in flagged if check == "config_repo.files.nothing_to_redact"} == unscanned
+    assert {path for check, path in flagged if check == "config_repo.files.every_file_archived"} == {
+        *unscanned,
+        "vendor/lib",
+    }
 
 
 # --- secrets in names and messages ---------------------------------------------------------------
