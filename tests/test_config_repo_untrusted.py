@@ -309,19 +309,15 @@ def test_every_name_git_allows_is_listed_with_what_was_done(tmp_path, extract):
     }
 
 
-def test_an_unscanned_file_is_a_credentials_finding_and_the_listing_passes_quality(tmp_path, run_context):
-    """Validation, as the pipeline runs it: binary, compressed and oversized files are findings of
-    nothing_to_redact (never silent passes), a submodule is not, and files.json with every kind of
+def test_an_unscanned_file_is_a_credentials_finding_and_the_listing_passes_quality(tmp_path, extract):
+    """files.json through its GX suite: binary, compressed and oversized files are findings of
+    nothing_to_redact (never silent passes), a submodule is not, and a listing with every kind of
     entry passes the data-quality suite (schema, types, value sets, keys)."""
-    from datetime import timedelta
+    from datetime import UTC, datetime, timedelta
 
-    from conftest import write_pipeline_config
-    from soc2_evidence.archive.stores import open_store
-    from soc2_evidence.collectors import collector_for, load_config
-    from soc2_evidence.core.staging import Bundle
-    from soc2_evidence.orchestration.pipeline import extract_source
-    from soc2_evidence.validation.controls import load_control_map
-    from soc2_evidence.validation.run import ValidationSettings, summary_of, validate_run
+    from soc2_evidence.collectors.config_repo import FILES, control_expectations
+    from soc2_evidence.core.datasets import to_frame
+    from soc2_evidence.validation.gx import Target, Validator
 
     repo = make_repo(
         tmp_path / "repo",
@@ -333,42 +329,28 @@ def test_an_unscanned_file_is_a_credentials_finding_and_the_listing_passes_quali
         },
     )
     commit_index(repo, [("120000", blob(repo, b"clean.yaml"), b"link.yaml"), ("160000", "1" * 40, b"vendor/lib")])
-    config = load_config(
-        write_pipeline_config(
-            tmp_path,
-            [{"name": "repo", "kind": "config_repo", "family": "config", "repo": str(repo), "max_file_bytes": 100}],
-        )
+    records = read_json_item(extract(repo=str(repo), max_file_bytes=100), "files.json")["files"]
+    collected = datetime(2026, 11, 25, 3, tzinfo=UTC)
+    target = Target(
+        source="repo",
+        dataset=FILES,
+        frame=to_frame(FILES, records, "2026-11-25T03:00:00Z"),
+        parameters={
+            "fresh_after": collected - timedelta(hours=1),
+            "fresh_before": collected + timedelta(hours=1),
+            "reported_total": len(records),
+        },
+        controls=control_expectations(FILES),
     )
-    clock = lambda: run_context.logical_date + timedelta(hours=1)  # noqa: E731 - collected an hour after the night
-    staged = Bundle.load(extract_source(config, "repo", run_context, now=clock)["bundle"])
-    settings = ValidationSettings(
-        control_map=load_control_map(Path(__file__).resolve().parents[1] / "include" / "config" / "controls.yaml"),
-        register=[],
-        freshness_hours=48,
-        calendar_days=7,
-        today=run_context.night,
-    )
-    validation = validate_run(
-        [staged],
-        run_context,
-        family="config",
-        sources=["repo"],
-        store=open_store(config.store_url),
-        settings=settings,
-        staging_root=config.staging_dir,
-        checks_of=collector_for,
-        now=clock,
-    )
-    assert summary_of(validation)["status"] == "passed"  # the quality suite accepts every kind of entry
-    findings_item = next(staged.path for staged in validation.items if staged.item.name == "findings.jsonl")
-    findings = [json.loads(line) for line in findings_item.read_text().splitlines()]
-    flagged = {(finding["check"], finding["record_key"]["path"]) for finding in findings}
-    unscanned = {"keys.bin", "keys.yaml.gz", "huge.yaml"}
-    assert {path for check, path in flagged if check == "config_repo.files.nothing_to_redact"} == unscanned
-    assert {path for check, path in flagged if check == "config_repo.files.every_file_archived"} == {
-        *unscanned,
-        "vendor/lib",
+    checks, _ = Validator(tmp_path / "gx").validate(target)
+    assert [check.check for check in checks if check.kind == "quality" and not check.success] == []
+    flagged = {
+        check.check.removeprefix("config_repo.files."): {records[row]["path"] for row in check.unexpected_rows}
+        for check in checks
+        if check.kind == "control" and not check.success
     }
+    unscanned = {"keys.bin", "keys.yaml.gz", "huge.yaml"}
+    assert flagged == {"nothing_to_redact": unscanned, "every_file_archived": {*unscanned, "vendor/lib"}}
 
 
 # --- secrets in names and messages ---------------------------------------------------------------
