@@ -165,23 +165,9 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
         with contextlib.closing(git.contents(to_read)) as contents:
             for entry in entries:
                 path = redact(entry.path)
-                record: dict[str, Any] = {
-                    "path": path,
-                    "kind": "file",
-                    "blob": entry.object,
-                    "mode": entry.mode,
-                    "size": entry.size,
-                    "sha256": None,
-                    "target": None,
-                    "archived": False,
-                    "item": None,
-                    "scan": SCAN_UNSCANNED,
-                    "reason": None,
-                    "redactions": None,
-                }
+                record = _listed(entry, path)
                 listing.append(record)
                 if entry.size is None:
-                    record.update(kind="submodule", scan=SCAN_SUBMODULE, reason=_submodule_reason(entry))
                     continue
                 if entry.size > max_bytes:
                     record["reason"] = f"larger than max_file_bytes ({max_bytes}); not read"
@@ -191,8 +177,8 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
                 text, record["reason"] = _as_text(content)
                 if text is None:
                     continue
-                if entry.mode == _SYMLINK_MODE:
-                    record.update(kind="symlink", target=redact(text))
+                if record["kind"] == "symlink":
+                    record["target"] = redact(text)
                 name = names.name(path, entry.object)
                 redacted_before = sum(writer.redactor.counts.values())
                 try:
@@ -261,11 +247,30 @@ def glob_to_regex(glob: str) -> str:
     return "".join(out)
 
 
-def _submodule_reason(entry: _Entry) -> str:
-    return (
-        f"submodule at commit {entry.object}: its files are in another repository and are not snapshotted;"
-        " add that repository as a source of its own"
-    )
+def _listed(entry: _Entry, path: str) -> dict[str, Any]:
+    """The ``files.json`` record of an entry before its content is read: listed, unscanned, unarchived."""
+    record = {
+        "path": path,
+        "kind": "symlink" if entry.mode == _SYMLINK_MODE else "file",
+        "blob": entry.object,
+        "mode": entry.mode,
+        "size": entry.size,
+        "sha256": None,
+        "target": None,
+        "archived": False,
+        "item": None,
+        "scan": SCAN_UNSCANNED,
+        "reason": None,
+        "redactions": None,
+    }
+    if entry.size is None:
+        record.update(
+            kind="submodule",
+            scan=SCAN_SUBMODULE,
+            reason=f"submodule at commit {entry.object}: its files are in another repository and are not "
+            "snapshotted; add that repository as a source of its own",
+        )
+    return record
 
 
 def _as_text(content: bytes) -> tuple[str | None, str | None]:
