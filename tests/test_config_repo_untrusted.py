@@ -1,8 +1,8 @@
 """config_repo on hostile repositories: traps in git configuration, names git allows that a file
 list can lose, and secrets in names and commit messages.
 
-Each trap is first shown to be armed (plain git in the repository runs it), then the collector
-runs and the trap's marker file must not exist.
+Each trap that plain git can fire here is first shown to be armed (plain git in the repository
+runs it); then the collector runs and the trap's marker file must not exist.
 """
 
 from __future__ import annotations
