@@ -26,6 +26,7 @@ BENCHMARKS = (
     "restore_overhead",
     "tickets",
     "redaction_engine",
+    "config_repo",
 )
 TEMP_ROOT = "/tmp"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import json
@@ -24,6 +25,9 @@ from soc2_evidence.core.staging import BUNDLE_FILE, Bundle
 from soc2_evidence.orchestration.pipeline import extract_source
 
 SOURCE = "app-config"
+BINARY = "binary (contains NUL bytes); binary content cannot be scanned for secrets, so it is not archived"
+NOT_UTF8 = "not UTF-8 text; content that cannot be decoded cannot be scanned, so it is not archived"
+COMPRESSED = "compressed; compressed content cannot be scanned for secrets, so it is not archived"
 KEY = b"k"
 
 # Canary secrets, one (or more) per detector; none may reach staging or XCom.
@@ -242,13 +246,20 @@ def test_executable_mode_is_recorded(tmp_path, extract):
 @pytest.mark.parametrize(
     ("content", "why"),
     [
-        pytest.param(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "nul", id="nul-byte"),
-        pytest.param(b"\xff\xfecaf\xe9\n", "utf8", id="invalid-utf8"),
-        pytest.param("café".encode("latin-1"), "utf8", id="latin-1"),
-        pytest.param(b"text then \x00 nul", "nul", id="text-with-nul"),
+        pytest.param(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", BINARY, id="nul-byte"),
+        pytest.param(b"\xff\xfecaf\xe9\n", NOT_UTF8, id="invalid-utf8"),
+        pytest.param("café".encode("latin-1"), NOT_UTF8, id="latin-1"),
+        pytest.param(b"text then \x00 nul", BINARY, id="text-with-nul"),
+        pytest.param(gzip.compress(b"password: hunter2\n", mtime=0), "gzip-" + COMPRESSED, id="gzip"),
+        pytest.param(b"PK\x03\x04" + b"password: hunter2\n", "zip-" + COMPRESSED, id="zip"),
+        pytest.param(b"BZh91AY&SY", "bzip2-" + COMPRESSED, id="bzip2"),
+        pytest.param(b"\xfd7zXZ\x00\x00", "xz-" + COMPRESSED, id="xz"),
+        pytest.param(b"\x28\xb5\x2f\xfd\x00", "zstd-" + COMPRESSED, id="zstd"),
     ],
 )
 def test_binary_files_are_listed_but_not_archived(tmp_path, extract, content, why):
+    """Binary, undecodable and compressed content is listed with its size, blob id, sha256 and
+    why, unarchived and marked unscanned, so the credentials control cannot pass over it."""
     repo = make_repo(tmp_path / "repo", {"blob.bin": content, "ok.txt": "fine\n"})
     summary = extract(repo=str(repo))
     by_path = {record["path"]: record for record in read_json_item(summary, "files.json")["files"]}
@@ -257,11 +268,15 @@ def test_binary_files_are_listed_but_not_archived(tmp_path, extract, content, wh
         "path": "blob.bin",
         "blob": git(repo, "rev-parse", "HEAD:blob.bin").strip(),
         "mode": "100644",
+        "kind": "file",
         "size": len(content),
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "target": None,
         "archived": False,
         "item": None,
+        "scan": "unscanned",
         "redactions": None,
-        "reason": "not UTF-8 text; binary content is not archived since it cannot be redacted",
+        "reason": why,
     }
     assert by_path["ok.txt"]["archived"] is True
     assert {item["name"] for item in summary["items"]} == {"commit.json", "files.json", "files/ok.txt"}
@@ -280,14 +295,18 @@ def test_files_larger_than_max_file_bytes_are_not_archived(tmp_path, extract):
         "path": "over-limit.txt",
         "blob": git(repo, "rev-parse", "HEAD:over-limit.txt").strip(),
         "mode": "100644",
+        "kind": "file",
         "size": 101,
+        "sha256": None,
+        "target": None,
         "archived": False,
         "item": None,
+        "scan": "unscanned",
         "redactions": None,
-        "reason": "larger than max_file_bytes (100)",
+        "reason": "larger than max_file_bytes (100); not read",
     }
     assert by_path["big-binary.bin"]["archived"] is False
-    assert by_path["big-binary.bin"]["reason"] == "larger than max_file_bytes (100)"
+    assert by_path["big-binary.bin"]["reason"] == "larger than max_file_bytes (100); not read"
     assert {item["name"] for item in summary["items"]} == {"commit.json", "files.json", "files/at-limit.txt"}
 
 
@@ -623,9 +642,7 @@ def test_url_credentials_are_redacted_in_errors(extract, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "*")
     # Port 1 on loopback: connection refused at once, no network.
-    pattern = (
-        rf"^source {SOURCE}: git clone in the cloned repository failed: fatal: unable to access .*Failed to connect"
-    )
+    pattern = rf"^source {SOURCE}: git clone of the repository URL failed: fatal: unable to access .*Failed to connect"
     with pytest.raises(TransientCollectorError, match=pattern) as caught:
         extract(repo="https://alice:CanaryUrlCred0001@127.0.0.1:1/config.git")
     assert "CanaryUrlCred0001" not in str(caught.value)  # an unreachable server may come back: the task retries
@@ -714,9 +731,7 @@ def test_ref_that_looks_like_an_option_is_not_one(branched_repo, extract, tmp_pa
 
 
 def test_clone_of_missing_url(tmp_path, extract):
-    with pytest.raises(
-        CollectorError, match=rf"^source {SOURCE}: git clone in the cloned repository failed: "
-    ) as caught:
+    with pytest.raises(CollectorError, match=rf"^source {SOURCE}: git clone of the repository URL failed: ") as caught:
         extract(repo=f"file://{tmp_path / 'nowhere'}")
     assert not is_transient(caught.value)  # a local path that is not there is permanent, even through clone
 

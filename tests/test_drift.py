@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -142,8 +143,12 @@ def test_second_night_lists_what_changed_in_the_repository(config, second_night,
     files = second["datasets"]["config_repo.files"]
     assert [record["path"] for record in files["added"]] == ["d.yaml"]
     assert [record["path"] for record in files["removed"]] == ["a.yaml"]
+    new_blob = git(repo, "rev-parse", "HEAD:b.yaml").strip()
+    sha256s = [
+        hashlib.sha256(git(repo, "cat-file", "blob", blob).encode()).hexdigest() for blob in (old_blob, new_blob)
+    ]
     assert files["changed"] == [
-        {"key": {"path": "b.yaml"}, "fields": {"blob": [old_blob, git(repo, "rev-parse", "HEAD:b.yaml").strip()]}}
+        {"key": {"path": "b.yaml"}, "fields": {"blob": [old_blob, new_blob], "sha256": sha256s}}
     ]
     commit = second["datasets"]["config_repo.commit"]
     assert [record["commit"] for record in commit["removed"]] == [old_commit]

@@ -137,6 +137,7 @@ class BundleWriter:
         self.now = now  # each item's collected_at, and so its retain-until date; tests inject a clock
         self.reported_totals: dict[str, int] = {}
         self._items: list[StagedItem] = []
+        self._names: set[str] = set()  # a set, not a scan of the items: a repository stages 10,000 files
 
     def add_json(self, name: str, value: Any, description: str = "") -> EvidenceItem:
         data = canonical_json(self.redactor.redact_value(value))
@@ -200,8 +201,9 @@ class BundleWriter:
         return Bundle.load(self.directory)
 
     def _path(self, name: str) -> Path:
-        if any(staged.item.name == name for staged in self._items):
+        if name in self._names:
             raise ValueError(f"source {self.source!r}: evidence name {name!r} written twice")
+        self._names.add(name)
         path = self.directory / "items" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
