@@ -385,3 +385,19 @@ def test_a_downloaded_copy_verifies_with_copy_and_says_what_it_cannot_check(s3_s
     ]
     (copy / chain_keys(s3_store, run_context.dag_id)[0]).write_text("{}")  # a copy is still checked byte by byte
     assert verify(store, is_copy=True).exit_code == 1
+
+
+def test_a_run_of_some_sources_is_partial_never_passed(s3_store, tmp_path, run_context):
+    archived = archive_run(
+        s3_store,
+        family="config",
+        run=run_context,
+        bundles=[stage(tmp_path, run_context)],
+        sources=[SOURCE, SourceOutcome("repo-b", "config_repo", "not_selected", "not in this run's sources param")],
+        retention_days=400,
+        validation=PASSED,
+        now=collected_after(run_context),
+    )
+    assert archived.outcome == "partial" and archived.manifest["failures"]["sources"] == []
+    report = verify(s3_store)
+    assert report.calendar["config"] == {"2026-11-25": "failed"} and report.exit_code == 2

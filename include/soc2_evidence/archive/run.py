@@ -53,6 +53,9 @@ UPLOAD_THREADS = 8
 COMMIT_TRIES = 8
 CHAIN_LIMIT = 1_000_000  # links one walk may read: far beyond a century of nightly runs, short of forever
 STALE_UPLOAD_AGE = timedelta(hours=24)
+#: A source a manual run left out by its ``sources`` param: not expected, so not a failure, but the
+#: run is then ``partial``, never ``passed``: a night is proven only by a run of every source.
+NOT_SELECTED = "not_selected"
 
 
 @dataclass(frozen=True)
@@ -136,11 +139,13 @@ def archive_run(
         )
         entries.append(entry)
 
-    failed_sources = [source.name for source in sources if source.status != "archived"]
+    failed_sources = [source.name for source in sources if source.status not in ("archived", NOT_SELECTED)]
     failed_items = [entry["key"] for entry in entries if entry["validation"] == "failed"]
     validated = validation is not None and validation.get("status") == "passed"
     immutable = store.immutable
     outcome = "passed" if validated and immutable and not failed_sources and not failed_items else "failed"
+    if outcome == "passed" and any(source.status == NOT_SELECTED for source in sources):
+        outcome = "partial"
     archived = {bundle.source: bundle for bundle in bundles}
     body = {
         "schema": MANIFEST_SCHEMA,

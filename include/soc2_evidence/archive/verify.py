@@ -574,7 +574,11 @@ def _calendar(nights, since, until: date, families: list[str], report: VerifyRep
             if status == "missing":
                 report.error("calendar", f"{name}/{night_path(night)}", "no committed run for this night")
             elif status == "failed":
-                report.warn("calendar", f"{name}/{night_path(night)}", "runs archived but none passed validation")
+                report.warn(
+                    "calendar",
+                    f"{name}/{night_path(night)}",
+                    "runs archived, but none of every source passed validation",
+                )
             night += timedelta(days=1)
         calendar[name] = days
     return calendar

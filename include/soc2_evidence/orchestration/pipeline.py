@@ -11,7 +11,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from soc2_evidence.archive.run import ArchivedRun, SourceOutcome, archive_run, committed_manifests, passed_items
+from soc2_evidence.archive.run import (
+    NOT_SELECTED,
+    ArchivedRun,
+    SourceOutcome,
+    archive_run,
+    committed_manifests,
+    passed_items,
+)
 from soc2_evidence.archive.stores import open_store
 from soc2_evidence.archive.stores.base import EvidenceStore
 from soc2_evidence.collectors import CollectContext, collector_for
@@ -120,10 +127,12 @@ def validate_staged(
     try_number: int = 1,
     aws_conn_id: str | None = None,
     credentials: Credentials | None = None,
+    selected: list[str] | None = None,
     now: Callable[[], datetime] = utc_now,
 ) -> dict[str, Any]:
     """Validate what was staged; return the validation bundle's path and summary (secret-free, for XCom).
 
+    ``selected`` is a manual run's ``sources`` param: only those sources are expected.
     ``now`` decides which exceptions have expired and stamps the validation's items.
     """
     from soc2_evidence.validation.controls import load_control_map, load_exceptions
@@ -140,7 +149,7 @@ def validate_staged(
         [Bundle.load(path) for path in bundle_dirs],
         run,
         family=family,
-        sources=[source.name for source in config.sources_of(family)],
+        sources=[source.name for source in config.sources_of(family) if not selected or source.name in selected],
         store=open_store(config.store_url, aws_conn_id=aws_conn_id or config.aws_conn_id, credentials=credentials),
         settings=settings,
         staging_root=config.staging_dir,
@@ -165,6 +174,7 @@ def archive_bundles(
     validation_dir: str | None,
     aws_conn_id: str | None = None,
     credentials: Credentials | None = None,
+    selected: list[str] | None = None,
     now: Callable[[], datetime] = utc_now,
 ) -> ArchivedRun:
     """Archive what was staged, with its validation; sources with no bundle are recorded as failed.
@@ -193,7 +203,9 @@ def archive_bundles(
     staged_sources = {bundle.source for bundle in bundles}
     outcomes = []
     for source in config.sources_of(family):
-        if source.name in staged_sources:
+        if selected and source.name not in selected:
+            outcomes.append(SourceOutcome(source.name, source.kind, NOT_SELECTED, "not in this run's sources param"))
+        elif source.name in staged_sources:
             outcomes.append(SourceOutcome(source.name, source.kind, "archived"))
         elif source.name in lost:
             outcomes.append(SourceOutcome(source.name, source.kind, "staging_lost", lost[source.name]))

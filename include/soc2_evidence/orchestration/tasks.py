@@ -168,6 +168,7 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
                     run=run_context(context),
                     bundle_dirs=[summary["bundle"] for summary in staged_summaries],
                     try_number=context["ti"].try_number,
+                    selected=context["params"].get("sources") or None,
                     credentials=AirflowCredentials(),
                     now=clock(),
                 )
@@ -198,6 +199,7 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
                     run=run_context(context),
                     bundle_dirs=[summary["bundle"] for summary in staged_summaries],
                     validation_dir=validation["bundle"] if validation else None,
+                    selected=context["params"].get("sources") or None,
                     credentials=AirflowCredentials(),
                     now=clock(),
                 )
@@ -214,7 +216,7 @@ def validate_and_archive(family: str, staged) -> TaskGroup:
                 summary = archived.manifest["validation"]
                 if summary.get("findings", {}).get("open"):
                     notify_findings({"dag_id": context["dag_run"].dag_id, "manifest": location, **summary["findings"]})
-                if archived.outcome != "passed":
+                if archived.outcome == "failed":
                     missing = archived.manifest["failures"]["sources"] or "none"
                     checks = len(summary.get("failures", []))
                     raise DataQualityError(

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from soc2_evidence.archive.layout import attempt_folder_of
-from soc2_evidence.archive.run import committed_manifests
+from soc2_evidence.archive.run import NOT_SELECTED, committed_manifests
 from soc2_evidence.archive.stores.base import EvidenceStore
 from soc2_evidence.core.datasets import Dataset
 from soc2_evidence.core.evidence import parse_rfc3339
@@ -93,5 +93,5 @@ def _source_outcomes(manifest: dict[str, Any]) -> dict[str, str]:
         if source.get("status") == "archived" and source["name"] not in failed_items
         else "failed"
         for source in manifest.get("sources", [])
-        if source.get("kind") != "validation"
+        if source.get("kind") != "validation" and source.get("status") != NOT_SELECTED
     }
