@@ -55,6 +55,7 @@ _IDENTIFIER_QUALIFIERS = (
     " surrogate record item entry event document doc cursor page pagination search query dictionary issue project"
     " ticket epic board sprint space repo repository branch commit parent child node namespace resource element"
     " source target display business external public pub ssh gpg pgp host"
+    " backup dump snapshot file blob archive manifest version restore evidence storage"
 )
 NON_SECRET_KEY_QUALIFIERS = frozenset(_IDENTIFIER_QUALIFIERS.split())
 # A last word that makes the key a setting *about* a secret: evidence, not a secret.
