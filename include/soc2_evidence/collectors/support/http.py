@@ -153,7 +153,7 @@ class HttpClient:
                 if problem is None:
                     try:
                         data = _decode_json(raw.data) if raw.data and not raw.data.isspace() else None
-                    except msgspec.DecodeError as error:
+                    except (msgspec.DecodeError, RecursionError) as error:  # RecursionError: nested too deep
                         problem, wait = f"{_MALFORMED} ({error})", self._backoff(attempt)
                     else:
                         self._note_rate_limit(raw.headers)
@@ -374,7 +374,7 @@ def _error_detail(body: bytes) -> str:
     text = body.decode("utf-8", "replace").strip()
     try:
         data = _decode_json(text)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return _clip(Redactor().redact_text(" ".join(text.split())))
     if isinstance(data, dict):
         errors = data.get("errors")
