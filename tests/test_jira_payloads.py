@@ -86,7 +86,8 @@ ISSUE_2 = r"changes search page 1 \((first page|startAt=0)\): issue CHG-2: "
         ),
         pytest.param(
             _set("issues.1.fields.customfield_10102", [["Emergency"]]),
-            ISSUE_2 + r"a field value is a list inside a list, not text",
+            ISSUE_2
+            + r"field fields.customfield_10102 \(change_type\): a field value is a list inside a list, not text",
             id="custom-field-list-of-lists",
         ),
         pytest.param(

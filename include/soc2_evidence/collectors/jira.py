@@ -54,7 +54,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
@@ -780,7 +780,15 @@ def normalise_issue(spec: PopulationSpec, raw: Any, *, browse_url: str | None, n
 def issue_record(spec: PopulationSpec, issue: JiraIssue, *, browse_url: str | None, now: datetime) -> dict:
     """One decoded Jira issue as a record of ``spec``'s population."""
     key, fields = issue.key, issue.fields
-    mapped = {role: issue.raw_fields.get(field_id) if field_id else None for role, field_id in spec.fields.items()}
+
+    def mapped(role: str, read: Callable[[Any], T]) -> T:
+        """The value of the field mapped to ``role``, read by ``read``; a value it cannot read names the field."""
+        field_id = spec.fields[role]
+        try:
+            return read(issue.raw_fields.get(field_id) if field_id else None)
+        except ValueError as error:
+            raise ValueError(f"field fields.{field_id} ({role}): {error}") from None
+
     common = {
         "id": key,
         "source": "jira",
@@ -792,22 +800,22 @@ def issue_record(spec: PopulationSpec, issue: JiraIssue, *, browse_url: str | No
         return record(
             "incidents",
             **common,
-            severity=text_value(mapped["severity"]),
+            severity=mapped("severity", text_value),
             opened_at=parse_time(fields.created),
             resolved_at=parse_time(fields.resolutiondate),
-            post_mortem=text_value(mapped["post_mortem"]),
+            post_mortem=mapped("post_mortem", text_value),
         )
     if spec.name == "access_reviews":
-        reviewer = mapped_person(mapped["reviewer"])
+        reviewer = mapped("reviewer", mapped_person)
         return record(
             "access_reviews",
             **common,
-            system=text_value(mapped["system"]),
+            system=mapped("system", text_value),
             reviewer=reviewer.label if reviewer else None,
-            period_start=date_value(mapped["period_start"]),
-            period_end=date_value(mapped["period_end"]),
+            period_start=mapped("period_start", date_value),
+            period_end=mapped("period_end", date_value),
             completed_at=parse_time(fields.resolutiondate),
-            decisions=text_values(mapped["decisions"]),
+            decisions=mapped("decisions", text_values),
         )
     histories = issue.changelog.histories if issue.changelog else []
     moves = transitions(histories)
@@ -833,10 +841,10 @@ def issue_record(spec: PopulationSpec, issue: JiraIssue, *, browse_url: str | No
         merged_at=merged_at,
         merged_by=merged_by,
         linked=[key, *linked_keys(fields.issuelinks)],
-        change_type=text_value(mapped["change_type"]),
+        change_type=mapped("change_type", text_value),
         issue_type=fields.issuetype.name if fields.issuetype else None,
         assignee=assignee.label if assignee else None,
-        environment=text_value(mapped["environment"]),
+        environment=mapped("environment", text_value),
         moves=[{"from": old, "to": new, "by": by.label if by else None, "at": at} for at, by, old, new in moves],
         now=now,
     )
