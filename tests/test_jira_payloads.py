@@ -139,6 +139,7 @@ def test_a_body_nested_10000_deep_is_malformed_json_not_a_crash(tmp_path):
     ("zone", "message"),
     [
         pytest.param("Mars/Olympus_Mons", "timeZone 'Mars/Olympus_Mons' is not a known IANA zone", id="unknown"),
+        pytest.param("Etc", "timeZone 'Etc' is not a known IANA zone", id="a-directory-of-zones"),
         pytest.param(None, "field timeZone: expected `str`, got `null`", id="null"),
     ],
 )

@@ -54,12 +54,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import zoneinfo
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -461,13 +462,17 @@ def user_zone(client: HttpClient, deployment: str) -> ZoneInfo:
     path = f"rest/api/{3 if deployment == 'cloud' else 2}/myself"
     where = f"source {client.source}: GET /{path}"
     myself = decode(client.get(path, page="the API user").data, Myself, where)
-    try:
-        return ZoneInfo(myself.time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    if myself.time_zone not in _known_zones():  # a key is a path: "Etc" or "../x" would reach the filesystem
         raise PayloadError(
             f"{where}: timeZone {myself.time_zone[:60]!r} is not a known IANA zone, so JQL dates cannot be "
             "written in it; fix the API user's profile time zone"
-        ) from None
+        )
+    return ZoneInfo(myself.time_zone)
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
 
 
 def jql_time(moment: datetime, zone: ZoneInfo) -> str:
@@ -544,7 +549,7 @@ class JiraSearch:
         rule = (
             "done (first transition into " + ", ".join(self.spec.implemented_statuses) + ")"
             if self.period_field is None
-            else f"{PERIOD_FIELDS[self.period_field]}"
+            else PERIOD_FIELDS[self.period_field]
         )
         notes = [
             f"JQL dates are in the API user's time zone {self.zone.key}, widened by {JQL_MARGIN}; "
