@@ -80,6 +80,11 @@ ISSUE_2 = r"changes search page 1 \((first page|startAt=0)\): issue CHG-2: "
             id="date-after-utc-can-hold-it",
         ),
         pytest.param(
+            _set("issues.1.changelog.histories.1.created", ""),
+            ISSUE_2 + r"history '2-Done' has an empty 'created'",
+            id="history-without-a-time",
+        ),
+        pytest.param(
             _set("issues.1.changelog.total", 10**400),
             ISSUE_2 + r"field changelog.total: expected `int` <= 1000000000",
             id="400-digit-integer",

@@ -765,10 +765,18 @@ def date_value(value: Any) -> str | datetime | None:
 Move = tuple[datetime, Person | None, str | None, str | None]
 
 
+def history_time(history: History) -> datetime:
+    """When a change was made: every history has a time, and one without cannot be ordered or judged."""
+    moment = parse_time(history.created)
+    if moment is None:
+        raise ValueError(f"history {history.id!r} has an empty 'created'")
+    return moment
+
+
 def transitions(histories: list[History]) -> list[Move]:
     """Status changes in time order, as ``(at, by, from, to)``."""
     moves = [
-        (parse_time(history.created), person(history.author), item.from_string, item.to_string)
+        (history_time(history), person(history.author), item.from_string, item.to_string)
         for history in histories
         for item in history.items
         if item.field == "status" or item.field_id == "status"
@@ -832,7 +840,7 @@ def issue_record(spec: PopulationSpec, issue: JiraIssue, *, browse_url: str | No
                 value = item.to or item.to_string
                 if value and approver_field in (item.field_id, item.field):
                     who = Person(value, item.to_string)
-                    approvals.append(Approval(who, parse_time(history.created), f"field:{approver_field}"))
+                    approvals.append(Approval(who, history_time(history), f"field:{approver_field}"))
     merged_at, merged_by = next(((at, by) for at, by, _, to in moves if to in spec.implemented_statuses), (None, None))
     if merged_at is None and common["status"] in spec.implemented_statuses:
         merged_at = parse_time(fields.resolutiondate)
