@@ -352,6 +352,15 @@ def test_populations_map_access_reviews_and_incidents(tmp_path):
         "decisions": ["alice: keep", "mallory: revoke"],
     }
     assert items(bundle, "changes.jsonl") == [] and bundle.reported_totals["changes"] == 0
+    card = items(bundle, "query-access_reviews.json")
+    assert (card["endpoint"], card["pages_read"], card["reported_total"], card["rows_archived"]) == (
+        "GET /rest/api/3/search/jql",
+        1,
+        1,
+        1,
+    )
+    assert card["notes"][0].endswith("kept: updated in [2026-10-25T02:50:00Z, 2026-11-25T02:50:00Z) UTC")
+    assert "query-changes.json" not in {staged.item.name for staged in bundle.items}  # not configured: no query
 
 
 @pytest.mark.parametrize(
