@@ -571,15 +571,21 @@ class JiraSearch:
     def issues(self) -> Iterator[tuple[str, JiraIssue]]:
         """Each candidate with its whole changelog, and where it was read ("changes search page 2 (startAt=10)")."""
         pages = self._cloud_pages() if self.deployment == "cloud" else self._datacenter_pages()
+        # Issues are decoded here, not in the read-ahead thread: that thread only waits for the
+        # network, and CPU work in it would contend for the GIL with the records written here.
         for where, page in read_ahead(pages):
-            for issue in page:
+            for index, raw in enumerate(page):
+                try:
+                    issue = decode_issue(raw)
+                except ValueError as error:
+                    raise PayloadError(f"{where}: issue {_key_of(raw, index)}: {error}") from None
                 yield where, self._with_changelog(where, issue)
         self.pages = self._guard.pages
 
     def _where(self, page: str, cursor: str) -> str:
         return f"source {self.client.source}: {page} ({cursor})"
 
-    def _cloud_pages(self) -> Iterator[tuple[str, list[JiraIssue]]]:
+    def _cloud_pages(self) -> Iterator[tuple[str, list[Any]]]:
         where = f"source {self.client.source}: {self.spec.name} count"
         count = self.client.post(
             "rest/api/3/search/approximate-count", {"jql": self.filter}, page=f"{self.spec.name} count"
@@ -594,21 +600,21 @@ class JiraSearch:
             ).data
             where = self._where(page, cursor)
             body = decode(data, CloudPage, where)
-            yield where, self._issues_of(where, body.issues)
+            yield where, self._issues_of(body.issues)
             token = body.next_page_token
             if body.is_last is True or (body.is_last is None and not token):
                 return
             if not token:
                 raise self._guard.fail("isLast is false but there is no nextPageToken: the next page is unreachable")
 
-    def _datacenter_pages(self) -> Iterator[tuple[str, list[JiraIssue]]]:
+    def _datacenter_pages(self) -> Iterator[tuple[str, list[Any]]]:
         start_at, total = 0, None
         while True:
             page = self._guard.next(f"startAt={start_at}")
             data = self.client.get("rest/api/2/search", {**self._search_params, "startAt": start_at}, page=page).data
             where = self._where(page, f"startAt={start_at}")
             body = decode(data, DataCenterPage, where)
-            issues = self._issues_of(where, body.issues)
+            issues = self._issues_of(body.issues)
             if body.start_at != start_at:
                 raise self._guard.fail(f"asked for startAt {start_at}, got {body.start_at}: a page is missing")
             if total is not None and body.total != total:
@@ -623,15 +629,10 @@ class JiraSearch:
             if not issues:
                 raise self._guard.fail(f"no issues at startAt {start_at}, Jira reports {total}: a page is missing")
 
-    def _issues_of(self, where: str, raw: list[Any]) -> list[JiraIssue]:
-        issues = []
-        for index, item in enumerate(raw):
-            try:
-                issues.append(decode_issue(item))
-            except ValueError as error:
-                raise PayloadError(f"{where}: issue {_key_of(item, index)}: {error}") from None
-        self._guard.items([issue.key for issue in issues])
-        return issues
+    def _issues_of(self, raw: list[Any]) -> list[Any]:
+        """A page's issues, undecoded; a page that repeats an earlier one is refused."""
+        self._guard.items([_key_of(item, index) for index, item in enumerate(raw)])
+        return raw
 
     def _with_changelog(self, where: str, issue: JiraIssue) -> JiraIssue:
         """The issue with its whole changelog: the search embeds only the first histories."""
