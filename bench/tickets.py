@@ -121,8 +121,13 @@ def _child(mode: str, url: str, population: int, tmp: Path) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+# The API user, whose zone the collector writes JQL dates in.
+_MYSELF = json.dumps({"name": "bench", "timeZone": "Europe/Berlin"}).encode()
+
+
 class _JiraServer:
-    """``/rest/api/2/search`` over a synthetic population of ``total`` tickets, pages built from one template."""
+    """``/rest/api/2/myself``, and ``/rest/api/2/search`` over a synthetic population of ``total`` tickets,
+    pages built from one template."""
 
     def __init__(self, total: int) -> None:
         self.total = total
@@ -136,10 +141,11 @@ class _JiraServer:
                 pass
 
             def do_GET(self):
-                query = parse_qs(urlsplit(self.path).query)
+                parts = urlsplit(self.path)
+                query = parse_qs(parts.query)
                 start = int(query.get("startAt", ["0"])[0])
                 size = min(int(query.get("maxResults", ["50"])[0]), PAGE_SIZE)
-                body = server.page(start, size)
+                body = _MYSELF if parts.path.endswith("/myself") else server.page(start, size)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -16,8 +16,12 @@ to it exactly as to the vendor. What they implement, and what they do not:
   required status checks of branch protection, check runs,
   combined status, deployments, and ``/search/issues`` counting ``is:pr is:merged`` with an
   ``updated:`` or ``merged:`` range; ``x-ratelimit-*`` headers on every response.
-- Gaps, named: the JQL is recorded but not evaluated (every issue matches), and GitHub's search
-  understands only the qualifiers the collector sends.
+  Both: ``GET /rest/api/{3,2}/myself`` with the user's ``timeZone``, and the JQL's date clauses
+  (``updated >= "2026-11-01 00:00"``; ``created``, ``updated``, ``resolved``) applied as Jira
+  applies them: the literal is a minute in the user's time zone, and an issue whose field is
+  empty (no ``resolutiondate``) does not match.
+- Gaps, named: the rest of the JQL is recorded but not evaluated (every issue matches it), and
+  GitHub's search understands only the qualifiers the collector sends.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+from zoneinfo import ZoneInfo
 
 
 @dataclass
@@ -180,7 +185,9 @@ def jira_issue(number: int, *, author="alice", approver="bob", merged=True, extr
         "fields": {
             "summary": f"Change {number}",
             "status": {"name": "Done" if merged else "Approved"},
+            "issuetype": {"name": "Change", "subtask": False},
             "reporter": jira_user(author),
+            "assignee": jira_user("dave"),
             "created": created.strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
             "updated": (created + timedelta(minutes=120)).strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
             "resolutiondate": None,
@@ -192,24 +199,56 @@ def jira_issue(number: int, *, author="alice", approver="bob", merged=True, extr
     }
 
 
-class FakeJira(FakeApi):
-    """Jira Cloud (``deployment="cloud"``) or Data Center, serving ``issues`` for any JQL."""
+# A JQL date clause: field, operator, a "yyyy-MM-dd HH:mm" literal in the user's zone.
+JQL_DATE_CLAUSE = re.compile(r'\b(created|updated|resolved)\s*(>=|<=|>|<)\s*"(\d{4}-\d\d-\d\d \d\d:\d\d)"')
+JQL_FIELDS = {"created": "created", "updated": "updated", "resolved": "resolutiondate"}
+JQL_OPERATORS = {">=": datetime.__ge__, "<=": datetime.__le__, ">": datetime.__gt__, "<": datetime.__lt__}
 
-    def __init__(self, issues: list[dict], *, deployment: str = "cloud", login="bot@example.com", token="t0ken"):  # noqa: S107 - the fake's own
+
+def jql_matches(jql: str, issue: dict, zone: ZoneInfo) -> bool:
+    """Whether ``issue`` meets every date clause of ``jql``, each literal read in ``zone`` as Jira reads it."""
+    for name, operator, literal in JQL_DATE_CLAUSE.findall(jql):
+        value = issue["fields"].get(JQL_FIELDS[name])
+        if not value:
+            return False
+        moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z")
+        bound = datetime.strptime(literal, "%Y-%m-%d %H:%M").replace(tzinfo=zone)
+        if not JQL_OPERATORS[operator](moment, bound):
+            return False
+    return True
+
+
+class FakeJira(FakeApi):
+    """Jira Cloud (``deployment="cloud"``) or Data Center, serving the ``issues`` that meet the JQL's date clauses."""
+
+    def __init__(
+        self,
+        issues: list[dict],
+        *,
+        deployment: str = "cloud",
+        login="bot@example.com",
+        token="t0ken",  # noqa: S107 - the fake's own
+        time_zone: str = "UTC",
+    ):
         super().__init__()
-        self.issues, self.deployment = issues, deployment
+        self.issues, self.deployment, self.time_zone = issues, deployment, time_zone
         if deployment == "cloud":
             self.auth = "Basic " + base64.b64encode(f"{login}:{token}".encode()).decode()
         else:
             self.auth = f"Bearer {token}"
         self.by_key = {issue["key"]: issue for issue in issues}
 
+    def matching(self, jql: str) -> list[dict]:
+        return [issue for issue in self.issues if jql_matches(jql, issue, ZoneInfo(self.time_zone))]
+
     def route(self, request: Request) -> Reply:
         if request.headers.get("authorization") != self.auth:
             return Reply(401, {"errorMessages": ["You are not authenticated. Authentication required."]})
+        if request.path == f"/rest/api/{3 if self.deployment == 'cloud' else 2}/myself":
+            return Reply(json={"accountId": "acc-bot", "displayName": "Evidence bot", "timeZone": self.time_zone})
         if self.deployment == "cloud":
             if request.path == "/rest/api/3/search/approximate-count" and request.method == "POST":
-                return Reply(json={"count": len(self.issues)})
+                return Reply(json={"count": len(self.matching(request.body["jql"]))})
             if request.path == "/rest/api/3/search/jql":
                 return self._cloud_search(request)
             match = re.fullmatch(r"/rest/api/3/issue/([^/]+)/changelog", request.path)
@@ -230,15 +269,16 @@ class FakeJira(FakeApi):
         body["changelog"] = {"startAt": 0, "maxResults": len(shown), "total": len(histories), "histories": shown}
         return body
 
-    def page_slice(self, start: int, size: int) -> list[dict]:
-        return [self._issue(issue, EMBEDDED_HISTORIES) for issue in self.issues[start : start + size]]
+    def page_slice(self, start: int, size: int, jql: str = "") -> list[dict]:
+        return [self._issue(issue, EMBEDDED_HISTORIES) for issue in self.matching(jql)[start : start + size]]
 
     def _cloud_search(self, request: Request) -> Reply:
         size = min(int(request.query.get("maxResults", 50)), 100)
         token = request.query.get("nextPageToken")
         start = int(base64.urlsafe_b64decode(token).decode().split(":")[1]) if token else 0
-        issues = self.page_slice(start, size)
-        body: dict[str, Any] = {"issues": issues, "isLast": start + size >= len(self.issues)}
+        jql = request.query.get("jql", "")
+        issues = self.page_slice(start, size, jql)
+        body: dict[str, Any] = {"issues": issues, "isLast": start + size >= len(self.matching(jql))}
         if not body["isLast"]:
             body["nextPageToken"] = base64.urlsafe_b64encode(f"offset:{start + size}".encode()).decode()
         return Reply(json=body)
@@ -260,13 +300,14 @@ class FakeJira(FakeApi):
     def _dc_search(self, request: Request) -> Reply:
         size = min(int(request.query.get("maxResults", 50)), 100)
         start = int(request.query.get("startAt", 0))
+        jql = request.query.get("jql", "")
         return Reply(
             json={
                 "expand": "schema,names",
                 "startAt": start,
                 "maxResults": size,
-                "total": len(self.issues),
-                "issues": self.page_slice(start, size),
+                "total": len(self.matching(jql)),
+                "issues": self.page_slice(start, size, jql),
             }
         )
 

@@ -72,6 +72,8 @@ def test_collects_every_page_with_whole_changelogs(jira, tmp_path):
     assert first["merged_at"] == "2026-11-20T10:01:00Z" and first["merged_by"] == "Alice <acc-alice>"
     assert first["approved_before_merge"] is True and first["has_ticket"] is True
     assert first["environment"] == "production" and first["emergency"] is False
+    assert first["change_type"] == "Normal" and first["issue_type"] == "Change"
+    assert first["assignee"] == "Dave <acc-dave>"
     assert first["url"] == f"{jira.url}/browse/CHG-1"
     self_approved = next(change for change in changes if change["id"] == "CHG-4")
     assert self_approved["approved_before_merge"] is False
@@ -79,8 +81,8 @@ def test_collects_every_page_with_whole_changelogs(jira, tmp_path):
     populations = items(bundle, "populations.json")
     [summary] = [p for p in populations["populations"] if p["configured"]]
     assert summary["pages"] == 3 and summary["total"] == 25
-    assert summary["jql"].startswith(
-        '(project = CHG) AND updated >= "2026-10-25 02:50" AND updated < "2026-11-25 02:50"'
+    assert summary["jql"] == (  # the window widened by an hour, in the user's zone (UTC here)
+        '(project = CHG) AND updated >= "2026-10-25 01:50" AND updated < "2026-11-25 03:50" ORDER BY key ASC'
     )
     assert items(bundle, "watermark.json")["end"] == "2026-11-25T02:50:00Z"
 
@@ -117,7 +119,9 @@ def test_a_full_population_run_selects_by_period_and_leaves_the_watermark(jira, 
         "reason": "requested",
     }
     jql = items(bundle, "populations.json")["populations"][0]["jql"]
-    assert 'resolved >= "2026-10-01 00:00" AND resolved < "2026-11-01 00:00"' in jql
+    # Changes done in October: every issue updated since October began (an hour's margin), then done in it.
+    assert jql == '(project = CHG) AND updated >= "2026-09-30 23:00" ORDER BY key ASC'
+    assert items(bundle, "changes.jsonl") == [] and bundle.reported_totals["changes"] == 0
 
 
 def test_the_next_night_starts_at_the_committed_watermark(jira, tmp_path):
@@ -183,12 +187,12 @@ def _page(request) -> int:
             Reply(raw=b"{not json"), r"malformed JSON.*gave up after 3 tries", PayloadError, id="malformed-json"
         ),
         pytest.param(
-            Reply(json={"values": []}), r"no 'issues' list in the response", CollectorError, id="missing-field"
+            Reply(json={"values": []}), r"object missing required field `issues`$", PayloadError, id="missing-field"
         ),
         pytest.param(
-            Reply(json={"issues": [{"key": "CHG-2"}]}),
-            r"issue CHG-2 has no 'fields'",
-            CollectorError,
+            Reply(json={"issues": [{"key": "CHG-2"}], "startAt": 10, "total": 25, "isLast": False}),
+            r"issue CHG-2: object missing required field `fields`$",
+            PayloadError,
             id="missing-fields",
         ),
         pytest.param(
@@ -204,7 +208,7 @@ def _page(request) -> int:
 )
 def test_persistent_errors_name_the_source_and_page_and_finish_nothing(jira, tmp_path, fault, message, error_class):
     jira.fault(lambda r: r.path.endswith(("/search", "/search/jql")) and _page(r) == 2, fault, times=-1)
-    where = r"(GET /rest/api/\d/search[^ ]* \(changes search page 2\)|changes search page 2)"
+    where = r"(GET /rest/api/\d/search[^ ]* \(changes search page 2\)|changes search page 2 \([^)]+\))"
     with pytest.raises(CollectorError, match=rf"^source tickets-src: {where}: .*{message}") as caught:
         collect(jira, tmp_path)
     assert type(caught.value) is error_class
@@ -308,6 +312,7 @@ def test_populations_map_access_reviews_and_incidents(tmp_path):
             "status": {"name": "Done"},
             "assignee": {"accountId": "acc-frank", "displayName": "Frank"},
             "created": "2026-10-01T09:00:00.000+0000",
+            "updated": "2026-11-10T09:00:00.000+0000",
             "resolutiondate": "2026-10-10T09:00:00.000+0000",
             "customfield_1": {"value": "payments-prod"},
             "customfield_2": "2026-07-01",
@@ -347,6 +352,15 @@ def test_populations_map_access_reviews_and_incidents(tmp_path):
         "decisions": ["alice: keep", "mallory: revoke"],
     }
     assert items(bundle, "changes.jsonl") == [] and bundle.reported_totals["changes"] == 0
+    card = items(bundle, "query-access_reviews.json")
+    assert (card["endpoint"], card["pages_read"], card["reported_total"], card["rows_archived"]) == (
+        "GET /rest/api/3/search/jql",
+        1,
+        1,
+        1,
+    )
+    assert card["notes"][0].endswith("kept: updated in [2026-10-25T02:50:00Z, 2026-11-25T02:50:00Z) UTC")
+    assert "query-changes.json" not in {staged.item.name for staged in bundle.items}  # not configured: no query
 
 
 @pytest.mark.parametrize(
@@ -434,7 +448,9 @@ def test_a_value_that_cannot_be_read_names_the_issue(tmp_path):
     with (
         FakeJira([jira_issue(1), broken]) as jira,
         pytest.raises(
-            PayloadError, match=r"^source tickets-src: changes: issue CHG-2: unrecognised time 'last Tuesday'$"
+            PayloadError,
+            match=r"^source tickets-src: changes search page 1 \(first page\): issue CHG-2: "
+            r"unrecognised time 'last Tuesday'$",
         ),
     ):
         collect(jira, tmp_path)

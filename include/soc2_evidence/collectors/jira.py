@@ -14,9 +14,9 @@ Options (:class:`Options`): ``conn_id`` (required), ``url`` (else the connection
 :class:`soc2_evidence.collectors.support.tickets.ApiOptions`, and ``populations``: a mapping of
 ``changes``/``access_reviews``/``incidents`` (:data:`POPULATION_OPTIONS`) to
 
-- ``jql`` (required; no ``ORDER BY``: the collector orders by key), ``period_field`` (the JQL
-  date field of a full period: ``resolved`` for changes and access reviews, ``created`` for
-  incidents);
+- ``jql`` (required; no ``ORDER BY``: the collector orders by key); access reviews and incidents
+  also ``period_field`` (``created``, ``updated`` or ``resolved``: the date that puts a record in a
+  full period; default ``resolved`` for access reviews, ``created`` for incidents);
 - ``fields``: Jira field ids of the roles. Changes: ``approver`` (an "approved by" user field:
   each change of it in the changelog is an approval by the user it names, when it was set),
   ``environment``, ``change_type``. Access reviews: ``system``, ``reviewer`` (default
@@ -29,37 +29,66 @@ Options (:class:`Options`): ``conn_id`` (required), ``url`` (else the connection
 
 A population not configured is written empty with a reported total of 0; ``populations.json``
 says which were configured, with their JQL and the pages read.
+
+Selection is complete by construction. A change belongs to the period in which it was done: its
+first transition into an implemented status (else, with no such transition, its resolution date
+while its status is implemented), whatever ``resolution``/``resolutiondate`` say; 13 of 17 done
+changes of a real site had no resolution date, and selecting by ``resolved`` archived 4 of them.
+So a full period of changes selects every issue *updated* since the period began (a transition
+updates the issue) and keeps, locally, those done in the period. Jira reads a JQL date
+(``"yyyy-MM-dd HH:mm"``) in the API user's time zone, which ``/myself`` gives (``timeZone``): every
+JQL date is written in that zone, widened by ``JQL_MARGIN``, and the exact UTC bounds are applied
+locally (incremental runs: ``updated`` in the window; access reviews and incidents: their
+``period_field``). Candidates left out by that local filter are named in the population's query
+card (``query-<population>.json``), which also carries the endpoint, JQL, parameters, pages read,
+Jira's total and the rows archived; the total reported for the completeness check is Jira's
+total less those named candidates.
+
+Every response is decoded into the declared types below (:class:`CloudPage`, :class:`Issue`, ...).
+A value that does not fit is a :class:`PayloadError` (permanent: no retry) naming the source, the
+page (``startAt`` or ``nextPageToken``), the issue key and the field.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
-from collections.abc import Iterator
+import zoneinfo
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import msgspec
 
 from soc2_evidence.collectors import CollectContext
 from soc2_evidence.collectors.support import tickets
 from soc2_evidence.collectors.support.http import HttpClient, PageGuard, base_url_of, read_ahead
+from soc2_evidence.collectors.support.query_card import QueryCard, add_query_card
 from soc2_evidence.collectors.support.tickets import Approval, Person, Window, parse_time, record
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.errors import CollectorError, PayloadError
+from soc2_evidence.core.evidence import rfc3339
 from soc2_evidence.core.staging import BundleWriter
 
 KIND = "jira"
 FAMILY = "tickets"
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 DATASETS = tickets.datasets(KIND)
 CHANGELOG_PAGE_SIZE = 100
+# JQL dates are minutes in the user's zone; the window is widened by this much and then cut exactly in UTC.
+JQL_MARGIN = timedelta(hours=1)
+# The JQL date fields a period can be read by, and the issue field that holds each.
+PERIOD_FIELDS = {"created": "created", "updated": "updated", "resolved": "resolutiondate"}
+PeriodField = Literal["created", "updated", "resolved"]
 STANDARD_FIELDS = (
     "summary",
     "status",
+    "issuetype",
     "reporter",
     "creator",
     "assignee",
@@ -69,8 +98,164 @@ STANDARD_FIELDS = (
     "resolutiondate",
     "issuelinks",
 )
+T = TypeVar("T")
 
-JqlField = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$", description="A JQL date field")]
+
+# --- Jira's payloads, as declared types -----------------------------------------------------------
+# Unknown keys are ignored (Jira adds fields over time); a known key of the wrong type, a missing
+# required key, or a count outside 0..MAX_COUNT is refused.
+
+MAX_COUNT = 10**9
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+IssueKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+
+
+class Payload(msgspec.Struct, rename="camel", frozen=True):
+    """Base of Jira's JSON objects: names are Jira's camelCase."""
+
+
+class User(Payload):
+    """Cloud names a user by ``accountId``, Data Center by ``name``/``key``."""
+
+    account_id: str | None = None
+    name: str | None = None
+    key: str | None = None
+    email_address: str | None = None
+    display_name: str | None = None
+
+
+class Named(Payload):
+    """A status, priority or issue type."""
+
+    name: str | None = None
+
+
+class ChangeItem(Payload):
+    field: str | None = None
+    field_id: str | None = None
+    from_: str | None = msgspec.field(default=None, name="from")
+    from_string: str | None = None
+    to: str | None = None
+    to_string: str | None = None
+
+
+class History(Payload):
+    created: str
+    id: str | None = None
+    author: User | None = None
+    items: list[ChangeItem] = []
+
+
+class Changelog(Payload):
+    histories: list[History]
+    start_at: Count = 0
+    total: Count | None = None
+
+
+class LinkedIssue(Payload):
+    key: IssueKey
+
+
+class IssueLink(Payload):
+    outward_issue: LinkedIssue | None = None
+    inward_issue: LinkedIssue | None = None
+
+
+class StandardFields(Payload):
+    """The fields every population reads; mapped fields are read from the raw ``fields`` by id."""
+
+    summary: str | None = None
+    status: Named | None = None
+    issuetype: Named | None = None
+    reporter: User | None = None
+    creator: User | None = None
+    assignee: User | None = None
+    created: str | None = None
+    updated: str | None = None
+    resolutiondate: str | None = None
+    issuelinks: list[IssueLink] = []
+
+
+class Issue(Payload):
+    key: IssueKey
+    fields: StandardFields
+    changelog: Changelog | None = None
+
+
+@dataclass(frozen=True)
+class JiraIssue:
+    """A decoded issue, with its raw ``fields`` for the mapped (custom) field ids, whose types vary by site."""
+
+    key: str
+    fields: StandardFields
+    raw_fields: dict[str, Any]
+    changelog: Changelog | None
+
+
+class CloudPage(Payload):
+    """``GET /rest/api/3/search/jql``: no total; ``nextPageToken`` absent on the last page."""
+
+    issues: list[Any]
+    next_page_token: str | None = None
+    is_last: bool | None = None
+
+
+class DataCenterPage(Payload):
+    """``GET /rest/api/2/search``."""
+
+    issues: list[Any]
+    start_at: Count
+    total: Count
+
+
+class ChangelogPage(Payload):
+    """``GET /rest/api/3/issue/{key}/changelog``."""
+
+    values: list[History]
+    start_at: Count = 0
+    total: Count | None = None
+    is_last: bool | None = None
+
+
+class IssueChangelog(Payload):
+    """``GET /rest/api/2/issue/{key}?expand=changelog``, as far as the changelog goes."""
+
+    changelog: Changelog
+
+
+class ApproximateCount(Payload):
+    count: Count
+
+
+class Myself(Payload):
+    """``GET /rest/api/{2,3}/myself``: the zone in which Jira reads this user's JQL dates."""
+
+    time_zone: str
+
+
+def decode(value: Any, kind: type[T], where: str) -> T:
+    """``value`` as ``kind``, or a :class:`PayloadError` naming ``where`` and the field that does not fit."""
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as error:
+        raise PayloadError(f"{where}: {_field_problem(error)}") from None
+
+
+def decode_issue(raw: Any) -> JiraIssue:
+    """One issue as Jira sent it (a search page, an export file); a ValueError names the field that does not fit."""
+    try:
+        issue = msgspec.convert(raw, Issue)
+    except msgspec.ValidationError as error:
+        raise ValueError(_field_problem(error)) from None
+    return JiraIssue(issue.key, issue.fields, raw["fields"], issue.changelog)
+
+
+def _field_problem(error: msgspec.ValidationError) -> str:
+    """msgspec's "Expected `int`, got `str` - at `$.changelog.total`" as "field changelog.total: expected ..."."""
+    problem, _, path = str(error).partition(" - at `$")
+    problem = problem[:1].lower() + problem[1:]
+    field = path.rstrip("`").lstrip(".")
+    return f"field {field}: {problem}" if field else problem
 
 
 class ChangeFields(config.Options):
@@ -105,8 +290,9 @@ class Population(config.Options):
 
 
 class ChangesPopulation(Population):
+    """Changes; their period is when they were done (see the module doc), so they have no ``period_field``."""
+
     fields: ChangeFields = msgspec.field(default_factory=ChangeFields)
-    period_field: JqlField = "resolved"
     approved_statuses: list[str] = msgspec.field(default_factory=lambda: ["Approved"])
     implemented_statuses: list[str] = msgspec.field(default_factory=lambda: ["Done", "Deployed", "Closed"])
     emergency_values: list[str] = msgspec.field(default_factory=lambda: ["Emergency"])
@@ -115,12 +301,12 @@ class ChangesPopulation(Population):
 
 class AccessReviewsPopulation(Population):
     fields: AccessReviewFields = msgspec.field(default_factory=AccessReviewFields)
-    period_field: JqlField = "resolved"
+    period_field: PeriodField = "resolved"
 
 
 class IncidentsPopulation(Population):
     fields: IncidentFields = msgspec.field(default_factory=IncidentFields)
-    period_field: JqlField = "created"
+    period_field: PeriodField = "created"
 
 
 # The options of each population, by its name in ``populations`` (and an export file's ``population``).
@@ -159,7 +345,7 @@ class PopulationSpec:
     name: str
     jql: str | None
     fields: dict[str, str | None]
-    period_field: str
+    period_field: str | None  # None for changes: they belong to the period in which they were done
     approved_statuses: tuple[str, ...] = ()
     implemented_statuses: tuple[str, ...] = ()
     emergency_values: tuple[str, ...] = ()
@@ -171,7 +357,7 @@ class PopulationSpec:
             name=name,
             jql=population.jql,
             fields=msgspec.structs.asdict(population.fields),
-            period_field=population.period_field,
+            period_field=getattr(population, "period_field", None),
             approved_statuses=tuple(getattr(population, "approved_statuses", ())),
             implemented_statuses=tuple(getattr(population, "implemented_statuses", ())),
             emergency_values=tuple(getattr(population, "emergency_values", ())),
@@ -221,6 +407,7 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
     window = tickets.open_window(source.name, options, writer, context, "tickets")
     summaries = []
     try:
+        zone = user_zone(client, deployment)
         for name in tickets.POPULATIONS:
             spec = specs.get(name)
             if spec is None:
@@ -228,15 +415,13 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
                 writer.report_total(name, 0)
                 summaries.append({"population": name, "configured": False})
                 continue
-            search = JiraSearch(client, deployment, spec, window, page_size=page_size, max_pages=policy.max_pages)
+            search = JiraSearch(client, deployment, spec, window, zone, page_size=page_size, max_pages=policy.max_pages)
             browse = base_url.rstrip("/") + "/browse/"
-            now = context.now()
             writer.add_jsonl(
-                f"{name}.jsonl",
-                search.records(browse, now),
-                description=tickets.DESCRIPTIONS[name],
+                f"{name}.jsonl", search.records(browse, context.now()), description=tickets.DESCRIPTIONS[name]
             )
-            writer.report_total(name, search.total)
+            writer.report_total(name, search.total - len(search.outside))
+            add_query_card(writer, search.card())
             summaries.append(
                 {
                     "population": name,
@@ -272,8 +457,35 @@ def _auth_headers(source: str, deployment: str, connection: Any) -> dict[str, st
     return {"Authorization": f"Bearer {connection.password}"}
 
 
+def user_zone(client: HttpClient, deployment: str) -> ZoneInfo:
+    """The API user's time zone, in which Jira reads the JQL's dates (``/myself`` ``timeZone``)."""
+    path = f"rest/api/{3 if deployment == 'cloud' else 2}/myself"
+    where = f"source {client.source}: GET /{path}"
+    myself = decode(client.get(path, page="the API user").data, Myself, where)
+    if myself.time_zone not in _known_zones():  # a key is a path: "Etc" or "../x" would reach the filesystem
+        raise PayloadError(
+            f"{where}: timeZone {myself.time_zone[:60]!r} is not a known IANA zone, so JQL dates cannot be "
+            "written in it; fix the API user's profile time zone"
+        )
+    return ZoneInfo(myself.time_zone)
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def jql_time(moment: datetime, zone: ZoneInfo) -> str:
+    """A UTC moment as a JQL date literal, which Jira reads in the API user's zone."""
+    return f'"{moment.astimezone(zone):%Y-%m-%d %H:%M}"'
+
+
 class JiraSearch:
-    """One population's issues, page by page, each with its whole changelog; ``total`` is Jira's count."""
+    """One population: its candidates page by page, each with its whole changelog, filtered exactly to the window.
+
+    ``total`` is Jira's count of the candidates, ``outside`` the keys of candidates read and left out
+    by the local filter (they are named in the query card).
+    """
 
     def __init__(
         self,
@@ -281,18 +493,24 @@ class JiraSearch:
         deployment: str,
         spec: PopulationSpec,
         window: Window,
+        zone: ZoneInfo,
         *,
         page_size: int,
         max_pages: int,
     ) -> None:
-        self.client, self.deployment, self.spec = client, deployment, spec
+        self.client, self.deployment, self.spec, self.window, self.zone = client, deployment, spec, window, zone
         self.page_size, self.max_pages = page_size, max_pages
-        date_field = spec.period_field if window.full else "updated"
-        self.filter = (
-            f'({spec.jql}) AND {date_field} >= "{window.start:%Y-%m-%d %H:%M}" '
-            f'AND {date_field} < "{window.end:%Y-%m-%d %H:%M}"'
-        )
+        since, until = jql_time(window.start - JQL_MARGIN, zone), jql_time(window.end + JQL_MARGIN, zone)
+        if not window.full:
+            self.period_field, self.selection = "updated", f"updated >= {since} AND updated < {until}"
+        elif spec.period_field is None:  # changes: done in the period, so updated since it began
+            self.period_field, self.selection = None, f"updated >= {since}"
+        else:
+            field = spec.period_field
+            self.period_field, self.selection = field, f"{field} >= {since} AND {field} < {until}"
+        self.filter = f"({spec.jql}) AND {self.selection}"
         self.jql = f"{self.filter} ORDER BY key ASC"
+        self.endpoint = "GET /rest/api/3/search/jql" if deployment == "cloud" else "GET /rest/api/2/search"
         # What every search page asks for; Cloud adds nextPageToken, Data Center startAt.
         self._search_params = {
             "jql": self.jql,
@@ -302,105 +520,143 @@ class JiraSearch:
         }
         self.total = 0
         self.pages = 0
+        self.rows = 0
+        self.outside: list[str] = []
         self._guard = PageGuard(client.source, f"{spec.name} search", max_pages)
 
     def records(self, browse_url: str, now: datetime) -> Iterator[dict[str, Any]]:
-        """The population's normalised records; a value Jira sent that cannot be read names its issue."""
-        for issue in self.issues():
+        """The population's normalised records in the window; a value that cannot be read names its issue."""
+        for where, issue in self.issues():
             try:
-                yield normalise_issue(self.spec, issue, browse_url=browse_url, now=now)
+                row = issue_record(self.spec, issue, browse_url=browse_url, now=now)
+                moment = self._moment(issue, row)
             except ValueError as error:
-                raise PayloadError(
-                    f"source {self.client.source}: {self.spec.name}: issue {issue['key']}: {error}"
-                ) from error
+                raise PayloadError(f"{where}: issue {issue.key}: {error}") from None
+            if moment is not None and self.window.start <= moment < self.window.end:
+                self.rows += 1
+                yield row
+            else:
+                self.outside.append(issue.key)
 
-    def issues(self) -> Iterator[dict[str, Any]]:
+    def _moment(self, issue: JiraIssue, row: dict[str, Any]) -> datetime | None:
+        """When the issue entered the window: its done time (changes, full period) or its period field."""
+        if self.period_field is None:
+            return row["merged_at"]
+        return parse_time(getattr(issue.fields, PERIOD_FIELDS[self.period_field]))
+
+    def card(self) -> QueryCard:
+        """How this population was selected, for an auditor to re-perform (see ``support.query_card``)."""
+        rule = (
+            "done (first transition into " + ", ".join(self.spec.implemented_statuses) + ")"
+            if self.period_field is None
+            else PERIOD_FIELDS[self.period_field]
+        )
+        notes = [
+            f"JQL dates are in the API user's time zone {self.zone.key}, widened by {JQL_MARGIN}; "
+            f"kept: {rule} in [{rfc3339(self.window.start)}, {rfc3339(self.window.end)}) UTC",
+            f"{len(self.outside)} candidates read were outside that window and not archived"
+            + (": " + ", ".join(self.outside) if self.outside else ""),
+        ]
+        return QueryCard(
+            population=self.spec.name,
+            endpoint=self.endpoint,
+            query=self.jql,
+            parameters={key: value for key, value in self._search_params.items() if key != "jql"},
+            pages_read=self.pages,
+            reported_total=self.total,
+            rows_archived=self.rows,
+            notes=notes,
+        )
+
+    def issues(self) -> Iterator[tuple[str, JiraIssue]]:
+        """Each candidate with its whole changelog, and where it was read ("changes search page 2 (startAt=10)")."""
         pages = self._cloud_pages() if self.deployment == "cloud" else self._datacenter_pages()
-        for page in read_ahead(pages):
-            for issue in page:
-                yield self._with_changelog(issue)
+        # Issues are decoded here, not in the read-ahead thread: that thread only waits for the
+        # network, and CPU work in it would contend for the GIL with the records written here.
+        for where, page in read_ahead(pages):
+            for index, raw in enumerate(page):
+                try:
+                    issue = decode_issue(raw)
+                except ValueError as error:
+                    raise PayloadError(f"{where}: issue {_key_of(raw, index)}: {error}") from None
+                yield where, self._with_changelog(where, issue)
         self.pages = self._guard.pages
 
-    def _cloud_pages(self) -> Iterator[list[dict[str, Any]]]:
+    def _where(self, page: str, cursor: str) -> str:
+        return f"source {self.client.source}: {page} ({cursor})"
+
+    def _cloud_pages(self) -> Iterator[tuple[str, list[Any]]]:
+        where = f"source {self.client.source}: {self.spec.name} count"
         count = self.client.post(
             "rest/api/3/search/approximate-count", {"jql": self.filter}, page=f"{self.spec.name} count"
-        ).data
-        if not isinstance(count, dict) or not isinstance(count.get("count"), int):
-            raise CollectorError(f"source {self.client.source}: {self.spec.name} count: no integer 'count'")
-        self.total = count["count"]
+        )
+        self.total = decode(count.data, ApproximateCount, where).count
         token = None
         while True:
+            cursor = f"nextPageToken={token[:40]}" if token else "first page"
             page = self._guard.next(token or "")
             data = self.client.get(
                 "rest/api/3/search/jql", {**self._search_params, "nextPageToken": token}, page=page
             ).data
-            issues = self._issues_of(data)
-            yield issues
-            token = data.get("nextPageToken")
-            if data.get("isLast") is True or (data.get("isLast") is None and not token):
+            where = self._where(page, cursor)
+            body = decode(data, CloudPage, where)
+            yield where, self._issues_of(body.issues)
+            token = body.next_page_token
+            if body.is_last is True or (body.is_last is None and not token):
                 return
             if not token:
                 raise self._guard.fail("isLast is false but there is no nextPageToken: the next page is unreachable")
 
-    def _datacenter_pages(self) -> Iterator[list[dict[str, Any]]]:
+    def _datacenter_pages(self) -> Iterator[tuple[str, list[Any]]]:
         start_at, total = 0, None
         while True:
             page = self._guard.next(f"startAt={start_at}")
             data = self.client.get("rest/api/2/search", {**self._search_params, "startAt": start_at}, page=page).data
-            issues = self._issues_of(data)
-            for name in ("startAt", "total"):
-                if not isinstance(data.get(name), int):
-                    raise self._guard.fail(f"no integer {name!r} in the response")
-            if data["startAt"] != start_at:
-                raise self._guard.fail(f"asked for startAt {start_at}, got {data['startAt']}: a page is missing")
-            if total is not None and data["total"] != total:
+            where = self._where(page, f"startAt={start_at}")
+            body = decode(data, DataCenterPage, where)
+            issues = self._issues_of(body.issues)
+            if body.start_at != start_at:
+                raise self._guard.fail(f"asked for startAt {start_at}, got {body.start_at}: a page is missing")
+            if total is not None and body.total != total:
                 raise self._guard.fail(
-                    f"the total changed from {total} to {data['total']} while paging: issues moved; retry the run"
+                    f"the total changed from {total} to {body.total} while paging: issues moved; retry the run"
                 )
-            total = self.total = data["total"]
-            yield issues
+            total = self.total = body.total
+            yield where, issues
             start_at += len(issues)
             if start_at >= total:
                 return
             if not issues:
                 raise self._guard.fail(f"no issues at startAt {start_at}, Jira reports {total}: a page is missing")
 
-    def _issues_of(self, data: Any) -> list[dict[str, Any]]:
-        if not isinstance(data, dict) or not isinstance(data.get("issues"), list):
-            raise self._guard.fail("no 'issues' list in the response")
-        issues = data["issues"]
-        for index, issue in enumerate(issues):
-            if not isinstance(issue, dict) or not isinstance(issue.get("key"), str):
-                raise self._guard.fail(f"issue {index} has no 'key'")
-            if not isinstance(issue.get("fields"), dict):
-                raise self._guard.fail(f"issue {issue['key']} has no 'fields'")
-        self._guard.items([issue["key"] for issue in issues])
-        return issues
+    def _issues_of(self, raw: list[Any]) -> list[Any]:
+        """A page's issues, undecoded; a page that repeats an earlier one is refused."""
+        self._guard.items([_key_of(item, index) for index, item in enumerate(raw)])
+        return raw
 
-    def _with_changelog(self, issue: dict[str, Any]) -> dict[str, Any]:
+    def _with_changelog(self, where: str, issue: JiraIssue) -> JiraIssue:
         """The issue with its whole changelog: the search embeds only the first histories."""
-        changelog = issue.get("changelog")
-        if not isinstance(changelog, dict) or not isinstance(changelog.get("histories"), list):
-            raise self._guard.fail(f"issue {issue['key']} has no changelog (expand=changelog)")
-        total = changelog.get("total", len(changelog["histories"]))
-        if total <= len(changelog["histories"]):
+        changelog = issue.changelog
+        if changelog is None:
+            raise PayloadError(f"{where}: issue {issue.key}: no changelog (expand=changelog)")
+        total = changelog.total if changelog.total is not None else len(changelog.histories)
+        if total <= len(changelog.histories):
             return issue
-        key = issue["key"]
+        key = issue.key
         if self.deployment == "cloud":
             histories = list(self._cloud_changelog(key))
         else:
             params = {"expand": "changelog", "fields": "summary"}
-            data = self.client.get(f"rest/api/2/issue/{quote(key)}", params, page=f"changelog of {key}").data
-            histories = ((data or {}).get("changelog") or {}).get("histories")
-            if not isinstance(histories, list):
-                raise CollectorError(f"source {self.client.source}: changelog of {key}: no 'changelog.histories'")
+            page = f"changelog of {key}"
+            data = self.client.get(f"rest/api/2/issue/{quote(key)}", params, page=page).data
+            histories = decode(data, IssueChangelog, f"source {self.client.source}: {page}").changelog.histories
         if len(histories) < total:
             raise CollectorError(
                 f"source {self.client.source}: changelog of {key}: {len(histories)} histories, Jira reports {total}"
             )
-        return {**issue, "changelog": {"startAt": 0, "total": len(histories), "histories": histories}}
+        return dataclasses.replace(issue, changelog=Changelog(histories=histories, total=len(histories)))
 
-    def _cloud_changelog(self, key: str) -> Iterator[dict[str, Any]]:
+    def _cloud_changelog(self, key: str) -> Iterator[History]:
         guard = PageGuard(self.client.source, f"changelog of {key}", self.max_pages)
         start_at = 0
         while True:
@@ -410,49 +666,79 @@ class JiraSearch:
                 {"startAt": start_at, "maxResults": CHANGELOG_PAGE_SIZE},
                 page=page,
             ).data
-            if not isinstance(data, dict) or not isinstance(data.get("values"), list):
-                raise guard.fail("no 'values' list in the response")
-            values = data["values"]
-            guard.items([value.get("id") for value in values if isinstance(value, dict)])
-            yield from values
-            start_at += len(values)
-            if data.get("isLast") is True or not values or start_at >= data.get("total", start_at):
+            body = decode(data, ChangelogPage, self._where(page, f"startAt={start_at}"))
+            guard.items([value.id for value in body.values])
+            yield from body.values
+            start_at += len(body.values)
+            if (
+                body.is_last is True
+                or not body.values
+                or start_at >= (body.total if body.total is not None else start_at)
+            ):
                 return
 
 
+def _key_of(item: Any, index: int) -> str:
+    """An undecoded issue's key for a message, else its place on the page."""
+    key = item.get("key") if isinstance(item, dict) else None
+    return key[:60] if isinstance(key, str) and key else f"#{index + 1} (no key)"
+
+
 # --- normalisation -------------------------------------------------------------------------------
+# Mapped fields are read from the raw ``fields`` by id: their types vary by site and field type, so
+# each is read as one of the shapes Jira gives a field (text, number, option, user, list of those);
+# anything else (a list of lists, an object of objects) is refused by name, never turned into text.
+
+SCALARS = (str, int, float, bool)
 
 
-def person(value: Any) -> Person | None:
-    """A Jira user (Cloud: accountId; Data Center: name/key) as a Person; a plain string is an id."""
-    if not value:
+def person(user: User | None) -> Person | None:
+    """A Jira user (Cloud: accountId; Data Center: name/key) as a Person."""
+    if user is None:
+        return None
+    ident = user.account_id or user.name or user.key or user.email_address
+    if not ident and not user.display_name:
+        return None
+    return Person(ident or user.display_name, user.display_name)
+
+
+def mapped_person(value: Any) -> Person | None:
+    """A mapped user field: a user object, or a plain string id."""
+    if value is None or value == "":
         return None
     if isinstance(value, str):
         return Person(value)
-    if not isinstance(value, dict):
-        return Person(str(value))
-    ident = value.get("accountId") or value.get("name") or value.get("key") or value.get("emailAddress")
-    name = value.get("displayName")
-    if not ident and not name:
-        return None
-    return Person(str(ident or name), name)
+    try:
+        return person(msgspec.convert(value, User))
+    except msgspec.ValidationError as error:
+        raise ValueError(f"not a user: {_field_problem(error)}") from None
 
 
 def text_value(value: Any) -> str | None:
     """A field value as text: an option's ``value``, a named object's ``name``, a list joined."""
+    if isinstance(value, list):
+        parts = [text for text in map(_scalar_text, value) if text]
+        return ", ".join(parts) or None
+    return _scalar_text(value)
+
+
+def _scalar_text(value: Any) -> str | None:
+    """One value (not a list): text, a number, a boolean, or an object's ``value``/``name``/... ."""
     if value is None or value == "":
         return None
     if isinstance(value, dict):
         for key in ("value", "name", "displayName", "key", "id"):
-            if value.get(key) not in (None, ""):
-                return str(value[key])
+            inner = value.get(key)
+            if inner not in (None, ""):
+                if not isinstance(inner, SCALARS):
+                    raise ValueError(f"{key!r} of a field value is a {type(inner).__name__}, not text")
+                return _scalar_text(inner)
         return None
-    if isinstance(value, list):
-        parts = [text for text in map(text_value, value) if text]
-        return ", ".join(parts) or None
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    if isinstance(value, SCALARS):
+        return str(value)
+    raise ValueError(f"a field value is a {type(value).__name__} inside a list, not text")
 
 
 def text_values(value: Any) -> list[str]:
@@ -460,10 +746,10 @@ def text_values(value: Any) -> list[str]:
     if value is None:
         return []
     if isinstance(value, list):
-        return [text for text in map(text_value, value) if text]
+        return [text for text in map(_scalar_text, value) if text]
     if isinstance(value, str):
         return [line.strip() for line in value.splitlines() if line.strip()]
-    text = text_value(value)
+    text = _scalar_text(value)
     return [text] if text else []
 
 
@@ -473,92 +759,106 @@ def date_value(value: Any) -> str | datetime | None:
     if not text:
         return None
     if len(text) == 10:
-        return text
+        return date.fromisoformat(text).isoformat()
     return parse_time(text)
 
 
-Move = tuple[datetime | None, Person | None, str | None, str | None]
-_UNDATED = datetime.min.replace(tzinfo=UTC)
+Move = tuple[datetime, Person | None, str | None, str | None]
 
 
-def _moment_of(move: Move) -> datetime:
-    return move[0] or _UNDATED
+def history_time(history: History) -> datetime:
+    """When a change was made: every history has a time, and one without cannot be ordered or judged."""
+    moment = parse_time(history.created)
+    if moment is None:
+        raise ValueError(f"history {history.id!r} has an empty 'created'")
+    return moment
 
 
-def transitions(histories: list[dict[str, Any]]) -> list[Move]:
-    """Status changes in time order (an undated one first), as ``(at, by, from, to)``."""
+def transitions(histories: list[History]) -> list[Move]:
+    """Status changes in time order, as ``(at, by, from, to)``."""
     moves = [
-        (
-            parse_time(history.get("created")),
-            person(history.get("author")),
-            item.get("fromString"),
-            item.get("toString"),
-        )
+        (history_time(history), person(history.author), item.from_string, item.to_string)
         for history in histories
-        for item in history.get("items") or ()
-        if item.get("field") == "status" or item.get("fieldId") == "status"
+        for item in history.items
+        if item.field == "status" or item.field_id == "status"
     ]
-    moves.sort(key=_moment_of)
+    moves.sort(key=lambda move: move[0])
     return moves
 
 
-def normalise_issue(spec: PopulationSpec, issue: dict[str, Any], *, browse_url: str | None, now: datetime) -> dict:
-    """One Jira issue as a record of ``spec``'s population."""
-    key, fields = issue["key"], issue["fields"]
-    mapped = {role: fields.get(field_id) if field_id else None for role, field_id in spec.fields.items()}
+def normalise_issue(spec: PopulationSpec, raw: Any, *, browse_url: str | None, now: datetime) -> dict:
+    """One issue as Jira sent it (an export file's entry) as a record; a ValueError names what does not fit."""
+    return issue_record(spec, decode_issue(raw), browse_url=browse_url, now=now)
+
+
+def issue_record(spec: PopulationSpec, issue: JiraIssue, *, browse_url: str | None, now: datetime) -> dict:
+    """One decoded Jira issue as a record of ``spec``'s population."""
+    key, fields = issue.key, issue.fields
+
+    def mapped(role: str, read: Callable[[Any], T]) -> T:
+        """The value of the field mapped to ``role``, read by ``read``; a value it cannot read names the field."""
+        field_id = spec.fields[role]
+        try:
+            return read(issue.raw_fields.get(field_id) if field_id else None)
+        except ValueError as error:
+            raise ValueError(f"field fields.{field_id} ({role}): {error}") from None
+
     common = {
         "id": key,
         "source": "jira",
         "url": browse_url + key if browse_url else None,
-        "title": text_value(fields.get("summary")) or "",
-        "status": text_value(fields.get("status")),
+        "title": fields.summary or "",
+        "status": fields.status.name if fields.status else None,
     }
     if spec.name == "incidents":
         return record(
             "incidents",
             **common,
-            severity=text_value(mapped["severity"]),
-            opened_at=parse_time(fields.get("created")),
-            resolved_at=parse_time(fields.get("resolutiondate")),
-            post_mortem=text_value(mapped["post_mortem"]),
+            severity=mapped("severity", text_value),
+            opened_at=parse_time(fields.created),
+            resolved_at=parse_time(fields.resolutiondate),
+            post_mortem=mapped("post_mortem", text_value),
         )
     if spec.name == "access_reviews":
-        reviewer = person(mapped["reviewer"])
+        reviewer = mapped("reviewer", mapped_person)
         return record(
             "access_reviews",
             **common,
-            system=text_value(mapped["system"]),
+            system=mapped("system", text_value),
             reviewer=reviewer.label if reviewer else None,
-            period_start=date_value(mapped["period_start"]),
-            period_end=date_value(mapped["period_end"]),
-            completed_at=parse_time(fields.get("resolutiondate")),
-            decisions=text_values(mapped["decisions"]),
+            period_start=mapped("period_start", date_value),
+            period_end=mapped("period_end", date_value),
+            completed_at=parse_time(fields.resolutiondate),
+            decisions=mapped("decisions", text_values),
         )
-    histories = (issue.get("changelog") or {}).get("histories") or []
+    histories = issue.changelog.histories if issue.changelog else []
     moves = transitions(histories)
     approvals = [Approval(by, at, f"status:{to}") for at, by, _, to in moves if by and to in spec.approved_statuses]
     approver_field = spec.fields.get("approver")
     if approver_field:
         for history in histories:
-            for item in history.get("items") or []:
-                value = item.get("to") or item.get("toString")
-                if value and approver_field in (item.get("fieldId"), item.get("field")):
-                    who = Person(str(value), item.get("toString"))
-                    approvals.append(Approval(who, parse_time(history.get("created")), f"field:{approver_field}"))
+            for item in history.items:
+                value = item.to or item.to_string
+                if value and approver_field in (item.field_id, item.field):
+                    who = Person(value, item.to_string)
+                    approvals.append(Approval(who, history_time(history), f"field:{approver_field}"))
     merged_at, merged_by = next(((at, by) for at, by, _, to in moves if to in spec.implemented_statuses), (None, None))
     if merged_at is None and common["status"] in spec.implemented_statuses:
-        merged_at = parse_time(fields.get("resolutiondate"))
+        merged_at = parse_time(fields.resolutiondate)
+    assignee = person(fields.assignee)
     return change_record(
         spec,
         common,
-        author=person(fields.get("reporter")) or person(fields.get("creator")),
-        created_at=parse_time(fields.get("created")),
+        author=person(fields.reporter) or person(fields.creator),
+        created_at=parse_time(fields.created),
         approvals=approvals,
         merged_at=merged_at,
         merged_by=merged_by,
-        linked=[key, *linked_keys(fields.get("issuelinks"))],
-        change_type=text_value(mapped["change_type"]),
-        environment=text_value(mapped["environment"]),
+        linked=[key, *linked_keys(fields.issuelinks)],
+        change_type=mapped("change_type", text_value),
+        issue_type=fields.issuetype.name if fields.issuetype else None,
+        assignee=assignee.label if assignee else None,
+        environment=mapped("environment", text_value),
         moves=[{"from": old, "to": new, "by": by.label if by else None, "at": at} for at, by, old, new in moves],
         now=now,
     )
@@ -575,6 +875,8 @@ def change_record(
     merged_by: Person | None,
     linked: list[str],
     change_type: str | None,
+    issue_type: str | None,
+    assignee: str | None,
     environment: str | None,
     moves: list[dict[str, Any]] | None,
     now: datetime,
@@ -594,6 +896,9 @@ def change_record(
         linked_tickets=list(dict.fromkeys(linked)),
         has_ticket=bool(linked),
         emergency=emergency,
+        change_type=change_type,
+        issue_type=issue_type,
+        assignee=assignee,
         environment=environment,
         transitions=moves,
         required_checks=None,
@@ -602,11 +907,5 @@ def change_record(
     )
 
 
-def linked_keys(links: Any) -> list[str]:
-    keys = []
-    for link in links or []:
-        for side in ("outwardIssue", "inwardIssue"):
-            linked = link.get(side) if isinstance(link, dict) else None
-            if isinstance(linked, dict) and linked.get("key"):
-                keys.append(str(linked["key"]))
-    return keys
+def linked_keys(links: list[IssueLink]) -> list[str]:
+    return [side.key for link in links for side in (link.outward_issue, link.inward_issue) if side is not None]

@@ -62,6 +62,8 @@ CSV_COLUMNS = {
         "merged_at": "Resolved",
         "environment": None,
         "change_type": None,
+        "issue_type": "Issue Type",
+        "assignee": "Assignee",
         "links": "Outward issue link",
     },
     "access_reviews": {
@@ -427,6 +429,8 @@ def _csv_record(entry: dict[str, Any], row: dict[str, list[str]], now: datetime)
         merged_by=None,
         linked=[key, *links],
         change_type=first("change_type"),
+        issue_type=first("issue_type"),
+        assignee=first("assignee"),
         environment=first("environment"),
         moves=None,
         now=now,

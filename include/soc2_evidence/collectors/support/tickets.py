@@ -11,7 +11,8 @@ every record carrying every column (``None`` where it does not apply):
     ``merge_commit``, ``linked_tickets``, ``has_ticket``, ``emergency``, ``post_merge_review_at``
     (the first independent approval after the merge), ``emergency_reviewed_in_time`` (an emergency
     change approved before merge or reviewed within ``emergency_review_days``; False once that
-    deadline has passed without a review; None for other changes), ``environment``,
+    deadline has passed without a review; None for other changes), ``change_type``, ``issue_type``
+    and ``assignee`` (Jira's mapped change type, issue type and assignee; None for GitHub), ``environment``,
     ``transitions`` (Jira status changes ``[{from, to, by, at}]``), ``required_checks``
     (``[{name, conclusion}]`` on the merged head), ``required_checks_succeeded``, ``deployments``.
 ``access_reviews.jsonl``
@@ -58,6 +59,9 @@ DEFAULT_EMERGENCY_REVIEW_DAYS = 5
 DEFAULT_INITIAL_LOOKBACK_DAYS = 31
 DEFAULT_OVERLAP_MINUTES = 60
 DEFAULT_SETTLE_MINUTES = 10
+# The times a record may carry: outside them a date is a sentinel or a typo, and deadline arithmetic overflows.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
 
 CHANGE_COLUMNS = {
     "id": "string",
@@ -75,6 +79,9 @@ CHANGE_COLUMNS = {
     "linked_tickets": "array",
     "has_ticket": "boolean",
     "emergency": "boolean",
+    "change_type": "string",
+    "issue_type": "string",
+    "assignee": "string",
     "post_merge_review_at": "string",
     "emergency_reviewed_in_time": "boolean",
     "environment": "string",
@@ -217,7 +224,10 @@ class Approval(NamedTuple):
 
 
 def parse_time(value: Any, formats: tuple[str, ...] = ()) -> datetime | None:
-    """An API or export time as an aware UTC datetime; naive times are taken as UTC; ``None`` stays None."""
+    """An API or export time as an aware UTC datetime; naive times are taken as UTC; ``None`` stays None.
+
+    A time outside ``EARLIEST_TIME``..``LATEST_TIME`` is a ValueError, like one that does not parse.
+    """
     if value in (None, ""):
         return None
     if isinstance(value, datetime):
@@ -237,9 +247,14 @@ def parse_time(value: Any, formats: tuple[str, ...] = ()) -> datetime | None:
                     continue
             else:
                 raise ValueError(f"unrecognised time {text!r}") from None
-    if moment.tzinfo is UTC:
-        return moment
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    if moment.tzinfo is not UTC:
+        try:
+            moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first representable UTC time
+            moment = EARLIEST_TIME - timedelta(days=1)
+    if not EARLIEST_TIME <= moment < LATEST_TIME:
+        raise ValueError(f"time {str(value)[:40]!r} is outside {EARLIEST_TIME.year}..{LATEST_TIME.year - 1}")
+    return moment
 
 
 def ticket_keys(pattern: re.Pattern[str], *texts: str | None) -> list[str]:
