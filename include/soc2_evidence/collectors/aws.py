@@ -44,7 +44,7 @@ from soc2_evidence.collectors.support.aws import AwsApi
 from soc2_evidence.core import config
 from soc2_evidence.core.config import Problem, SourceConfig
 from soc2_evidence.core.credentials import AwsSession
-from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.datasets import Dataset, may_be_empty, must_exist
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import rfc3339
 from soc2_evidence.core.staging import BundleWriter
@@ -125,6 +125,7 @@ class Options(config.Options):
 
 ACCOUNTS = Dataset(
     name="aws.accounts",
+    existence=must_exist("exists", "At least one AWS account is read"),
     item="accounts.jsonl",
     key=("account_id",),
     columns={
@@ -139,6 +140,7 @@ ACCOUNTS = Dataset(
 )
 IAM_USERS = Dataset(
     name="aws.iam_users",
+    existence=may_be_empty("An account may run on roles and single sign-on alone, with no IAM user"),
     item="iam_users.jsonl",
     key=("account_id", "user_name"),
     columns={
@@ -162,6 +164,7 @@ IAM_USERS = Dataset(
 )
 IAM_ACCESS_KEYS = Dataset(
     name="aws.iam_access_keys",
+    existence=may_be_empty("No long-lived access key at all is the goal, not a gap"),
     item="iam_access_keys.jsonl",
     key=("account_id", "key_fingerprint"),
     columns={
@@ -183,6 +186,7 @@ IAM_ACCESS_KEYS = Dataset(
 )
 PASSWORD_POLICIES = Dataset(
     name="aws.iam_password_policies",
+    existence=must_exist("exists", "A password policy record for every account read (present=false where none is set)"),
     item="iam_password_policies.jsonl",
     key=("account_id",),
     columns={
@@ -204,6 +208,7 @@ PASSWORD_POLICIES = Dataset(
 )
 S3_BUCKETS = Dataset(
     name="aws.s3_buckets",
+    existence=may_be_empty("An account need not keep data in S3"),
     item="s3_buckets.jsonl",
     key=("account_id", "bucket"),
     columns={
@@ -252,6 +257,7 @@ S3_BUCKETS = Dataset(
 )
 S3_ACCOUNT_PUBLIC_ACCESS = Dataset(
     name="aws.s3_account_public_access",
+    existence=must_exist("exists", "An account-level S3 Block Public Access record for every account read"),
     item="s3_account_public_access.jsonl",
     key=("account_id",),
     columns={
@@ -278,6 +284,7 @@ S3_ACCOUNT_PUBLIC_ACCESS = Dataset(
 )
 CLOUDTRAIL_TRAILS = Dataset(
     name="aws.cloudtrail_trails",
+    existence=may_be_empty("An account without a multi-region trail that is logging is a finding of aws.accounts.logging_trail, account by account"),
     item="cloudtrail_trails.jsonl",
     key=("arn",),
     columns={
@@ -298,6 +305,7 @@ CLOUDTRAIL_TRAILS = Dataset(
 )
 KMS_KEYS = Dataset(
     name="aws.kms_keys",
+    existence=may_be_empty("Customer-managed keys are optional: AWS-managed keys encrypt by default"),
     item="kms_keys.jsonl",
     key=("arn",),
     columns={
@@ -318,6 +326,7 @@ KMS_KEYS = Dataset(
 )
 SECURITY_GROUPS = Dataset(
     name="aws.ec2_security_groups",
+    existence=may_be_empty("A region without a VPC has no security group and nothing reachable"),
     item="ec2_security_groups.jsonl",
     key=("account_id", "region", "group_id"),
     columns={
@@ -337,6 +346,7 @@ SECURITY_GROUPS = Dataset(
 )
 RDS_INSTANCES = Dataset(
     name="aws.rds_instances",
+    existence=may_be_empty("An account need not run RDS instances"),
     item="rds_instances.jsonl",
     key=("arn",),
     columns={
@@ -370,6 +380,7 @@ RDS_INSTANCES = Dataset(
 )
 CONFIG_RECORDERS = Dataset(
     name="aws.config_recorders",
+    existence=must_exist("exists", "A Config recorder record for every region read (present=false where none exists)"),
     item="config_recorders.jsonl",
     key=("account_id", "region"),
     columns={

@@ -24,7 +24,7 @@ import msgspec
 from soc2_evidence.collectors import CollectContext
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
-from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.datasets import Dataset, must_exist
 from soc2_evidence.core.errors import CollectorError, TransientCollectorError, describe
 from soc2_evidence.core.redaction import Redactor
 from soc2_evidence.core.staging import BundleWriter, safe_segment
@@ -63,6 +63,7 @@ class Options(config.Options):
 
 COMMIT = Dataset(
     name="config_repo.commit",
+    existence=must_exist("exists", "The configuration repository's commit is recorded"),
     item="commit.json",
     key=("commit",),
     columns={
@@ -80,6 +81,7 @@ COMMIT = Dataset(
 )
 FILES = Dataset(
     name="config_repo.files",
+    existence=must_exist("exists", "The configuration repository has at least one file matching the configured patterns"),
     item="files.json",
     records="files",
     key=("path",),

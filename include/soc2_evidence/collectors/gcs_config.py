@@ -25,7 +25,7 @@ from soc2_evidence.collectors import CollectContext
 from soc2_evidence.collectors.support.gcp import gcp_error, gcp_failures
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
-from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.datasets import Dataset, must_exist
 from soc2_evidence.core.errors import CollectorError, ConfigError, describe
 from soc2_evidence.core.staging import BundleWriter
 
@@ -50,6 +50,7 @@ class Options(config.Options):
 
 BUCKETS = Dataset(
     name="gcs_config.buckets",
+    existence=must_exist("exists", "At least one configured bucket is read"),
     item="buckets.jsonl",
     key=("name",),
     columns={

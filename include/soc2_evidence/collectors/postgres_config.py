@@ -25,7 +25,7 @@ from soc2_evidence.collectors import CollectContext
 from soc2_evidence.collectors.support.postgres import connection_from_options
 from soc2_evidence.core import config
 from soc2_evidence.core.config import Problem, SourceConfig
-from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.datasets import Dataset, may_be_empty, must_exist
 from soc2_evidence.core.errors import CollectorError, describe
 from soc2_evidence.core.evidence import rfc3339
 from soc2_evidence.core.staging import BundleWriter
@@ -77,6 +77,7 @@ SECURITY_SETTINGS = (
 
 SERVER = Dataset(
     name="postgres_config.server",
+    existence=must_exist("exists", "The server's identity and what the collecting role could read are recorded"),
     item="server.json",
     key=("connection",),
     columns={
@@ -103,6 +104,7 @@ SERVER = Dataset(
 )
 ROLES = Dataset(
     name="postgres_config.roles",
+    existence=must_exist("exists", "At least one role is read (a cluster always has its bootstrap superuser)"),
     item="roles.jsonl",
     key=("role",),
     columns={
@@ -127,6 +129,7 @@ ROLES = Dataset(
 )
 MEMBERSHIPS = Dataset(
     name="postgres_config.memberships",
+    existence=may_be_empty("A cluster need not grant roles to roles"),
     item="memberships.jsonl",
     key=("role", "member", "grantor"),
     columns={"role": "string", "member": "string", "grantor": "string", "admin_option": "boolean"},
@@ -136,6 +139,7 @@ MEMBERSHIPS = Dataset(
 )
 PRIVILEGES = Dataset(
     name="postgres_config.privileges",
+    existence=may_be_empty("Nothing granted beyond owners is the least-privilege goal"),
     item="privileges.jsonl",
     key=("object_type", "object", "grantee", "grantor", "privilege"),
     columns={
@@ -168,6 +172,7 @@ PRIVILEGES = Dataset(
 )
 SETTINGS = Dataset(
     name="postgres_config.settings",
+    existence=must_exist("exists", "The server's settings are read"),
     item="settings.jsonl",
     key=("name",),
     columns={"name": "string", "setting": "string", "unit": "string", "source": "string", "visible": "boolean"},
@@ -176,6 +181,7 @@ SETTINGS = Dataset(
 )
 HBA_RULES = Dataset(
     name="postgres_config.hba_rules",
+    existence=may_be_empty("An unreadable pg_hba is a finding of postgres_config.server.hba_rules_readable"),
     item="hba_rules.jsonl",
     key=("line_number",),
     columns={
@@ -194,6 +200,7 @@ HBA_RULES = Dataset(
 )
 EXTENSIONS = Dataset(
     name="postgres_config.extensions",
+    existence=may_be_empty("A database need not install extensions"),
     item="extensions.jsonl",
     key=("name",),
     columns={"name": "string", "version": "string", "schema": "string"},

@@ -12,11 +12,12 @@ from typing import Any
 
 from soc2_evidence.archive.layout import MANIFEST_NAME
 from soc2_evidence.archive.stores.base import EvidenceStore
-from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.datasets import Dataset, must_exist
 
 STATUSES = ("passed", "failed", "missing")
 CALENDAR = Dataset(
     name="calendar.nights",
+    existence=must_exist("exists", "The calendar covers every source and night of the window"),
     item="calendar.jsonl",
     key=("night", "source"),
     columns={"night": "string", "source": "string", "status": "string", "manifests": "array"},

@@ -53,6 +53,26 @@ def control(expectation: type, dataset: Dataset, check: str, description: str, *
     return expectation(meta={"check": f"{dataset.name}.{check}", "description": description}, **kwargs)
 
 
+def existence_expectations(dataset: Dataset) -> list[Any]:
+    """The dataset's existence expectation, if it declares one: too few records is a finding of the table.
+
+    Per-record control checks pass an empty table by construction, so "at least one X exists" is
+    judged here, as a control (a finding), not as data quality (the evidence itself is sound).
+    """
+    existence = dataset.existence
+    if existence is None or existence.check is None:
+        return []
+    return [
+        control(
+            expectations.ExpectTableRowCountToBeBetween,
+            dataset,
+            existence.check,
+            existence.reason,
+            min_value=existence.minimum,
+        )
+    ]
+
+
 def quality_expectations(dataset: Dataset) -> list[Any]:
     """The data-quality suite every dataset gets: schema, keys, value sets, freshness, completeness."""
     name = dataset.name

@@ -192,15 +192,29 @@ class _Judgement:
     def check(
         self, source: str, dataset: Dataset, records: list[dict], collected_at: str, total: int | None, controls
     ) -> None:
-        """Run one dataset's suite: quality failures fail the item, control failures become findings."""
-        from soc2_evidence.validation.gx import Target
+        """Run one dataset's suite: quality failures fail the item, control failures become findings.
 
+        The dataset's existence expectation runs with its control checks, so an empty dataset that
+        must not be empty is a finding rather than a pass.
+        """
+        from soc2_evidence.validation.gx import Target, existence_expectations
+
+        if dataset.existence is None:
+            self.fail(
+                source,
+                dataset.name,
+                dataset.item,
+                f"{dataset.name}.existence",
+                "the dataset declares no position on emptiness (core.datasets.must_exist or may_be_empty), "
+                "so an empty one cannot be judged",
+            )
+            return
         target = Target(
             source=source,
             dataset=dataset,
             frame=to_frame(dataset, records, collected_at),
             parameters={**self.parameters, "reported_total": total},
-            controls=controls,
+            controls=[*existence_expectations(dataset), *controls],
         )
         checks, raw = self.validator.validate(target)
         self.results.append({"source": source, "dataset": dataset.name, "checkpoint": raw})
