@@ -72,7 +72,9 @@ class Options(config.Options):
 
 PLANS = Dataset(
     name="aws_backup.plans",
-    existence=must_exist("exists", "At least one AWS Backup plan exists: without one nothing is backed up by AWS Backup"),
+    existence=must_exist(
+        "exists", "At least one AWS Backup plan exists: without one nothing is backed up by AWS Backup"
+    ),
     item="plans.jsonl",
     key=("region", "plan_id"),
     columns={

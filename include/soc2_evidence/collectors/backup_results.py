@@ -62,7 +62,9 @@ PHASE_PROPERTY = "phase."
 RESULTS = restore_results.results_dataset(KIND, "Restore tests and backup checks reported by other tools")
 FILES = Dataset(
     name="backup_results.files",
-    existence=may_be_empty("No result file at the location leaves backup_results.results empty, a finding of backup_results.results.exists"),
+    existence=may_be_empty(
+        "No result file at the location leaves backup_results.results empty, a finding of backup_results.results.exists"
+    ),
     item="files.jsonl",
     key=("path",),
     columns={
@@ -85,7 +87,9 @@ FILES = Dataset(
 )
 COVERAGE = Dataset(
     name="backup_results.coverage",
-    existence=may_be_empty("Without expected databases, coverage follows the results seen; no result at all is a finding of backup_results.results.exists"),
+    existence=may_be_empty(
+        "Coverage follows expected databases and results seen; no result is a finding of backup_results.results.exists"
+    ),
     item="coverage.jsonl",
     key=("database",),
     columns={

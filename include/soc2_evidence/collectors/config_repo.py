@@ -81,7 +81,9 @@ COMMIT = Dataset(
 )
 FILES = Dataset(
     name="config_repo.files",
-    existence=must_exist("exists", "The configuration repository has at least one file matching the configured patterns"),
+    existence=must_exist(
+        "exists", "The configuration repository has at least one file matching the configured patterns"
+    ),
     item="files.json",
     records="files",
     key=("path",),

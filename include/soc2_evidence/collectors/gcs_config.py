@@ -50,6 +50,20 @@ class Options(config.Options):
 
 BUCKETS = Dataset(
     name="gcs_config.buckets",
+    context={
+        "project_number": "The project the bucket belongs to",
+        "location": "Where the data is",
+        "location_type": "Region, dual-region or multi-region: availability, not judged here",
+        "storage_class": "Cost class, not a control",
+        "time_created": "Dates the bucket",
+        "iam_bindings": "The bindings public is computed from",
+        "public_bindings": "Which bindings make the bucket public, for remediation",
+        "retention_period_seconds": "Not judged yet: a retention check on every bucket is left to a later change",
+        "retention_locked": "locked retention is asked of evidence buckets (the archive checks its own)",
+        "default_kms_key": "Not judged yet: a CMEK check is left to a later change",
+        "access_log_bucket": "Not judged yet: Cloud Audit Logs, not bucket logs, are the usual access record",
+        "labels": "Owner and purpose, for remediation",
+    },
     existence=must_exist("exists", "At least one configured bucket is read"),
     item="buckets.jsonl",
     key=("name",),

@@ -91,7 +91,9 @@ DETAIL_EXAMPLES = 3
 RESULTS = restore_results.results_dataset(KIND, "The restore test: backup, timings, RTO, RPO, checks, outcome")
 TABLES = Dataset(
     name="pg_restore.tables",
-    existence=may_be_empty("A restore that found no backup or failed has no tables; pg_restore.results records the failure"),
+    existence=may_be_empty(
+        "A restore that found no backup or failed has no tables; pg_restore.results records the failure"
+    ),
     item="tables.jsonl",
     key=("table",),
     columns={

@@ -77,6 +77,16 @@ SECURITY_SETTINGS = (
 
 SERVER = Dataset(
     name="postgres_config.server",
+    context={
+        "collecting_role": "Names who read the server, for the auditor",
+        "collecting_role_superuser": "Why pg_authid and pg_hba were readable; the readable_* flags are judged",
+        "database": "Which database was connected to",
+        "host": "Names the server in findings",
+        "port": "Names the server in findings",
+        "server_version": "Which version, for patching (not judged here)",
+        "server_version_num": "Which version, as a number",
+        "superuser_allow_list": "The allow-list roles.superuser_allowed was computed against",
+    },
     existence=must_exist("exists", "The server's identity and what the collecting role could read are recorded"),
     item="server.json",
     key=("connection",),
@@ -104,6 +114,15 @@ SERVER = Dataset(
 )
 ROLES = Dataset(
     name="postgres_config.roles",
+    context={
+        "bypass_rls": "A powerful attribute; not judged yet (superusers and logins are)",
+        "connection_limit": "Capacity, not access",
+        "create_db": "A powerful attribute; not judged yet (superusers and logins are)",
+        "create_role": "A powerful attribute; not judged yet (superusers and logins are)",
+        "inherit": "How memberships apply; memberships are reviewed by people, not judged here",
+        "replication": "A powerful attribute; not judged yet (superusers and logins are)",
+        "valid_until": "Password expiry; no criterion here asks for one",
+    },
     existence=must_exist("exists", "At least one role is read (a cluster always has its bootstrap superuser)"),
     item="roles.jsonl",
     key=("role",),
@@ -129,6 +148,9 @@ ROLES = Dataset(
 )
 MEMBERSHIPS = Dataset(
     name="postgres_config.memberships",
+    context={
+        "admin_option": "Who may grant the role on; memberships are reviewed by people",
+    },
     existence=may_be_empty("A cluster need not grant roles to roles"),
     item="memberships.jsonl",
     key=("role", "member", "grantor"),
@@ -139,6 +161,12 @@ MEMBERSHIPS = Dataset(
 )
 PRIVILEGES = Dataset(
     name="postgres_config.privileges",
+    context={
+        "default_acl": "Whether the grant comes from default privileges",
+        "grantable": "Whether the grantee may grant it on",
+        "owner": "The owner of the object, for remediation",
+        "schema": "Where the object is",
+    },
     existence=may_be_empty("Nothing granted beyond owners is the least-privilege goal"),
     item="privileges.jsonl",
     key=("object_type", "object", "grantee", "grantor", "privilege"),
@@ -172,6 +200,11 @@ PRIVILEGES = Dataset(
 )
 SETTINGS = Dataset(
     name="postgres_config.settings",
+    context={
+        "source": "Where the value comes from (file, default), for remediation",
+        "unit": "The unit of the value",
+        "visible": "Whether the collecting role could read the value",
+    },
     existence=must_exist("exists", "The server's settings are read"),
     item="settings.jsonl",
     key=("name",),
@@ -181,6 +214,15 @@ SETTINGS = Dataset(
 )
 HBA_RULES = Dataset(
     name="postgres_config.hba_rules",
+    context={
+        "address": "Where a rule applies; the method is judged",
+        "database": "Which databases a rule applies to; the method is judged",
+        "error": "A line the server could not parse, shown as parsed",
+        "netmask": "Where a rule applies; the method is judged",
+        "options": "Method options (e.g. clientcert)",
+        "type": "local, host, hostssl: the method is judged for every type",
+        "user_name": "Which roles a rule applies to; the method is judged",
+    },
     existence=may_be_empty("An unreadable pg_hba is a finding of postgres_config.server.hba_rules_readable"),
     item="hba_rules.jsonl",
     key=("line_number",),
@@ -200,6 +242,10 @@ HBA_RULES = Dataset(
 )
 EXTENSIONS = Dataset(
     name="postgres_config.extensions",
+    context={
+        "schema": "Where the extension is installed",
+        "version": "Which version, for patching (not judged here)",
+    },
     existence=may_be_empty("A database need not install extensions"),
     item="extensions.jsonl",
     key=("name",),
