@@ -948,13 +948,15 @@ def _security_group_controls(checks: _Checks) -> list[Any]:
 def _rds_instance_controls(checks: _Checks) -> list[Any]:
     """Databases hold the data SOC 2 protects: encrypted, private, backed up and not deletable by mistake.
 
-    An Aurora member's backups and deletion protection are its cluster's, judged in aws.rds_clusters.
+    An Aurora member's encryption, backups and deletion protection are its cluster's, judged in aws.rds_clusters.
     """
     from great_expectations.expectations.row_conditions import Column
 
     standalone = Column("cluster_id").is_null()
     return [
-        checks.equals("storage_encrypted", True, "encrypted", "DB instances encrypt their storage"),
+        checks.equals(
+            "storage_encrypted", True, "encrypted", "DB instances encrypt their storage", row_condition=standalone
+        ),
         checks.equals("publicly_accessible", False, "not_public", "DB instances are not publicly accessible"),
         checks.expect(
             checks.expectations.ExpectColumnValuesToBeBetween,
