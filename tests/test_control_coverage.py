@@ -57,6 +57,16 @@ def test_every_column_is_judged_or_documented(kind, dataset):
     assert not blank, f"{dataset.name}: context-only column(s) {', '.join(blank)} give no reason"
 
 
+@pytest.mark.parametrize(("kind", "dataset"), DATASETS, ids=[dataset.name for _, dataset in DATASETS])
+def test_every_check_tells_the_owner_how_to_fix_it(kind, dataset):
+    """A finding names the resource, the setting, the expected value, the criteria and the remediation line."""
+    from soc2_evidence.validation.gx import existence_expectations
+
+    for expectation in [*existence_expectations(dataset), *KINDS[kind].control_expectations(dataset)]:
+        remediation = (expectation.meta or {}).get("remediation", "")
+        assert remediation.strip(), f"{expectation.meta['check']} has no remediation line: pass remediation=..."
+
+
 def test_the_introspection_sees_pairs_and_row_conditions():
     """Not vacuous: the users' MFA check reads console_access through its row condition, and the admin
     check reads a column pair."""

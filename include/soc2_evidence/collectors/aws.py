@@ -690,7 +690,8 @@ class _Checks:
         self.dataset, self._control, self.expectations = dataset, control, expectations
 
     def expect(self, expectation: Any, name: str, description: str, **kwargs: Any) -> Any:
-        return self._control(expectation, self.dataset, name, description, **kwargs)
+        remediation = REMEDIATION[f"{self.dataset.name}.{name}"]
+        return self._control(expectation, self.dataset, name, description, remediation=remediation, **kwargs)
 
     def equals(self, column: str, value: Any, name: str, description: str, **condition: Any) -> Any:
         return self.expect(
@@ -744,6 +745,64 @@ class _Checks:
             name,
             description,
         )
+
+
+# The one line an owner follows to close each check's finding.
+REMEDIATION = {
+    "aws.accounts.root_mfa": "Sign in as the root user and assign an MFA device (IAM > Security credentials)",
+    "aws.accounts.no_root_access_keys": "Delete the root user's access keys; use IAM roles instead",
+    "aws.accounts.logging_trail": "Create a multi-region CloudTrail trail (or an organization trail) and start logging",
+    "aws.iam_users.console_users_have_mfa": "Assign an MFA device to the user, or remove the console password",
+    "aws.iam_users.admin_access_allow_listed": (
+        "Remove the administrator grant named in admin_grants, or add the user to admin_allow_list after review"
+    ),
+    "aws.iam_users.console_used_recently": "Delete the unused console password (login profile) of the user",
+    "aws.iam_access_keys.rotated": "Create a new key, move its users to it, then deactivate and delete the old key",
+    "aws.iam_access_keys.used_recently": "Deactivate and delete the unused access key",
+    "aws.iam_password_policies.present": "Set an account password policy (aws iam update-account-password-policy)",
+    "aws.iam_password_policies.minimum_length": f"Set MinimumPasswordLength to {MIN_PASSWORD_LENGTH} or more",
+    "aws.iam_password_policies.requires_symbols": "Set RequireSymbols in the account password policy",
+    "aws.iam_password_policies.requires_numbers": "Set RequireNumbers in the account password policy",
+    "aws.iam_password_policies.requires_uppercase": "Set RequireUppercaseCharacters in the account password policy",
+    "aws.iam_password_policies.requires_lowercase": "Set RequireLowercaseCharacters in the account password policy",
+    "aws.iam_password_policies.reuse_prevention": f"Set PasswordReusePrevention to {MIN_PASSWORD_REUSE_PREVENTION}",
+    "aws.iam_password_policies.expires_passwords": f"Set MaxPasswordAge to {MAX_PASSWORD_AGE_DAYS} days or fewer",
+    "aws.iam_password_policies.max_age": f"Lower MaxPasswordAge to {MAX_PASSWORD_AGE_DAYS} days or fewer",
+    "aws.s3_buckets.not_public_by_policy": "Remove the public statement from the bucket policy, or turn on Block "
+    "Public Access",
+    "aws.s3_buckets.not_public_by_acl": "Remove the AllUsers/AuthenticatedUsers grants from the bucket ACL, or turn "
+    "on Block Public Access",
+    "aws.s3_buckets.default_encryption": "Set default encryption (SSE-S3 or SSE-KMS) on the bucket",
+    "aws.s3_buckets.bucket_blocks_public_access": "Turn on all four Block Public Access settings of the bucket",
+    "aws.s3_buckets.versioning": "Enable versioning on the bucket",
+    "aws.s3_buckets.mfa_delete": "As the root user with MFA, enable MFA delete in the bucket's versioning",
+    "aws.s3_buckets.access_logging": "Enable server access logging to a separate log bucket",
+    "aws.s3_account_public_access.account_blocks_public_access": (
+        "Turn on all four account-level S3 Block Public Access settings"
+    ),
+    "aws.cloudtrail_trails.multi_region": "Make the trail multi-region (IsMultiRegionTrail)",
+    "aws.cloudtrail_trails.log_file_validation": "Enable log file validation on the trail",
+    "aws.cloudtrail_trails.logging": "Start logging on the trail, or delete the trail if it is not needed",
+    "aws.kms_keys.rotation_enabled": "Enable automatic key rotation",
+    "aws.kms_keys.not_public": "Replace Principal '*' in the key policy with named principals, or add a condition",
+    "aws.ec2_security_groups.no_admin_ports_open_to_world": (
+        "Restrict SSH/RDP to known addresses, or use Session Manager instead of open ports"
+    ),
+    "aws.ec2_security_groups.no_db_ports_open_to_world": (
+        "Remove the 0.0.0.0/0 or ::/0 rule on the database port; allow only the application's security group"
+    ),
+    "aws.ec2_security_groups.default_group_restricts_all_traffic": (
+        "Remove every inbound and outbound rule of the default group; use dedicated groups"
+    ),
+    "aws.rds_instances.encrypted": "Restore an encrypted copy of the instance from an encrypted snapshot",
+    "aws.rds_instances.not_public": "Set PubliclyAccessible to false (and close world-open groups listed)",
+    "aws.rds_instances.backup_retention": f"Set BackupRetentionPeriod to {MIN_BACKUP_RETENTION_DAYS} days or more",
+    "aws.rds_instances.deletion_protection": "Enable deletion protection on the instance",
+    "aws.rds_clusters.encrypted": "Restore an encrypted cluster from an encrypted snapshot",
+    "aws.rds_clusters.backup_retention": f"Set BackupRetentionPeriod to {MIN_BACKUP_RETENTION_DAYS} days or more",
+    "aws.rds_clusters.deletion_protection": "Enable deletion protection on the cluster",
+    "aws.config_recorders.recording": "Create an AWS Config recorder and delivery channel in the region, and start it",
+}
 
 
 def _account_controls(checks: _Checks) -> list[Any]:

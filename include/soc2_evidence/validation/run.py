@@ -302,6 +302,9 @@ def _finding(
     """One failing record (or, for a table-level check, the table) and the check that caught it."""
     record = records[row] if row is not None and row < len(records) else {}
     record_key = {column: record.get(column) for column in dataset.key} if record else {}
+    # What an owner acts on: the resource (record_key), the setting in effect, the value expected,
+    # the criteria and the remediation. A table-level check (existence) judges the row count.
+    setting = {column: record.get(column) for column in result.columns} if record else {"rows": len(records)}
     finding = {
         "source": source,
         "dataset": dataset.name,
@@ -309,6 +312,9 @@ def _finding(
         "description": result.description,
         "controls": list(control_map.for_check(result.check)),
         "record_key": record_key,
+        "setting": setting,
+        "expected": result.expected,
+        "remediation": result.remediation,
         "record": record,
         "detail": result.detail,
     }
