@@ -283,12 +283,31 @@ def seed_regional(session, account_id: str, buckets: dict[str, str]) -> dict:
             {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]},
         ],
     )
-    database = ec2.create_security_group(GroupName="db-open", Description="postgres")["GroupId"]
+    # A VPC whose main route table sends the internet to a gateway; one subnet has a private table of its own.
+    vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    public_subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.1.{index}.0/24", AvailabilityZone=f"us-east-1{zone}")["Subnet"][
+            "SubnetId"
+        ]
+        for index, zone in ((1, "a"), (2, "b"))
+    ]
+    private_subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.3.0/24", AvailabilityZone="us-east-1c")["Subnet"][
+        "SubnetId"
+    ]
+    gateway = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=gateway, VpcId=vpc)
+    [main_table] = ec2.describe_route_tables(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "association.main", "Values": ["true"]}]
+    )["RouteTables"]
+    ec2.create_route(RouteTableId=main_table["RouteTableId"], DestinationCidrBlock="0.0.0.0/0", GatewayId=gateway)
+    private_table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    ec2.associate_route_table(RouteTableId=private_table, SubnetId=private_subnet)
+    database = ec2.create_security_group(GroupName="db-open", Description="postgres", VpcId=vpc)["GroupId"]
     ec2.authorize_security_group_ingress(
         GroupId=database,
         IpPermissions=[{"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
     )
-    private_database = ec2.create_security_group(GroupName="db-private", Description="postgres")["GroupId"]
+    private_database = ec2.create_security_group(GroupName="db-private", Description="postgres", VpcId=vpc)["GroupId"]
     ec2.authorize_security_group_ingress(
         GroupId=private_database,
         IpPermissions=[{"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}],
@@ -305,8 +324,15 @@ def seed_regional(session, account_id: str, buckets: dict[str, str]) -> dict:
     )
 
     rds = session.client("rds", region_name=east)
+    rds.create_db_subnet_group(
+        DBSubnetGroupName="orders-subnets",
+        DBSubnetGroupDescription="orders",
+        SubnetIds=[*public_subnets, private_subnet],
+    )
     rds.create_db_instance(
         DBInstanceIdentifier="orders-db",
+        DBSubnetGroupName="orders-subnets",
+        VpcSecurityGroupIds=[database, private_database],
         Engine="postgres",
         DBInstanceClass="db.t3.micro",
         AllocatedStorage=20,
@@ -362,6 +388,8 @@ def seed_regional(session, account_id: str, buckets: dict[str, str]) -> dict:
         "web_group": web,
         "all_group": everything,
         "db_group": database,
+        "private_db_group": private_database,
+        "public_subnets": sorted(public_subnets),
         "public_key": public_key["Arn"],
         "conditional_key": conditional_key["Arn"],
         "unrotated_key": unrotated["Arn"],
@@ -771,6 +799,12 @@ def test_trails_keys_groups_databases_recorders(snapshot):
 
     databases = by(records(snapshot, aws.RDS_INSTANCES), "db_instance_id")
     orders, ledger = databases["orders-db"], databases["ledger-db"]
+    # Publicly accessible, and both other facts Prowler asks for: a group open on its port, a routed subnet.
+    assert sorted(orders["security_group_ids"]) == sorted([regional["db_group"], regional["private_db_group"]])
+    assert orders["security_groups_open_to_world"] == [regional["db_group"]]  # not db-private (10.0.0.0/8)
+    assert orders["public_subnets"] == regional["public_subnets"]  # not the subnet with a private route table
+    assert (orders["port"], orders["subnet_group"]) == (5432, "orders-subnets")
+    assert (ledger["security_groups_open_to_world"], ledger["public_subnets"]) == ([], [])
     assert (orders["storage_encrypted"], orders["publicly_accessible"], orders["deletion_protection"]) == (
         False,
         True,
@@ -822,7 +856,7 @@ def test_validation_finds_exactly_the_seeded_control_exceptions(snapshot):
         return key(f"ec2_security_groups.{check}", account_id=account, region=region, group_id=group_id)
 
     default_groups = snapshot.default_groups  # moto's default VPCs: each default group allows traffic
-    assert len(default_groups) == 3
+    assert len(default_groups) == 4  # the three default VPCs and the orders VPC
     expected = {
         # Both accounts: moto's root user has no MFA (it cannot be turned on through an API).
         key("accounts.root_mfa", account_id=first),

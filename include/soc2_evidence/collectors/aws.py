@@ -502,6 +502,7 @@ RDS_INSTANCES = Dataset(
         "security_group_ids": "array",
         "security_groups_open_to_world": "array",
         "subnet_group": "string",
+        "public_subnets": "array",
         "tags": "object",
     },
     required=(
@@ -515,6 +516,7 @@ RDS_INSTANCES = Dataset(
         "deletion_protection",
         "security_group_ids",
         "security_groups_open_to_world",
+        "public_subnets",
     ),
     context={
         "account_id": "The account of the instance",
@@ -530,7 +532,10 @@ RDS_INSTANCES = Dataset(
         "security_groups_open_to_world": (
             "Reported beside publicly_accessible rather than combined: Prowler also requires an open group"
         ),
-        "subnet_group": "The DB subnet group, whose route tables decide whether a public address is reachable",
+        "subnet_group": "The DB subnet group the subnets come from, for remediation",
+        "public_subnets": (
+            "Reported beside publicly_accessible: Prowler also requires a subnet routed to an internet gateway"
+        ),
         "tags": "Owner and purpose, for remediation",
     },
     total="rds_instances",
@@ -1654,13 +1659,16 @@ def _tags(tags: list[dict[str, str]] | None) -> dict[str, str]:
 def _rds_instances(accounts: list[_Account], totals: collections.Counter[str]) -> Iterator[dict[str, Any]]:
     """Instances, with the attached security groups that open the instance's port to the internet.
 
-    AWS reaches a publicly accessible instance only through such a group and a public subnet;
-    the flag and the groups are both reported, so neither reading is chosen for the auditor.
+    AWS reaches a publicly accessible instance only through such a group and a public subnet (one
+    whose route table sends 0.0.0.0/0 or ::/0 to an internet gateway); the flag, the groups and
+    the subnets are all reported, so neither reading is chosen for the auditor.
     """
     for account, region in _regions(accounts):
         for instance in account.api("rds", region).items("describe_db_instances", "DBInstances"):
             totals["rds_instances"] += 1
             groups = [group["VpcSecurityGroupId"] for group in instance.get("VpcSecurityGroups", [])]
+            subnet_group = instance.get("DBSubnetGroup", {})
+            subnets = [subnet["SubnetIdentifier"] for subnet in subnet_group.get("Subnets", [])]
             port = instance.get("Endpoint", {}).get("Port") or instance.get("DbInstancePort") or None
             yield {
                 "account_id": account.account_id,
@@ -1680,7 +1688,8 @@ def _rds_instances(accounts: list[_Account], totals: collections.Counter[str]) -
                 "port": port,
                 "security_group_ids": groups,
                 "security_groups_open_to_world": _groups_open_to_world(account.api("ec2", region), groups, port),
-                "subnet_group": instance.get("DBSubnetGroup", {}).get("DBSubnetGroupName"),
+                "subnet_group": subnet_group.get("DBSubnetGroupName"),
+                "public_subnets": _public_subnets(account.api("ec2", region), subnet_group.get("VpcId"), subnets),
                 "tags": _tags(instance.get("TagList")),
             }
 
@@ -1696,6 +1705,37 @@ def _groups_open_to_world(ec2: AwsApi, group_ids: list[str], port: int | None) -
         if any(port is None or _opens(rule, port) for rule in rules):
             open_groups.append(group["GroupId"])
     return sorted(open_groups)
+
+
+def _public_subnets(ec2: AwsApi, vpc_id: str | None, subnet_ids: list[str]) -> list[str]:
+    """The subnets among ``subnet_ids`` whose route table (their own, else the VPC's main one) sends the
+    internet (0.0.0.0/0 or ::/0) to an internet gateway."""
+    if not vpc_id or not subnet_ids:
+        return []
+    tables = list(ec2.items("describe_route_tables", "RouteTables", Filters=[{"Name": "vpc-id", "Values": [vpc_id]}]))
+
+    def to_internet(table: dict[str, Any]) -> bool:
+        return any(
+            str(route.get("GatewayId", "")).startswith("igw-")
+            and (
+                route.get("DestinationCidrBlock") in WORLD_CIDRS or route.get("DestinationIpv6CidrBlock") in WORLD_CIDRS
+            )
+            for route in table.get("Routes", [])
+        )
+
+    explicit = {
+        association["SubnetId"]: table
+        for table in tables
+        for association in table.get("Associations", [])
+        if association.get("SubnetId")
+    }
+    main = next(
+        (table for table in tables if any(association.get("Main") for association in table.get("Associations", []))),
+        None,
+    )
+    return sorted(
+        subnet for subnet in subnet_ids if (table := explicit.get(subnet, main)) is not None and to_internet(table)
+    )
 
 
 def _rds_clusters(accounts: list[_Account], totals: collections.Counter[str]) -> Iterator[dict[str, Any]]:
