@@ -283,6 +283,40 @@ def seed_regional(session, account_id: str, buckets: dict[str, str]) -> dict:
             {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]},
         ],
     )
+    # A VPC whose main route table sends the internet to a gateway; one subnet has a private table of its own.
+    vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    public_subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.1.{index}.0/24", AvailabilityZone=f"us-east-1{zone}")["Subnet"][
+            "SubnetId"
+        ]
+        for index, zone in ((1, "a"), (2, "b"))
+    ]
+    private_subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.3.0/24", AvailabilityZone="us-east-1c")["Subnet"][
+        "SubnetId"
+    ]
+    gateway = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=gateway, VpcId=vpc)
+    [main_table] = ec2.describe_route_tables(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "association.main", "Values": ["true"]}]
+    )["RouteTables"]
+    ec2.create_route(RouteTableId=main_table["RouteTableId"], DestinationCidrBlock="0.0.0.0/0", GatewayId=gateway)
+    private_table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    ec2.associate_route_table(RouteTableId=private_table, SubnetId=private_subnet)
+    database = ec2.create_security_group(GroupName="db-open", Description="postgres", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=database,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+    )
+    private_database = ec2.create_security_group(GroupName="db-private", Description="postgres", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=private_database,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}],
+    )
+    kms = session.client("kms", region_name=east)
+    public_key = kms.create_key(Policy=key_policy(account_id, condition=None))["KeyMetadata"]
+    kms.enable_key_rotation(KeyId=public_key["KeyId"])
+    conditional_key = kms.create_key(Policy=key_policy(account_id, condition=True))["KeyMetadata"]
+    kms.enable_key_rotation(KeyId=conditional_key["KeyId"])
     west_ec2 = session.client("ec2", region_name=west)
     everything = west_ec2.create_security_group(GroupName="all-v6", Description="debug")["GroupId"]
     west_ec2.authorize_security_group_ingress(
@@ -290,8 +324,15 @@ def seed_regional(session, account_id: str, buckets: dict[str, str]) -> dict:
     )
 
     rds = session.client("rds", region_name=east)
+    rds.create_db_subnet_group(
+        DBSubnetGroupName="orders-subnets",
+        DBSubnetGroupDescription="orders",
+        SubnetIds=[*public_subnets, private_subnet],
+    )
     rds.create_db_instance(
         DBInstanceIdentifier="orders-db",
+        DBSubnetGroupName="orders-subnets",
+        VpcSecurityGroupIds=[database, private_database],
         Engine="postgres",
         DBInstanceClass="db.t3.micro",
         AllocatedStorage=20,
@@ -314,6 +355,24 @@ def seed_regional(session, account_id: str, buckets: dict[str, str]) -> dict:
         PubliclyAccessible=False,
     )
 
+    for cluster, compliant in (("reports-cluster", False), ("ledger-cluster", True)):
+        rds.create_db_cluster(
+            DBClusterIdentifier=cluster,
+            Engine="aurora-postgresql",
+            MasterUsername="admin_user",
+            MasterUserPassword=CANARY_DB_PASSWORD,
+            StorageEncrypted=compliant,
+            BackupRetentionPeriod=7 if compliant else 1,
+            DeletionProtection=compliant,
+        )
+    rds.create_db_instance(
+        DBInstanceIdentifier="reports-1",
+        DBClusterIdentifier="reports-cluster",
+        Engine="aurora-postgresql",
+        DBInstanceClass="db.r6g.large",
+        PubliclyAccessible=False,
+    )
+
     config = session.client("config", region_name=east)
     config.put_configuration_recorder(
         ConfigurationRecorder={
@@ -328,10 +387,24 @@ def seed_regional(session, account_id: str, buckets: dict[str, str]) -> dict:
         "ssh_group": ssh,
         "web_group": web,
         "all_group": everything,
+        "db_group": database,
+        "private_db_group": private_database,
+        "public_subnets": sorted(public_subnets),
+        "public_key": public_key["Arn"],
+        "conditional_key": conditional_key["Arn"],
         "unrotated_key": unrotated["Arn"],
         "signing_key": signing["KeyMetadata"]["Arn"],
         "rotated_key": rotated["Arn"],
     }
+
+
+def key_policy(account_id: str, condition: bool | None) -> str:
+    """A key policy granting every principal use of the key: open to anyone, or only within the account."""
+    statement = {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:Decrypt", "Resource": "*"}
+    if condition:
+        statement["Condition"] = {"StringEquals": {"kms:CallerAccount": account_id}}
+    root = {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"}, "Action": "kms:*"}
+    return json.dumps({"Version": "2012-10-17", "Statement": [root | {"Resource": "*"}, statement]})
 
 
 ALL_BLOCKED = {
@@ -418,7 +491,15 @@ def snapshot(moto_env, tmp_path_factory):
         summary = extract(config, run, redaction_key=KEY, now=lambda: now)
     bundle = Bundle.load(summary["bundle"])
     validation, findings = validate(config, run, bundle)
+    default_groups = [
+        (account, region, group["GroupId"])
+        for account, region in ((first, "us-east-1"), (first, "eu-west-1"), (second, "us-east-1"))
+        for group in session_for(account)
+        .client("ec2", region_name=region)
+        .describe_security_groups(Filters=[{"Name": "group-name", "Values": ["default"]}])["SecurityGroups"]
+    ]
     return SimpleNamespace(
+        default_groups=default_groups,
         now=now,
         first=first,
         second=second,
@@ -462,8 +543,12 @@ def test_accounts_name_the_identity_that_read_them(snapshot):
         "identity_arn": f"arn:aws:sts::{snapshot.first}:assumed-role/evidence-reader/soc2-evidence",
         "home_region": "us-east-1",
         "regions": REGIONS,
+        "root_mfa_enabled": False,  # moto's root user has no MFA
+        "root_access_keys_present": False,
+        "logging_trails": 1,  # org-trail; no-validation is neither multi-region nor logging
     }
     assert accounts[snapshot.second]["regions"] == ["us-east-1"]
+    assert accounts[snapshot.second]["logging_trails"] == 0
 
 
 def test_iam_users(snapshot):
@@ -555,12 +640,22 @@ ACCOUNT_COLUMNS = (
 )
 
 
+# The checks of public exposure; each bucket's own block, versioning and logging are judged apart.
+EXPOSURE_CHECKS = (
+    "aws.s3_account_public_access.account_blocks_public_access",
+    "aws.s3_buckets.not_public_by_policy",
+    "aws.s3_buckets.not_public_by_acl",
+    "aws.s3_buckets.default_encryption",
+)
+
+
 def s3_findings(findings: list[dict], account: str) -> set[tuple[str, str | None]]:
-    """(check, bucket) of the S3 findings of ``account``; bucket None for the account's own."""
+    """(check, bucket) of the public-exposure and encryption findings of ``account``; bucket None for the
+    account's own."""
     return {
         (finding["check"], finding["record_key"].get("bucket"))
         for finding in findings
-        if finding["check"].startswith("aws.s3_") and finding["record_key"].get("account_id") == account
+        if finding["check"] in EXPOSURE_CHECKS and finding["record_key"].get("account_id") == account
     }
 
 
@@ -678,7 +773,15 @@ def test_trails_keys_groups_databases_recorders(snapshot):
 
     keys = by(records(snapshot, aws.KMS_KEYS), "arn")
     regional = snapshot.regional
-    assert set(keys) == {regional["rotated_key"], regional["unrotated_key"], regional["signing_key"]}
+    assert set(keys) == {
+        regional["rotated_key"],
+        regional["unrotated_key"],
+        regional["signing_key"],
+        regional["public_key"],
+        regional["conditional_key"],
+    }
+    # '*' without a condition is open to anyone; with the caller-account condition it is not.
+    assert [arn for arn, key in keys.items() if key["policy_allows_everyone"]] == [regional["public_key"]]
     assert keys[regional["rotated_key"]]["rotation_enabled"] is True
     assert keys[regional["unrotated_key"]]["rotation_enabled"] is False
     assert keys[regional["signing_key"]]["rotation_enabled"] is None  # asymmetric keys cannot rotate
@@ -696,6 +799,12 @@ def test_trails_keys_groups_databases_recorders(snapshot):
 
     databases = by(records(snapshot, aws.RDS_INSTANCES), "db_instance_id")
     orders, ledger = databases["orders-db"], databases["ledger-db"]
+    # Publicly accessible, and both other facts Prowler asks for: a group open on its port, a routed subnet.
+    assert sorted(orders["security_group_ids"]) == sorted([regional["db_group"], regional["private_db_group"]])
+    assert orders["security_groups_open_to_world"] == [regional["db_group"]]  # not db-private (10.0.0.0/8)
+    assert orders["public_subnets"] == regional["public_subnets"]  # not the subnet with a private route table
+    assert (orders["port"], orders["subnet_group"]) == (5432, "orders-subnets")
+    assert (ledger["security_groups_open_to_world"], ledger["public_subnets"]) == ([], [])
     assert (orders["storage_encrypted"], orders["publicly_accessible"], orders["deletion_protection"]) == (
         False,
         True,
@@ -732,41 +841,75 @@ def test_validation_finds_exactly_the_seeded_control_exceptions(snapshot):
     def key(check: str, **record_key) -> tuple:
         return (f"aws.{check}", tuple(sorted(record_key.items())))
 
+    second = snapshot.second
     arn = f"arn:aws:rds:us-east-1:{first}:db:orders-db"
+    cluster = f"arn:aws:rds:us-east-1:{first}:cluster:reports-cluster"
     carol_key = hashlib.sha256(snapshot.iam["key_ids"]["carol"].encode()).hexdigest()[:16]
-    assert found == {
+    first_buckets = [buckets[kind] for kind in ("public", "blocked", "acl", "plain", "logs")]
+    second_buckets = [f"private-{second}", f"open-{second}"]
+    every_bucket = [(first, name) for name in first_buckets] + [(second, name) for name in second_buckets]
+
+    def bucket_findings(check: str, found_in: list[tuple[str, str]]) -> set[tuple]:
+        return {key(f"s3_buckets.{check}", account_id=account, bucket=name) for account, name in found_in}
+
+    def group(check: str, account: str, region: str, group_id: str) -> tuple:
+        return key(f"ec2_security_groups.{check}", account_id=account, region=region, group_id=group_id)
+
+    default_groups = snapshot.default_groups  # moto's default VPCs: each default group allows traffic
+    assert len(default_groups) == 4  # the three default VPCs and the orders VPC
+    expected = {
+        # Both accounts: moto's root user has no MFA (it cannot be turned on through an API).
+        key("accounts.root_mfa", account_id=first),
+        key("accounts.root_mfa", account_id=second),
+        # The second account has no CloudTrail trail at all: an absence is a finding, not a pass.
+        key("accounts.logging_trail", account_id=second),
         key("iam_users.console_users_have_mfa", account_id=first, user_name="bob"),
+        # Console logins never used since created KEY_CLOCK_SHIFT ago.
+        key("iam_users.console_used_recently", account_id=first, user_name="alice"),
+        key("iam_users.console_used_recently", account_id=first, user_name="bob"),
         key("iam_users.admin_access_allow_listed", account_id=first, user_name="mallory"),
         key("iam_users.admin_access_allow_listed", account_id=first, user_name="ops"),
         key("iam_access_keys.rotated", account_id=first, key_fingerprint=carol_key),  # dave's is inactive
+        key("iam_access_keys.used_recently", account_id=first, key_fingerprint=carol_key),
+        # The first account has no password policy; the second's lacks complexity and expiry.
         key("iam_password_policies.present", account_id=first),
+        *(
+            key(f"iam_password_policies.{check}", account_id=second)
+            for check in ("requires_numbers", "requires_uppercase", "requires_lowercase", "expires_passwords")
+        ),
         key("s3_account_public_access.account_blocks_public_access", account_id=first),
         key("s3_buckets.not_public_by_policy", account_id=first, bucket=buckets["public"]),
         key("s3_buckets.not_public_by_acl", account_id=first, bucket=buckets["acl"]),
         key("s3_buckets.default_encryption", account_id=first, bucket=buckets["plain"]),
+        *bucket_findings("bucket_blocks_public_access", [b for b in every_bucket if b[1] != buckets["blocked"]]),
+        # Only the Object Lock bucket keeps versions (Object Lock turns versioning on).
+        *bucket_findings("versioning", [b for b in every_bucket if b[1] != buckets["logs"]]),
+        *bucket_findings("mfa_delete", every_bucket),
+        *bucket_findings("access_logging", every_bucket),
         *(
             key(f"cloudtrail_trails.{check}", arn=f"arn:aws:cloudtrail:eu-west-1:{first}:trail/no-validation")
             for check in ("multi_region", "log_file_validation", "logging")
         ),
         key("kms_keys.rotation_enabled", arn=regional["unrotated_key"]),
-        key(
-            "ec2_security_groups.no_admin_ports_open_to_world",
-            account_id=first,
-            region="us-east-1",
-            group_id=regional["ssh_group"],
-        ),
-        key(
-            "ec2_security_groups.no_admin_ports_open_to_world",
-            account_id=first,
-            region="eu-west-1",
-            group_id=regional["all_group"],
-        ),
+        key("kms_keys.not_public", arn=regional["public_key"]),
+        group("no_admin_ports_open_to_world", first, "us-east-1", regional["ssh_group"]),
+        group("no_admin_ports_open_to_world", first, "eu-west-1", regional["all_group"]),
+        group("no_db_ports_open_to_world", first, "us-east-1", regional["db_group"]),
+        group("no_db_ports_open_to_world", first, "eu-west-1", regional["all_group"]),
+        *(group("default_group_restricts_all_traffic", *default) for default in default_groups),
         *(
             key(f"rds_instances.{check}", arn=arn)
             for check in ("encrypted", "not_public", "backup_retention", "deletion_protection")
         ),
+        # The Aurora member reports-1 is judged through its cluster, not again on its own.
+        *(
+            key(f"rds_clusters.{check}", arn=cluster)
+            for check in ("encrypted", "backup_retention", "deletion_protection")
+        ),
         key("config_recorders.recording", account_id=first, region="eu-west-1"),
     }
+    assert found == expected
+    assert len(expected) == 66  # at least 30 planted violations, as issue 15 asks
     criteria = {criterion for finding in snapshot.findings for criterion in finding["controls"]}
     assert {"CC6.1", "CC6.3", "CC6.6", "CC7.1", "CC7.2", "A1.2"} <= criteria
     assert {"CC6.6", "CC7.2", "A1.2"} <= set(snapshot.validation["controls"])
@@ -842,7 +985,7 @@ def test_no_known_region_at_all(moto_aws, tmp_path):
 
 
 ACCOUNT = {"id": "123456789012", "regions": ["us-east-1"]}
-VALID_KEYS = "valid keys: accounts, conn_id, max_access_key_age_days, admin_allow_list"
+VALID_KEYS = "valid keys: accounts, conn_id, max_access_key_age_days, max_unused_days, admin_allow_list"
 
 
 @pytest.mark.parametrize(

@@ -46,11 +46,14 @@ def module_of(kind: str) -> ModuleType:
 
 
 def checks_of(owner: str, datasets, control_expectations) -> dict[str, list[str]]:
-    """Each dataset's control check names, as validation builds them (``meta["check"]``, from gx.control)."""
+    """Each dataset's control check names, existence check included, as validation builds them
+    (``meta["check"]``, from gx.control)."""
+    from soc2_evidence.validation.gx import existence_expectations
+
     checks = {}
     for dataset in datasets:
         names = []
-        for expectation in control_expectations(dataset):
+        for expectation in [*existence_expectations(dataset), *control_expectations(dataset)]:
             check = (expectation.meta or {}).get("check")
             assert check, (
                 f"{owner}: a control expectation of {dataset.name} has no meta['check']: build it with gx.control"
@@ -119,6 +122,21 @@ def test_datasets_are_validatable_and_named_for_their_kind(kind):
         values = [getattr(dataset, attribute) for dataset in module.DATASETS]
         repeated = sorted({value for value in values if values.count(value) > 1})
         assert not repeated, f"collector {kind}: two datasets in {path} share the {attribute} {', '.join(repeated)}"
+
+
+@pytest.mark.parametrize("kind", [*collectors.KINDS, "calendar"])
+def test_every_dataset_declares_its_position_on_emptiness(kind):
+    """Per-record checks pass an empty dataset, so each dataset says whether empty is a finding or why it is fine."""
+    datasets = [calendar.CALENDAR] if kind == "calendar" else module_of(kind).DATASETS
+    for dataset in datasets:
+        existence = dataset.existence
+        assert existence is not None, (
+            f"{kind}: dataset {dataset.name} declares no position on emptiness: add existence=must_exist(check, "
+            "reason) (an empty dataset is a finding) or existence=may_be_empty(reason) (why empty is fine) to its "
+            "Dataset (core/datasets.py)"
+        )
+        assert existence.reason.strip(), f"{kind}: dataset {dataset.name}: existence has no reason"
+        assert existence.minimum >= 1, f"{kind}: dataset {dataset.name}: existence minimum must be at least 1"
 
 
 @pytest.mark.parametrize("owner", [*collectors.KINDS, "validation (calendar)"])

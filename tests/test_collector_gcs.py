@@ -169,13 +169,13 @@ def test_buckets_from_the_emulator(extract, buckets):
     assert public["public_bindings"] == [{"role": "roles/storage.objectViewer", "member": "allUsers"}]
 
 
-def test_findings_through_validate_run(extract, buckets, configure, run):
+def validate(summary, configure, run) -> tuple[dict, list[dict]]:
+    """validate_run over the staged bucket snapshot, as the validate task runs it: its summary and findings."""
     from soc2_evidence.archive.stores import open_store
     from soc2_evidence.collectors import collector_for
     from soc2_evidence.validation.controls import load_control_map
     from soc2_evidence.validation.run import ValidationSettings, summary_of, validate_run
 
-    summary = extract(project=PROJECT, prefix=buckets.prefix)
     config = configure(project=PROJECT)
     validation = validate_run(
         [Bundle.load(summary["bundle"])],
@@ -194,16 +194,93 @@ def test_findings_through_validate_run(extract, buckets, configure, run):
         checks_of=collector_for,
         now=collected_after(run),
     )
-    outcome = summary_of(validation)
-    assert outcome["status"] == "passed", outcome["failures"]
     findings_path = next(item.path for item in validation.items if item.item.name == "findings.jsonl")
     findings = [json.loads(line) for line in findings_path.read_bytes().splitlines()]
-    assert sorted((finding["check"], finding["record_key"]["name"]) for finding in findings) == [
-        ("gcs_config.buckets.not_public", buckets.public),
-        ("gcs_config.buckets.uniform_access", buckets.public),
-        ("gcs_config.buckets.versioning", buckets.public),
+    return summary_of(validation), [finding for finding in findings if finding["dataset"] == BUCKETS.name]
+
+
+def compliant(bucket) -> None:
+    """Every setting the checks ask for: the look-alikes below each break exactly one of them."""
+    bucket.versioning_enabled = True
+    bucket.iam_configuration.uniform_bucket_level_access_enabled = True
+    bucket.iam_configuration.public_access_prevention = "enforced"
+    bucket.retention_period = 86400
+    bucket.default_kms_key_name = KMS_KEY
+    bucket.enable_logging("access-logs")
+
+
+# One planted violation per bucket (the bucket's name says which), so the findings must be exactly these.
+PLANTED = {
+    "no-versioning": {"gcs_config.buckets.versioning"},
+    "fine-grained-acl": {"gcs_config.buckets.uniform_access"},
+    "inherited-prevention": {"gcs_config.buckets.public_access_prevented"},
+    "no-retention": {"gcs_config.buckets.retention_policy"},
+    "google-managed-key": {"gcs_config.buckets.cmek"},
+    "no-logging": {"gcs_config.buckets.access_logging"},
+    "all-users": {"gcs_config.buckets.public_access_prevented", "gcs_config.buckets.not_public"},
+    "all-authenticated": {"gcs_config.buckets.public_access_prevented", "gcs_config.buckets.not_public"},
+}
+
+
+@pytest.fixture
+def planted(emulator):
+    """Eight planted buckets and five compliant look-alikes under a unique prefix."""
+    prefix = f"soc2p-{uuid.uuid4().hex[:10]}-"
+    for name in (*PLANTED, "compliant", "private-group", "service-account", "long-retention", "dual-label"):
+        bucket = emulator.create_bucket(f"{prefix}{name}")
+        compliant(bucket)
+        bucket.labels = {"case": name}
+        if name == "no-versioning":
+            bucket.versioning_enabled = False
+        elif name == "fine-grained-acl":
+            bucket.iam_configuration.uniform_bucket_level_access_enabled = False
+        elif name in ("inherited-prevention", "all-users", "all-authenticated"):
+            bucket.iam_configuration.public_access_prevention = "inherited"
+        elif name == "no-retention":
+            bucket.retention_period = None
+        elif name == "google-managed-key":
+            bucket.default_kms_key_name = None
+        elif name == "no-logging":
+            bucket.disable_logging()
+        elif name == "long-retention":
+            bucket.retention_period = 7 * 365 * 86400
+        bucket.patch()
+        members = {
+            "all-users": {"allUsers"},
+            "all-authenticated": {"allAuthenticatedUsers"},
+            # Look-alikes: bindings that are not public.
+            "private-group": {"group:auditors@acme.example"},
+            "service-account": {"serviceAccount:etl@acme.iam.gserviceaccount.com"},
+        }.get(name)
+        if members:
+            policy = bucket.get_iam_policy(requested_policy_version=3)
+            policy.bindings.append({"role": "roles/storage.objectViewer", "members": members})
+            bucket.set_iam_policy(policy)
+    return prefix
+
+
+def test_planted_buckets_give_exactly_the_planted_findings(extract, planted, configure, run):
+    outcome, findings = validate(extract(project=PROJECT, prefix=planted), configure, run)
+    assert outcome["status"] == "passed", outcome["failures"]
+    found = {(finding["record_key"]["name"].removeprefix(planted), finding["check"]) for finding in findings}
+    assert found == {(name, check) for name, checks in PLANTED.items() for check in checks}
+    assert len(found) >= 10
+    # Each finding tells the owner what to do: the setting in effect, the value expected, how to fix it.
+    [retention] = [finding for finding in findings if finding["check"] == "gcs_config.buckets.retention_policy"]
+    assert retention["setting"] == {"retention_period_seconds": None}
+    assert retention["expected"] == "not null"
+    assert retention["remediation"].startswith("Set a retention policy")
+    assert retention["controls"] == ["A1.2"]
+
+
+def test_no_bucket_at_all_is_a_finding_not_a_pass(extract, emulator, configure, run):
+    """A prefix that matches nothing: every per-bucket check would pass, so the absence itself is the finding."""
+    outcome, findings = validate(extract(project=PROJECT, prefix=f"soc2none-{uuid.uuid4().hex[:10]}-"), configure, run)
+    assert outcome["status"] == "passed", outcome["failures"]
+    assert [(finding["check"], finding["record_key"], finding["setting"]) for finding in findings] == [
+        ("gcs_config.buckets.exists", {}, {"rows": 0})
     ]
-    assert all(finding["controls"] for finding in findings)
+    assert findings[0]["expected"] == ">= 1 rows"
 
 
 def test_unchanged_buckets_give_identical_items(extract, buckets):
@@ -280,6 +357,10 @@ def test_public_access_prevention_overrides_a_leftover_public_binding(tmp_path):
         "gcs_config.buckets.not_public": [1],
         "gcs_config.buckets.uniform_access": [1],
         "gcs_config.buckets.versioning": [1],
+        "gcs_config.buckets.public_access_prevented": [1],
+        "gcs_config.buckets.retention_policy": [1],
+        "gcs_config.buckets.cmek": [1],
+        "gcs_config.buckets.access_logging": [1],
     }
 
 

@@ -294,7 +294,19 @@ def test_findings_through_validate_run(extract, objects, configure, run):
     assert ("postgres_config.settings.connections_logged" in checks) == (
         settings["log_connections"]["setting"] == "off"
     )
+    assert ("postgres_config.settings.disconnections_logged" in checks) == (
+        settings["log_disconnections"]["setting"] != "on"
+    )
+    assert ("postgres_config.settings.ddl_logged" in checks) == (
+        settings["log_statement"]["setting"] not in ("ddl", "mod", "all")
+    )
+    assert "postgres_config.settings.setting_readable" not in checks  # a superuser reads every setting
     assert "postgres_config.settings.scram_password_encryption" not in checks
+    # Each finding tells the owner what to do: the setting in effect, the value expected, how to fix it.
+    [md5] = [finding for finding in findings if finding["check"] == "postgres_config.roles.scram_passwords"]
+    assert md5["setting"] == {"password_type": "md5"}
+    assert md5["expected"] == "= 'scram-sha-256'"
+    assert "SCRAM" in md5["remediation"]
     trust_lines = [row["line_number"] for row in records(summary, "hba_rules.jsonl") if row["auth_method"] == "trust"]
     assert sorted(
         finding["record_key"]["line_number"]
@@ -306,13 +318,22 @@ def test_findings_through_validate_run(extract, objects, configure, run):
 
 def test_unreadable_evidence_becomes_findings(extract, objects, configure, run):
     dsn = f"postgresql://{objects.app}@127.0.0.1:5432/test"
-    outcome, findings = validate(extract(dsn=dsn), configure, run, dsn=dsn)
+    summary = extract(dsn=dsn)
+    outcome, findings = validate(summary, configure, run, dsn=dsn)
     assert outcome["status"] == "passed", outcome["failures"]
     server_checks = {finding["check"] for finding in findings if finding["dataset"] == "postgres_config.server"}
     assert server_checks == {
         "postgres_config.server.role_passwords_readable",
         "postgres_config.server.hba_rules_readable",
     }
+    # A setting the role could not read is a finding, never a silent pass of the check that needs it.
+    unreadable = {
+        finding["record_key"]["name"]
+        for finding in findings
+        if finding["check"] == "postgres_config.settings.setting_readable"
+    }
+    assert unreadable == {row["name"] for row in records(summary, "settings.jsonl") if not row["visible"]}
+    assert "ssl_ciphers" in unreadable  # superuser-only (pg_read_all_settings): not vacuous
 
 
 # --- connections and secrets ------------------------------------------------------------------------------------

@@ -371,9 +371,14 @@ def test_access_key_age_in_whole_days(created, now, days):
     iam = SimpleNamespace(call=lambda operation, **kwargs: {"AccessKeyLastUsed": {}})
     key = {"AccessKeyId": "AKIAEXAMPLEKEY0001", "UserName": "carol", "Status": "Active", "CreateDate": at(created)}
     record = aws._access_key_record(
-        SimpleNamespace(account_id="123456789012"), iam, SimpleNamespace(max_access_key_age_days=90), at(now), key
+        SimpleNamespace(account_id="123456789012"),
+        iam,
+        SimpleNamespace(max_access_key_age_days=90, max_unused_days=45),
+        at(now),
+        key,
     )
     assert record["age_days"] == days
+    assert record["unused_days"] == days  # never used: unused since it was created
 
 
 @pytest.mark.parametrize(

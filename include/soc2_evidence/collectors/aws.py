@@ -9,7 +9,8 @@ connection, resolved by :mod:`soc2_evidence.core.credentials`: outside Airflow l
 access key id, password the secret, extra may hold ``region_name``, ``endpoint_url`` and
 ``aws_session_token``; under Airflow the amazon provider's hook reads it; without it boto3's
 standard chain applies, with ``AWS_ENDPOINT_URL*``), ``max_access_key_age_days``
-(default 90) and ``admin_allow_list`` (IAM user ARNs allowed administrator access, default none).
+(default 90), ``max_unused_days`` (console logins and active keys unused longer are findings,
+default 45) and ``admin_allow_list`` (IAM user ARNs allowed administrator access, default none).
 Whether each region exists, and is enabled for its account, is checked when collecting.
 
 Every dataset is a JSON Lines item streamed record by record from paginators, so memory stays
@@ -44,7 +45,7 @@ from soc2_evidence.collectors.support.aws import AwsApi
 from soc2_evidence.core import config
 from soc2_evidence.core.config import Problem, SourceConfig
 from soc2_evidence.core.credentials import AwsSession
-from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.datasets import Dataset, may_be_empty, must_exist
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import rfc3339
 from soc2_evidence.core.staging import BundleWriter
@@ -57,7 +58,11 @@ VERSION = "1.0.0"
 WORKERS = 8
 ROLE_SESSION_NAME = "soc2-evidence"
 DEFAULT_MAX_ACCESS_KEY_AGE_DAYS = 90
+# Prowler's SOC 2 mapping (CC1.3) holds console logins and access keys to 45 days without use.
+DEFAULT_MAX_UNUSED_DAYS = 45
 ADMIN_PORTS = (22, 3389)
+# SQL Server (and its browser), MySQL, PostgreSQL, Redis, MongoDB: Prowler's database-port checks.
+DB_PORTS = (1433, 1434, 3306, 5432, 6379, 27017, 27018)
 WORLD_CIDRS = ("0.0.0.0/0", "::/0")
 ADMINISTRATOR_ACCESS = re.compile(r"^arn:aws[\w-]*:iam::aws:policy/AdministratorAccess$")
 AWS_MANAGED_POLICY = re.compile(r"^arn:aws[\w-]*:iam::aws:policy/")
@@ -66,6 +71,8 @@ PUBLIC_GRANTEES = (
     "http://acs.amazonaws.com/groups/global/AuthenticatedUsers",
 )
 MIN_PASSWORD_LENGTH = 14  # CIS AWS Foundations 1.8
+MIN_PASSWORD_REUSE_PREVENTION = 24  # CIS AWS Foundations 1.9
+MAX_PASSWORD_AGE_DAYS = 90
 MIN_BACKUP_RETENTION_DAYS = 7
 _ROLE_ARN = re.compile(r"^arn:aws[\w-]*:iam::(\d{12}):role/[\w+=,.@/-]+$")
 
@@ -108,6 +115,7 @@ class Options(config.Options):
         | None
     ) = None
     max_access_key_age_days: config.PositiveInt = DEFAULT_MAX_ACCESS_KEY_AGE_DAYS
+    max_unused_days: config.PositiveInt = DEFAULT_MAX_UNUSED_DAYS
     admin_allow_list: Annotated[
         list[str], msgspec.Meta(description="ARNs of IAM users allowed administrator access")
     ] = msgspec.field(default_factory=list)
@@ -125,6 +133,7 @@ class Options(config.Options):
 
 ACCOUNTS = Dataset(
     name="aws.accounts",
+    existence=must_exist("exists", "At least one AWS account is read"),
     item="accounts.jsonl",
     key=("account_id",),
     columns={
@@ -133,12 +142,32 @@ ACCOUNTS = Dataset(
         "identity_arn": "string",
         "home_region": "string",
         "regions": "array",
+        "root_mfa_enabled": "boolean",
+        "root_access_keys_present": "boolean",
+        "logging_trails": "integer",
     },
-    required=("identity_arn", "home_region", "regions"),
-    description="The accounts and regions read, and the identity that read them",
+    required=(
+        "identity_arn",
+        "home_region",
+        "regions",
+        "root_mfa_enabled",
+        "root_access_keys_present",
+        "logging_trails",
+    ),
+    context={
+        "role_arn": "Names how the account was read; not a setting of the account",
+        "identity_arn": "Names who read the account, for the auditor",
+        "home_region": "Where global calls were made; not a setting of the account",
+        "regions": "The scope read; each region's recorder and groups are judged in their own datasets",
+    },
+    description=(
+        "The accounts and regions read, the identity that read them, the root user's MFA and access keys "
+        "(IAM account summary) and how many multi-region trails that are logging the account sees"
+    ),
 )
 IAM_USERS = Dataset(
     name="aws.iam_users",
+    existence=may_be_empty("An account may run on roles and single sign-on alone, with no IAM user"),
     item="iam_users.jsonl",
     key=("account_id", "user_name"),
     columns={
@@ -148,6 +177,8 @@ IAM_USERS = Dataset(
         "created": "string",
         "console_access": "boolean",
         "password_last_used": "string",
+        "console_unused_days": "integer",
+        "max_unused_days": "integer",
         "mfa_devices": "integer",
         "mfa_enabled": "boolean",
         "access_keys": "integer",
@@ -156,12 +187,32 @@ IAM_USERS = Dataset(
         "admin_grants": "array",
         "admin_allow_listed": "boolean",
     },
-    required=("arn", "created", "console_access", "mfa_devices", "mfa_enabled", "access_keys", "groups", "admin"),
+    required=(
+        "arn",
+        "created",
+        "console_access",
+        "max_unused_days",
+        "mfa_devices",
+        "mfa_enabled",
+        "access_keys",
+        "groups",
+        "admin",
+    ),
+    context={
+        "arn": "Names the user in findings and in the admin allow-list",
+        "created": "Dates the user; console inactivity counts from it when the password was never used",
+        "password_last_used": "The fact console_unused_days is computed from",
+        "mfa_devices": "The count mfa_enabled is computed from",
+        "access_keys": "How many keys; each key is judged in aws.iam_access_keys",
+        "groups": "Where a group grant of admin_grants comes from",
+        "admin_grants": "Which policy or group grants the administrator access judged by admin",
+    },
     total="iam_users",
     description="IAM users: console access, MFA, groups and administrator access (direct, inline or by group)",
 )
 IAM_ACCESS_KEYS = Dataset(
     name="aws.iam_access_keys",
+    existence=may_be_empty("No long-lived access key at all is the goal, not a gap"),
     item="iam_access_keys.jsonl",
     key=("account_id", "key_fingerprint"),
     columns={
@@ -175,14 +226,24 @@ IAM_ACCESS_KEYS = Dataset(
         "max_age_days": "integer",
         "last_used_date": "string",
         "last_used_service": "string",
+        "unused_days": "integer",
+        "max_unused_days": "integer",
     },
-    required=("user_name", "status", "created", "age_days", "max_age_days"),
+    required=("user_name", "status", "created", "age_days", "max_age_days", "unused_days", "max_unused_days"),
+    context={
+        "user_name": "The key's owner, named in findings",
+        "key_id_suffix": "The last four characters, as the console shows them, to find the key",
+        "created": "The fact age_days is computed from",
+        "last_used_date": "The fact unused_days is computed from",
+        "last_used_service": "What the key was last used for, for the owner deciding to delete it",
+    },
     value_sets={"status": ("Active", "Inactive")},
     total="iam_access_keys",
     description="IAM access keys by fingerprint (SHA-256 of the key id): status, age and last use",
 )
 PASSWORD_POLICIES = Dataset(
     name="aws.iam_password_policies",
+    existence=must_exist("exists", "A password policy record for every account read (present=false where none is set)"),
     item="iam_password_policies.jsonl",
     key=("account_id",),
     columns={
@@ -200,10 +261,15 @@ PASSWORD_POLICIES = Dataset(
         "hard_expiry": "boolean",
     },
     required=("present",),
+    context={
+        "allow_users_to_change": "Convenience, not a control: rotation is judged by max_age_days",
+        "hard_expiry": "Whether an expired password needs an administrator; no criterion asks for either",
+    },
     description="The IAM account password policy of each account (present=false when none is set)",
 )
 S3_BUCKETS = Dataset(
     name="aws.s3_buckets",
+    existence=may_be_empty("An account need not keep data in S3"),
     item="s3_buckets.jsonl",
     key=("account_id", "bucket"),
     columns={
@@ -225,6 +291,8 @@ S3_BUCKETS = Dataset(
         "acl_is_public": "boolean",
         "default_encryption": "string",
         "versioning": "string",
+        "mfa_delete": "boolean",
+        "access_logging": "boolean",
         "object_lock": "boolean",
     },
     required=(
@@ -238,8 +306,23 @@ S3_BUCKETS = Dataset(
         "policy_is_public",
         "acl_is_public",
         "versioning",
+        "mfa_delete",
+        "access_logging",
         "object_lock",
     ),
+    context={
+        "region": "Where the bucket is, for remediation",
+        "created": "Dates the bucket",
+        "block_public_acls": "One of the four settings public_access_block_all is computed from",
+        "ignore_public_acls": "One of the four settings public_access_block_all is computed from",
+        "block_public_policy": "One of the four settings public_access_block_all is computed from",
+        "restrict_public_buckets": "One of the four settings public_access_block_all is computed from",
+        "account_block_public_acls": "The account-level setting effective_public_access_block_all combines",
+        "account_ignore_public_acls": "The account-level setting effective_public_access_block_all combines",
+        "account_block_public_policy": "The account-level setting effective_public_access_block_all combines",
+        "account_restrict_public_buckets": "The account-level setting effective_public_access_block_all combines",
+        "object_lock": "WORM retention is asked of evidence buckets only (the archive checks its own store)",
+    },
     value_sets={
         "versioning": ("Enabled", "Suspended", "Disabled"),
         "default_encryption": ("AES256", "aws:kms", "aws:kms:dsse"),
@@ -247,11 +330,12 @@ S3_BUCKETS = Dataset(
     total="s3_buckets",
     description=(
         "S3 buckets: public access block at bucket level, at account level and in effect (either level), "
-        "policy and ACL exposure, encryption, versioning"
+        "policy and ACL exposure, encryption, versioning, MFA delete, server access logging"
     ),
 )
 S3_ACCOUNT_PUBLIC_ACCESS = Dataset(
     name="aws.s3_account_public_access",
+    existence=must_exist("exists", "An account-level S3 Block Public Access record for every account read"),
     item="s3_account_public_access.jsonl",
     key=("account_id",),
     columns={
@@ -262,6 +346,13 @@ S3_ACCOUNT_PUBLIC_ACCESS = Dataset(
         "block_public_policy": "boolean",
         "restrict_public_buckets": "boolean",
         "all_blocked": "boolean",
+    },
+    context={
+        "configured": "Whether any account-level block is set; all_blocked judges the settings",
+        "block_public_acls": "One of the four settings all_blocked is computed from",
+        "ignore_public_acls": "One of the four settings all_blocked is computed from",
+        "block_public_policy": "One of the four settings all_blocked is computed from",
+        "restrict_public_buckets": "One of the four settings all_blocked is computed from",
     },
     required=(
         "configured",
@@ -278,6 +369,9 @@ S3_ACCOUNT_PUBLIC_ACCESS = Dataset(
 )
 CLOUDTRAIL_TRAILS = Dataset(
     name="aws.cloudtrail_trails",
+    existence=may_be_empty(
+        "An account without a multi-region trail that is logging is a finding of aws.accounts.logging_trail"
+    ),
     item="cloudtrail_trails.jsonl",
     key=("arn",),
     columns={
@@ -293,11 +387,20 @@ CLOUDTRAIL_TRAILS = Dataset(
         "kms_key_id": "string",
     },
     required=("account_id", "region", "name", "multi_region", "log_file_validation", "is_logging"),
+    context={
+        "account_id": "The account the trail was listed in",
+        "region": "The trail's home region",
+        "name": "Names the trail in findings",
+        "organization_trail": "Whether the trail covers an AWS Organization; either kind counts",
+        "s3_bucket": "Where the logs go, for the auditor to follow",
+        "kms_key_id": "Whether log files are encrypted with a customer key; not asked by SOC 2 criteria here",
+    },
     total="cloudtrail_trails",
     description="CloudTrail trails, once each from their home region, with their logging status",
 )
 KMS_KEYS = Dataset(
     name="aws.kms_keys",
+    existence=may_be_empty("Customer-managed keys are optional: AWS-managed keys encrypt by default"),
     item="kms_keys.jsonl",
     key=("arn",),
     columns={
@@ -311,13 +414,28 @@ KMS_KEYS = Dataset(
         "key_usage": "string",
         "origin": "string",
         "rotation_enabled": "boolean",
+        "policy_allows_everyone": "boolean",
     },
-    required=("account_id", "region", "key_id", "key_state", "key_spec"),
+    required=("account_id", "region", "key_id", "key_state", "key_spec", "policy_allows_everyone"),
+    context={
+        "account_id": "The account of the key",
+        "region": "The region of the key",
+        "key_id": "Names the key in findings",
+        "created": "Dates the key",
+        "key_state": "Why rotation_enabled is null (pending deletion, imported)",
+        "key_spec": "Why rotation_enabled is null (asymmetric keys cannot rotate)",
+        "key_usage": "What the key is for",
+        "origin": "Why rotation_enabled is null (imported or external key material)",
+    },
     total="kms_keys",
-    description="Customer-managed KMS keys; rotation_enabled is null where AWS cannot rotate the key",
+    description=(
+        "Customer-managed KMS keys: rotation (null where AWS cannot rotate the key) and whether the key policy "
+        "allows any principal ('*') without a condition"
+    ),
 )
 SECURITY_GROUPS = Dataset(
     name="aws.ec2_security_groups",
+    existence=may_be_empty("A region without a VPC has no security group and nothing reachable"),
     item="ec2_security_groups.jsonl",
     key=("account_id", "region", "group_id"),
     columns={
@@ -330,13 +448,39 @@ SECURITY_GROUPS = Dataset(
         "world_open_rules": "array",
         "open_admin_ports": "array",
         "admin_ports_open_to_world": "boolean",
+        "open_db_ports": "array",
+        "db_ports_open_to_world": "boolean",
+        "default_group": "boolean",
+        "allows_traffic": "boolean",
     },
-    required=("group_name", "tags", "world_open_rules", "open_admin_ports", "admin_ports_open_to_world"),
+    required=(
+        "group_name",
+        "tags",
+        "world_open_rules",
+        "open_admin_ports",
+        "admin_ports_open_to_world",
+        "open_db_ports",
+        "db_ports_open_to_world",
+        "default_group",
+        "allows_traffic",
+    ),
+    context={
+        "group_name": "Names the group in findings",
+        "vpc_id": "Where the group is",
+        "tags": "Owner and purpose, for remediation",
+        "world_open_rules": "The rules open to the internet, which the port checks read",
+        "open_admin_ports": "The ports admin_ports_open_to_world is computed from",
+        "open_db_ports": "The ports db_ports_open_to_world is computed from",
+    },
     total="ec2_security_groups",
-    description="EC2 security groups: inbound rules open to 0.0.0.0/0 or ::/0, and the admin ports they open",
+    description=(
+        "EC2 security groups: inbound rules open to 0.0.0.0/0 or ::/0, the admin and database ports they open, "
+        "and whether a VPC's default group allows any traffic"
+    ),
 )
 RDS_INSTANCES = Dataset(
     name="aws.rds_instances",
+    existence=may_be_empty("An account need not run RDS instances"),
     item="rds_instances.jsonl",
     key=("arn",),
     columns={
@@ -353,6 +497,12 @@ RDS_INSTANCES = Dataset(
         "backup_retention_days": "integer",
         "deletion_protection": "boolean",
         "multi_az": "boolean",
+        "cluster_id": "string",
+        "port": "integer",
+        "security_group_ids": "array",
+        "security_groups_open_to_world": "array",
+        "subnet_group": "string",
+        "public_subnets": "array",
         "tags": "object",
     },
     required=(
@@ -364,12 +514,83 @@ RDS_INSTANCES = Dataset(
         "publicly_accessible",
         "backup_retention_days",
         "deletion_protection",
+        "security_group_ids",
+        "security_groups_open_to_world",
+        "public_subnets",
     ),
+    context={
+        "account_id": "The account of the instance",
+        "region": "The region of the instance",
+        "db_instance_id": "Names the instance in findings",
+        "engine": "Which database",
+        "engine_version": "Which version, for patching (not judged here)",
+        "instance_class": "Its size",
+        "status": "Whether it runs",
+        "multi_az": "Availability beyond backups; A1.2 asks for recovery, judged by backups and deletion protection",
+        "port": "The port security_groups_open_to_world is checked for",
+        "security_group_ids": "The groups attached, for remediation",
+        "security_groups_open_to_world": (
+            "Reported beside publicly_accessible rather than combined: Prowler also requires an open group"
+        ),
+        "subnet_group": "The DB subnet group the subnets come from, for remediation",
+        "public_subnets": (
+            "Reported beside publicly_accessible: Prowler also requires a subnet routed to an internet gateway"
+        ),
+        "tags": "Owner and purpose, for remediation",
+    },
     total="rds_instances",
-    description="RDS DB instances: encryption, public accessibility, backups and deletion protection",
+    description=(
+        "RDS DB instances: encryption, public accessibility with the security groups open to the internet on its "
+        "port, backups and deletion protection"
+    ),
+)
+RDS_CLUSTERS = Dataset(
+    name="aws.rds_clusters",
+    existence=may_be_empty("An account need not run Aurora or Multi-AZ DB clusters"),
+    item="rds_clusters.jsonl",
+    key=("arn",),
+    columns={
+        "account_id": "string",
+        "region": "string",
+        "cluster_id": "string",
+        "arn": "string",
+        "engine": "string",
+        "engine_version": "string",
+        "status": "string",
+        "members": "array",
+        "storage_encrypted": "boolean",
+        "backup_retention_days": "integer",
+        "deletion_protection": "boolean",
+        "multi_az": "boolean",
+        "tags": "object",
+    },
+    required=(
+        "account_id",
+        "region",
+        "cluster_id",
+        "engine",
+        "members",
+        "storage_encrypted",
+        "backup_retention_days",
+        "deletion_protection",
+    ),
+    context={
+        "account_id": "The account of the cluster",
+        "region": "The region of the cluster",
+        "cluster_id": "Names the cluster in findings",
+        "engine": "Which database (aurora-mysql, aurora-postgresql, ...)",
+        "engine_version": "Which version, for patching (not judged here)",
+        "status": "Whether it runs",
+        "members": "Its instances, each in aws.rds_instances (where public access is judged)",
+        "multi_az": "Availability beyond backups; A1.2 asks for recovery, judged by backups and deletion protection",
+        "tags": "Owner and purpose, for remediation",
+    },
+    total="rds_clusters",
+    description="RDS DB clusters (Aurora and Multi-AZ clusters): encryption, backups and deletion protection",
 )
 CONFIG_RECORDERS = Dataset(
     name="aws.config_recorders",
+    existence=must_exist("exists", "A Config recorder record for every region read (present=false where none exists)"),
     item="config_recorders.jsonl",
     key=("account_id", "region"),
     columns={
@@ -383,6 +604,13 @@ CONFIG_RECORDERS = Dataset(
         "include_global_resource_types": "boolean",
     },
     required=("present", "recording"),
+    context={
+        "present": "Whether a recorder exists; recording is false without one",
+        "name": "Names the recorder",
+        "last_status": "Why recording failed, for remediation",
+        "all_supported": "Which resource types are recorded; recording at all is the criterion judged here",
+        "include_global_resource_types": "Whether IAM is recorded here; one region recording it is enough",
+    },
     description="The AWS Config recorder of each account and region (present=false when none exists)",
 )
 DATASETS = (
@@ -396,6 +624,7 @@ DATASETS = (
     KMS_KEYS,
     SECURITY_GROUPS,
     RDS_INSTANCES,
+    RDS_CLUSTERS,
     CONFIG_RECORDERS,
 )
 
@@ -411,7 +640,6 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
     now = context.now()  # access-key ages are measured from it
     totals: collections.Counter[str] = collections.Counter()
 
-    writer.add_jsonl(ACCOUNTS.item, (account.record() for account in accounts), description=ACCOUNTS.description)
     with tempfile.TemporaryFile() as key_spool:
         writer.add_jsonl(
             IAM_USERS.item, _iam_users(accounts, options, now, key_spool, totals), description=IAM_USERS.description
@@ -427,11 +655,21 @@ def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext)
         description=S3_ACCOUNT_PUBLIC_ACCESS.description,
     )
     writer.add_jsonl(S3_BUCKETS.item, _s3_buckets(accounts, totals), description=S3_BUCKETS.description)
-    writer.add_jsonl(CLOUDTRAIL_TRAILS.item, _trails(accounts, totals), description=CLOUDTRAIL_TRAILS.description)
+    logging_trails: collections.Counter[str] = collections.Counter()
+    writer.add_jsonl(
+        CLOUDTRAIL_TRAILS.item, _trails(accounts, totals, logging_trails), description=CLOUDTRAIL_TRAILS.description
+    )
     writer.add_jsonl(KMS_KEYS.item, _kms_keys(accounts, totals), description=KMS_KEYS.description)
     writer.add_jsonl(SECURITY_GROUPS.item, _security_groups(accounts, totals), description=SECURITY_GROUPS.description)
     writer.add_jsonl(RDS_INSTANCES.item, _rds_instances(accounts, totals), description=RDS_INSTANCES.description)
+    writer.add_jsonl(RDS_CLUSTERS.item, _rds_clusters(accounts, totals), description=RDS_CLUSTERS.description)
     writer.add_jsonl(CONFIG_RECORDERS.item, _config_recorders(accounts), description=CONFIG_RECORDERS.description)
+    # Last: each account's record counts the logging trails it sees.
+    writer.add_jsonl(
+        ACCOUNTS.item,
+        (account.record(logging_trails[account.account_id]) for account in accounts),
+        description=ACCOUNTS.description,
+    )
     for dataset in DATASETS:
         if dataset.total:
             writer.report_total(dataset.total, totals[dataset.total])
@@ -457,7 +695,8 @@ class _Checks:
         self.dataset, self._control, self.expectations = dataset, control, expectations
 
     def expect(self, expectation: Any, name: str, description: str, **kwargs: Any) -> Any:
-        return self._control(expectation, self.dataset, name, description, **kwargs)
+        remediation = REMEDIATION[f"{self.dataset.name}.{name}"]
+        return self._control(expectation, self.dataset, name, description, remediation=remediation, **kwargs)
 
     def equals(self, column: str, value: Any, name: str, description: str, **condition: Any) -> Any:
         return self.expect(
@@ -472,6 +711,23 @@ class _Checks:
     def at_least(self, column: str, minimum: int, name: str, description: str) -> Any:
         return self.expect(
             self.expectations.ExpectColumnValuesToBeBetween, name, description, column=column, min_value=minimum
+        )
+
+    def at_most(self, column: str, maximum: int, name: str, description: str) -> Any:
+        return self.expect(
+            self.expectations.ExpectColumnValuesToBeBetween, name, description, column=column, max_value=maximum
+        )
+
+    def within(self, column: str, limit: str, name: str, description: str, **condition: Any) -> Any:
+        """``column`` is at most the record's own ``limit`` column (a configured threshold, kept in the evidence)."""
+        return self.expect(
+            self.expectations.ExpectColumnPairValuesAToBeGreaterThanB,
+            name,
+            description,
+            column_A=limit,
+            column_B=column,
+            or_equal=True,
+            **condition,
         )
 
     def pairs(self, column_a: str, column_b: str, allowed: list[tuple[bool, bool]], name: str, description: str) -> Any:
@@ -496,8 +752,79 @@ class _Checks:
         )
 
 
+# The one line an owner follows to close each check's finding.
+REMEDIATION = {
+    "aws.accounts.root_mfa": "Sign in as the root user and assign an MFA device (IAM > Security credentials)",
+    "aws.accounts.no_root_access_keys": "Delete the root user's access keys; use IAM roles instead",
+    "aws.accounts.logging_trail": "Create a multi-region CloudTrail trail (or an organization trail) and start logging",
+    "aws.iam_users.console_users_have_mfa": "Assign an MFA device to the user, or remove the console password",
+    "aws.iam_users.admin_access_allow_listed": (
+        "Remove the administrator grant named in admin_grants, or add the user to admin_allow_list after review"
+    ),
+    "aws.iam_users.console_used_recently": "Delete the unused console password (login profile) of the user",
+    "aws.iam_access_keys.rotated": "Create a new key, move its users to it, then deactivate and delete the old key",
+    "aws.iam_access_keys.used_recently": "Deactivate and delete the unused access key",
+    "aws.iam_password_policies.present": "Set an account password policy (aws iam update-account-password-policy)",
+    "aws.iam_password_policies.minimum_length": f"Set MinimumPasswordLength to {MIN_PASSWORD_LENGTH} or more",
+    "aws.iam_password_policies.requires_symbols": "Set RequireSymbols in the account password policy",
+    "aws.iam_password_policies.requires_numbers": "Set RequireNumbers in the account password policy",
+    "aws.iam_password_policies.requires_uppercase": "Set RequireUppercaseCharacters in the account password policy",
+    "aws.iam_password_policies.requires_lowercase": "Set RequireLowercaseCharacters in the account password policy",
+    "aws.iam_password_policies.reuse_prevention": f"Set PasswordReusePrevention to {MIN_PASSWORD_REUSE_PREVENTION}",
+    "aws.iam_password_policies.expires_passwords": f"Set MaxPasswordAge to {MAX_PASSWORD_AGE_DAYS} days or fewer",
+    "aws.iam_password_policies.max_age": f"Lower MaxPasswordAge to {MAX_PASSWORD_AGE_DAYS} days or fewer",
+    "aws.s3_buckets.not_public_by_policy": "Remove the public statement from the bucket policy, or turn on Block "
+    "Public Access",
+    "aws.s3_buckets.not_public_by_acl": "Remove the AllUsers/AuthenticatedUsers grants from the bucket ACL, or turn "
+    "on Block Public Access",
+    "aws.s3_buckets.default_encryption": "Set default encryption (SSE-S3 or SSE-KMS) on the bucket",
+    "aws.s3_buckets.bucket_blocks_public_access": "Turn on all four Block Public Access settings of the bucket",
+    "aws.s3_buckets.versioning": "Enable versioning on the bucket",
+    "aws.s3_buckets.mfa_delete": "As the root user with MFA, enable MFA delete in the bucket's versioning",
+    "aws.s3_buckets.access_logging": "Enable server access logging to a separate log bucket",
+    "aws.s3_account_public_access.account_blocks_public_access": (
+        "Turn on all four account-level S3 Block Public Access settings"
+    ),
+    "aws.cloudtrail_trails.multi_region": "Make the trail multi-region (IsMultiRegionTrail)",
+    "aws.cloudtrail_trails.log_file_validation": "Enable log file validation on the trail",
+    "aws.cloudtrail_trails.logging": "Start logging on the trail, or delete the trail if it is not needed",
+    "aws.kms_keys.rotation_enabled": "Enable automatic key rotation",
+    "aws.kms_keys.not_public": "Replace Principal '*' in the key policy with named principals, or add a condition",
+    "aws.ec2_security_groups.no_admin_ports_open_to_world": (
+        "Restrict SSH/RDP to known addresses, or use Session Manager instead of open ports"
+    ),
+    "aws.ec2_security_groups.no_db_ports_open_to_world": (
+        "Remove the 0.0.0.0/0 or ::/0 rule on the database port; allow only the application's security group"
+    ),
+    "aws.ec2_security_groups.default_group_restricts_all_traffic": (
+        "Remove every inbound and outbound rule of the default group; use dedicated groups"
+    ),
+    "aws.rds_instances.encrypted": "Restore an encrypted copy of the instance from an encrypted snapshot",
+    "aws.rds_instances.not_public": "Set PubliclyAccessible to false (and close world-open groups listed)",
+    "aws.rds_instances.backup_retention": f"Set BackupRetentionPeriod to {MIN_BACKUP_RETENTION_DAYS} days or more",
+    "aws.rds_instances.deletion_protection": "Enable deletion protection on the instance",
+    "aws.rds_clusters.encrypted": "Restore an encrypted cluster from an encrypted snapshot",
+    "aws.rds_clusters.backup_retention": f"Set BackupRetentionPeriod to {MIN_BACKUP_RETENTION_DAYS} days or more",
+    "aws.rds_clusters.deletion_protection": "Enable deletion protection on the cluster",
+    "aws.config_recorders.recording": "Create an AWS Config recorder and delivery channel in the region, and start it",
+}
+
+
+def _account_controls(checks: _Checks) -> list[Any]:
+    """The root user can do anything and cannot be restricted: MFA on, no access keys. And each account
+    must have its audit log: a multi-region trail that is logging (an account with none is a finding)."""
+    return [
+        checks.equals("root_mfa_enabled", True, "root_mfa", "The root user has MFA"),
+        checks.equals("root_access_keys_present", False, "no_root_access_keys", "The root user has no access keys"),
+        checks.at_least(
+            "logging_trails", 1, "logging_trail", "Every account has a multi-region CloudTrail trail that is logging"
+        ),
+    ]
+
+
 def _iam_user_controls(checks: _Checks) -> list[Any]:
-    """Console sign-in needs MFA, and administrator access must be granted on purpose (the allow-list)."""
+    """Console sign-in needs MFA, administrator access must be granted on purpose (the allow-list), and a
+    console login nobody uses is access nobody reviews."""
     from great_expectations.expectations.row_conditions import Column
 
     return [
@@ -515,6 +842,13 @@ def _iam_user_controls(checks: _Checks) -> list[Any]:
             "admin_access_allow_listed",
             "Only allow-listed IAM users have administrator access (AdministratorAccess or Action * on *)",
         ),
+        checks.within(
+            "console_unused_days",
+            "max_unused_days",
+            "console_used_recently",
+            "No console login goes unused longer than max_unused_days (since created, if never used)",
+            row_condition=Column("console_access") == True,  # noqa: E712 - builds a GX condition
+        ),
     ]
 
 
@@ -531,12 +865,26 @@ def _access_key_controls(checks: _Checks) -> list[Any]:
             column_B="age_days",
             or_equal=True,
             row_condition=Column("status") == "Active",
-        )
+        ),
+        checks.within(
+            "unused_days",
+            "max_unused_days",
+            "used_recently",
+            "No active access key goes unused longer than max_unused_days (since created, if never used)",
+            row_condition=Column("status") == "Active",
+        ),
     ]
 
 
 def _password_policy_controls(checks: _Checks) -> list[Any]:
-    """Without a policy IAM accepts any password; the length is CIS AWS Foundations' minimum."""
+    """Without a policy IAM accepts any password; length, complexity, reuse and age follow CIS AWS Foundations
+    (each is its own check, as in Prowler, so a finding names the one setting to change)."""
+    from great_expectations.expectations.row_conditions import Column
+
+    complexity = [
+        checks.equals(f"require_{kind}", True, f"requires_{kind}", f"The password policy requires {kind}")
+        for kind in ("symbols", "numbers", "uppercase", "lowercase")
+    ]
     return [
         checks.equals("present", True, "present", "Every account sets an IAM password policy"),
         checks.at_least(
@@ -544,6 +892,26 @@ def _password_policy_controls(checks: _Checks) -> list[Any]:
             MIN_PASSWORD_LENGTH,
             "minimum_length",
             f"The password policy requires at least {MIN_PASSWORD_LENGTH} characters",
+        ),
+        *complexity,
+        checks.at_least(
+            "reuse_prevention",
+            MIN_PASSWORD_REUSE_PREVENTION,
+            "reuse_prevention",
+            f"The password policy prevents reuse of the last {MIN_PASSWORD_REUSE_PREVENTION} passwords",
+        ),
+        checks.equals(
+            "expire_passwords",
+            True,
+            "expires_passwords",
+            "The password policy makes passwords expire",
+            row_condition=Column("present") == True,  # noqa: E712 - builds a GX condition
+        ),
+        checks.at_most(
+            "max_age_days",
+            MAX_PASSWORD_AGE_DAYS,
+            "max_age",
+            f"Passwords expire within {MAX_PASSWORD_AGE_DAYS} days",
         ),
     ]
 
@@ -570,6 +938,15 @@ def _s3_bucket_controls(checks: _Checks) -> list[Any]:
             "Every bucket encrypts new objects by default",
             column="default_encryption",
         ),
+        checks.equals(
+            "public_access_block_all",
+            True,
+            "bucket_blocks_public_access",
+            "Every bucket turns on all four settings of its own Block Public Access",
+        ),
+        checks.equals("versioning", "Enabled", "versioning", "Every bucket keeps object versions"),
+        checks.equals("mfa_delete", True, "mfa_delete", "Deleting versions needs MFA (MFA delete)"),
+        checks.equals("access_logging", True, "access_logging", "Every bucket logs access (server access logging)"),
     ]
 
 
@@ -596,7 +973,15 @@ def _trail_controls(checks: _Checks) -> list[Any]:
 
 def _kms_key_controls(checks: _Checks) -> list[Any]:
     """Rotation limits how much data one key version protects."""
-    return [checks.equals("rotation_enabled", True, "rotation_enabled", "Customer-managed keys rotate yearly")]
+    return [
+        checks.equals("rotation_enabled", True, "rotation_enabled", "Customer-managed keys rotate yearly"),
+        checks.equals(
+            "policy_allows_everyone",
+            False,
+            "not_public",
+            "No key policy allows any principal ('*') without a condition",
+        ),
+    ]
 
 
 def _security_group_controls(checks: _Checks) -> list[Any]:
@@ -607,22 +992,65 @@ def _security_group_controls(checks: _Checks) -> list[Any]:
             False,
             "no_admin_ports_open_to_world",
             f"No security group opens ports {', '.join(map(str, ADMIN_PORTS))} (or all traffic) to the internet",
-        )
+        ),
+        checks.equals(
+            "db_ports_open_to_world",
+            False,
+            "no_db_ports_open_to_world",
+            f"No security group opens database ports {', '.join(map(str, DB_PORTS))} to the internet",
+        ),
+        checks.pairs(
+            "default_group",
+            "allows_traffic",
+            [(False, False), (False, True), (True, False)],
+            "default_group_restricts_all_traffic",
+            "The default security group of every VPC has no inbound or outbound rule",
+        ),
     ]
 
 
 def _rds_instance_controls(checks: _Checks) -> list[Any]:
-    """Databases hold the data SOC 2 protects: encrypted, private, backed up and not deletable by mistake."""
+    """Databases hold the data SOC 2 protects: encrypted, private, backed up and not deletable by mistake.
+
+    An Aurora member's encryption, backups and deletion protection are its cluster's, judged in aws.rds_clusters.
+    """
+    from great_expectations.expectations.row_conditions import Column
+
+    standalone = Column("cluster_id").is_null()
     return [
-        checks.equals("storage_encrypted", True, "encrypted", "DB instances encrypt their storage"),
+        checks.equals(
+            "storage_encrypted", True, "encrypted", "DB instances encrypt their storage", row_condition=standalone
+        ),
         checks.equals("publicly_accessible", False, "not_public", "DB instances are not publicly accessible"),
+        checks.expect(
+            checks.expectations.ExpectColumnValuesToBeBetween,
+            "backup_retention",
+            f"DB instances keep automated backups at least {MIN_BACKUP_RETENTION_DAYS} days",
+            column="backup_retention_days",
+            min_value=MIN_BACKUP_RETENTION_DAYS,
+            row_condition=standalone,
+        ),
+        checks.equals(
+            "deletion_protection",
+            True,
+            "deletion_protection",
+            "DB instances have deletion protection",
+            row_condition=standalone,
+        ),
+    ]
+
+
+def _rds_cluster_controls(checks: _Checks) -> list[Any]:
+    """Aurora keeps backups and deletion protection at the cluster: the same controls as an instance."""
+    return [
+        checks.equals("storage_encrypted", True, "encrypted", "DB clusters encrypt their storage"),
         checks.at_least(
             "backup_retention_days",
             MIN_BACKUP_RETENTION_DAYS,
             "backup_retention",
-            f"DB instances keep automated backups at least {MIN_BACKUP_RETENTION_DAYS} days",
+            f"DB clusters keep automated backups at least {MIN_BACKUP_RETENTION_DAYS} days",
         ),
-        checks.equals("deletion_protection", True, "deletion_protection", "DB instances have deletion protection"),
+        checks.equals("deletion_protection", True, "deletion_protection", "DB clusters have deletion protection"),
     ]
 
 
@@ -632,6 +1060,7 @@ def _config_recorder_controls(checks: _Checks) -> list[Any]:
 
 
 _CONTROLS: tuple[tuple[Dataset, Callable[[_Checks], list[Any]]], ...] = (
+    (ACCOUNTS, _account_controls),
     (IAM_USERS, _iam_user_controls),
     (IAM_ACCESS_KEYS, _access_key_controls),
     (PASSWORD_POLICIES, _password_policy_controls),
@@ -641,6 +1070,7 @@ _CONTROLS: tuple[tuple[Dataset, Callable[[_Checks], list[Any]]], ...] = (
     (KMS_KEYS, _kms_key_controls),
     (SECURITY_GROUPS, _security_group_controls),
     (RDS_INSTANCES, _rds_instance_controls),
+    (RDS_CLUSTERS, _rds_cluster_controls),
     (CONFIG_RECORDERS, _config_recorder_controls),
 )
 
@@ -712,13 +1142,19 @@ class _Account:
                 self._s3_public_access = _s3_account_public_access(self)
             return self._s3_public_access
 
-    def record(self) -> dict[str, Any]:
+    def record(self, logging_trails: int) -> dict[str, Any]:
+        """The account, with its root user's MFA and access keys as IAM's account summary counts them
+        (the same facts as the credential report's ``<root_account>`` row, without generating a report)."""
+        summary = self.api("iam").call("get_account_summary")["SummaryMap"]
         return {
             "account_id": self.account_id,
             "role_arn": self.spec.role_arn,
             "identity_arn": self.identity_arn,
             "home_region": self.home_region,
             "regions": list(self.spec.regions),
+            "root_mfa_enabled": bool(summary.get("AccountMFAEnabled")),
+            "root_access_keys_present": bool(summary.get("AccountAccessKeysPresent")),
+            "logging_trails": logging_trails,
         }
 
 
@@ -835,13 +1271,16 @@ def _user_record(
         _access_key_record(account, iam, options, now, key)
         for key in iam.items("list_access_keys", "AccessKeyMetadata", UserName=name)
     ]
+    password_last_used = details.get("PasswordLastUsed")
     record = {
         "account_id": account.account_id,
         "user_name": name,
         "arn": user["Arn"],
         "created": _time(user["CreateDate"]),
         "console_access": console,
-        "password_last_used": _time(details.get("PasswordLastUsed")),
+        "password_last_used": _time(password_last_used),
+        "console_unused_days": (now - (password_last_used or user["CreateDate"])).days if console else None,
+        "max_unused_days": options.max_unused_days,
         "mfa_devices": mfa_devices,
         "mfa_enabled": mfa_devices > 0,
         "access_keys": len(keys),
@@ -860,6 +1299,7 @@ def _access_key_record(
     key_id = key["AccessKeyId"]
     last_used = iam.call("get_access_key_last_used", AccessKeyId=key_id).get("AccessKeyLastUsed", {})
     service = last_used.get("ServiceName")
+    last_used_date = last_used.get("LastUsedDate")
     return {
         "account_id": account.account_id,
         "user_name": key["UserName"],
@@ -869,8 +1309,10 @@ def _access_key_record(
         "created": _time(key["CreateDate"]),
         "age_days": (now - key["CreateDate"]).days,
         "max_age_days": options.max_access_key_age_days,
-        "last_used_date": _time(last_used.get("LastUsedDate")),
+        "last_used_date": _time(last_used_date),
         "last_used_service": service if service and service != "N/A" else None,
+        "unused_days": (now - (last_used_date or key["CreateDate"])).days,
+        "max_unused_days": options.max_unused_days,
     }
 
 
@@ -972,11 +1414,14 @@ def _password_policy(account: _Account) -> dict[str, Any]:
         "reuse_prevention": "PasswordReusePrevention",
         "hard_expiry": "HardExpiry",
     }
-    return {
+    record = {
         "account_id": account.account_id,
         "present": policy is not None,
         **{column: policy.get(name) if policy else None for column, name in fields.items()},
     }
+    if policy is not None and record["reuse_prevention"] is None:
+        record["reuse_prevention"] = 0  # IAM omits the field when no previous password is remembered
+    return record
 
 
 # --- S3 --------------------------------------------------------------------------------------------------
@@ -1031,6 +1476,7 @@ def _bucket_record(account: _Account, account_block: dict[str, Any], bucket: dic
     rules = encryption["ServerSideEncryptionConfiguration"]["Rules"] if encryption else []
     default = rules[0].get("ApplyServerSideEncryptionByDefault", {}) if rules else {}
     lock = s3.call("get_object_lock_configuration", absent=("ObjectLockConfigurationNotFoundError",), Bucket=name)
+    versioning = s3.call("get_bucket_versioning", Bucket=name)
     return {
         "account_id": account.account_id,
         "bucket": name,
@@ -1045,7 +1491,9 @@ def _bucket_record(account: _Account, account_block: dict[str, Any], bucket: dic
         "policy_is_public": bool(policy_status and policy_status["PolicyStatus"].get("IsPublic")),
         "acl_is_public": any(grant.get("Grantee", {}).get("URI") in PUBLIC_GRANTEES for grant in grants),
         "default_encryption": default.get("SSEAlgorithm"),
-        "versioning": s3.call("get_bucket_versioning", Bucket=name).get("Status", "Disabled"),
+        "versioning": versioning.get("Status", "Disabled"),
+        "mfa_delete": versioning.get("MFADelete") == "Enabled",
+        "access_logging": "LoggingEnabled" in s3.call("get_bucket_logging", Bucket=name),
         "object_lock": bool(lock and lock["ObjectLockConfiguration"].get("ObjectLockEnabled") == "Enabled"),
     }
 
@@ -1059,19 +1507,31 @@ def _regions(accounts: list[_Account]) -> Iterator[tuple[_Account, str]]:
             yield account, region
 
 
-def _trails(accounts: list[_Account], totals: collections.Counter[str]) -> Iterator[dict[str, Any]]:
-    """Each trail once, read in its home region: ListTrails shows multi-region trails in every region."""
-    seen: set[str] = set()
+def _trails(
+    accounts: list[_Account], totals: collections.Counter[str], logging_trails: collections.Counter[str]
+) -> Iterator[dict[str, Any]]:
+    """Each trail once, read in its home region: ListTrails shows multi-region trails in every region.
+
+    ``logging_trails`` counts, per account, the multi-region trails that are logging which the
+    account sees (an organization trail counts for every member account that lists it).
+    """
+    seen: dict[str, bool] = {}
+    visible: set[tuple[str, str]] = set()
     for account, region in _regions(accounts):
         for trail in account.api("cloudtrail", region).items("list_trails", "Trails"):
             arn = trail["TrailARN"]
             if arn in seen:
+                if seen[arn] and (account.account_id, arn) not in visible:
+                    logging_trails[account.account_id] += 1
+                visible.add((account.account_id, arn))
                 continue
-            seen.add(arn)
             totals["cloudtrail_trails"] += 1
             home = account.api("cloudtrail", trail.get("HomeRegion") or region)
             details = home.call("get_trail", Name=arn)["Trail"]
             status = home.call("get_trail_status", Name=arn)
+            seen[arn] = bool(details.get("IsMultiRegionTrail")) and bool(status.get("IsLogging"))
+            visible.add((account.account_id, arn))
+            logging_trails[account.account_id] += seen[arn]
             yield {
                 "account_id": account.account_id,
                 "region": home.region,
@@ -1106,6 +1566,7 @@ def _kms_key_record(account: _Account, kms: AwsApi, key: dict[str, Any]) -> dict
         and metadata.get("KeyState") in ("Enabled", "Disabled")
     )
     rotation = kms.call("get_key_rotation_status", KeyId=key["KeyId"]) if rotatable else None
+    policy = kms.call("get_key_policy", KeyId=key["KeyId"], PolicyName="default")["Policy"]
     return {
         "account_id": account.account_id,
         "region": kms.region,
@@ -1117,7 +1578,30 @@ def _kms_key_record(account: _Account, kms: AwsApi, key: dict[str, Any]) -> dict
         "key_usage": metadata.get("KeyUsage"),
         "origin": metadata.get("Origin"),
         "rotation_enabled": bool(rotation["KeyRotationEnabled"]) if rotation else None,
+        "policy_allows_everyone": _allows_everyone(policy),
     }
+
+
+def _allows_everyone(document: Any) -> bool:
+    """An Allow statement for principal ``*`` (or ``{"AWS": "*"}``) without a condition: anyone may use the key."""
+    if isinstance(document, str):
+        document = json.loads(document)
+    statements = document.get("Statement", []) if isinstance(document, dict) else []
+    if isinstance(statements, dict):
+        statements = [statements]
+
+    def everyone(principal: Any) -> bool:
+        if isinstance(principal, dict):
+            principal = principal.get("AWS")
+        return principal == "*" or (isinstance(principal, list) and "*" in principal)
+
+    return any(
+        isinstance(statement, dict)
+        and statement.get("Effect") == "Allow"
+        and everyone(statement.get("Principal"))
+        and not statement.get("Condition")
+        for statement in statements
+    )
 
 
 def _security_groups(accounts: list[_Account], totals: collections.Counter[str]) -> Iterator[dict[str, Any]]:
@@ -1126,6 +1610,7 @@ def _security_groups(accounts: list[_Account], totals: collections.Counter[str])
             totals["ec2_security_groups"] += 1
             rules = list(_world_open_rules(group.get("IpPermissions", [])))
             ports = sorted({port for port in ADMIN_PORTS for rule in rules if _opens(rule, port)})
+            db_ports = sorted({port for port in DB_PORTS for rule in rules if _opens(rule, port)})
             yield {
                 "account_id": account.account_id,
                 "region": region,
@@ -1136,6 +1621,10 @@ def _security_groups(accounts: list[_Account], totals: collections.Counter[str])
                 "world_open_rules": rules,
                 "open_admin_ports": ports,
                 "admin_ports_open_to_world": bool(ports),
+                "open_db_ports": db_ports,
+                "db_ports_open_to_world": bool(db_ports),
+                "default_group": group.get("GroupName") == "default",
+                "allows_traffic": bool(group.get("IpPermissions") or group.get("IpPermissionsEgress")),
             }
 
 
@@ -1168,9 +1657,19 @@ def _tags(tags: list[dict[str, str]] | None) -> dict[str, str]:
 
 
 def _rds_instances(accounts: list[_Account], totals: collections.Counter[str]) -> Iterator[dict[str, Any]]:
+    """Instances, with the attached security groups that open the instance's port to the internet.
+
+    AWS reaches a publicly accessible instance only through such a group and a public subnet (one
+    whose route table sends 0.0.0.0/0 or ::/0 to an internet gateway); the flag, the groups and
+    the subnets are all reported, so neither reading is chosen for the auditor.
+    """
     for account, region in _regions(accounts):
         for instance in account.api("rds", region).items("describe_db_instances", "DBInstances"):
             totals["rds_instances"] += 1
+            groups = [group["VpcSecurityGroupId"] for group in instance.get("VpcSecurityGroups", [])]
+            subnet_group = instance.get("DBSubnetGroup", {})
+            subnets = [subnet["SubnetIdentifier"] for subnet in subnet_group.get("Subnets", [])]
+            port = instance.get("Endpoint", {}).get("Port") or instance.get("DbInstancePort") or None
             yield {
                 "account_id": account.account_id,
                 "region": region,
@@ -1185,7 +1684,79 @@ def _rds_instances(accounts: list[_Account], totals: collections.Counter[str]) -
                 "backup_retention_days": int(instance.get("BackupRetentionPeriod", 0)),
                 "deletion_protection": bool(instance.get("DeletionProtection")),
                 "multi_az": bool(instance.get("MultiAZ")),
+                "cluster_id": instance.get("DBClusterIdentifier"),
+                "port": port,
+                "security_group_ids": groups,
+                "security_groups_open_to_world": _groups_open_to_world(account.api("ec2", region), groups, port),
+                "subnet_group": subnet_group.get("DBSubnetGroupName"),
+                "public_subnets": _public_subnets(account.api("ec2", region), subnet_group.get("VpcId"), subnets),
                 "tags": _tags(instance.get("TagList")),
+            }
+
+
+def _groups_open_to_world(ec2: AwsApi, group_ids: list[str], port: int | None) -> list[str]:
+    """The groups among ``group_ids`` with an inbound rule open to the internet on ``port`` (any port if unknown)."""
+    if not group_ids:
+        return []
+    open_groups = []
+    # One call, not a paginator: AWS refuses MaxResults together with GroupIds.
+    for group in ec2.call("describe_security_groups", GroupIds=group_ids)["SecurityGroups"]:
+        rules = list(_world_open_rules(group.get("IpPermissions", [])))
+        if any(port is None or _opens(rule, port) for rule in rules):
+            open_groups.append(group["GroupId"])
+    return sorted(open_groups)
+
+
+def _public_subnets(ec2: AwsApi, vpc_id: str | None, subnet_ids: list[str]) -> list[str]:
+    """The subnets among ``subnet_ids`` whose route table (their own, else the VPC's main one) sends the
+    internet (0.0.0.0/0 or ::/0) to an internet gateway."""
+    if not vpc_id or not subnet_ids:
+        return []
+    tables = list(ec2.items("describe_route_tables", "RouteTables", Filters=[{"Name": "vpc-id", "Values": [vpc_id]}]))
+
+    def to_internet(table: dict[str, Any]) -> bool:
+        return any(
+            str(route.get("GatewayId", "")).startswith("igw-")
+            and (
+                route.get("DestinationCidrBlock") in WORLD_CIDRS or route.get("DestinationIpv6CidrBlock") in WORLD_CIDRS
+            )
+            for route in table.get("Routes", [])
+        )
+
+    explicit = {
+        association["SubnetId"]: table
+        for table in tables
+        for association in table.get("Associations", [])
+        if association.get("SubnetId")
+    }
+    main = next(
+        (table for table in tables if any(association.get("Main") for association in table.get("Associations", []))),
+        None,
+    )
+    return sorted(
+        subnet for subnet in subnet_ids if (table := explicit.get(subnet, main)) is not None and to_internet(table)
+    )
+
+
+def _rds_clusters(accounts: list[_Account], totals: collections.Counter[str]) -> Iterator[dict[str, Any]]:
+    """DB clusters (Aurora, Multi-AZ clusters): their backups and deletion protection are the cluster's own."""
+    for account, region in _regions(accounts):
+        for cluster in account.api("rds", region).items("describe_db_clusters", "DBClusters"):
+            totals["rds_clusters"] += 1
+            yield {
+                "account_id": account.account_id,
+                "region": region,
+                "cluster_id": cluster["DBClusterIdentifier"],
+                "arn": cluster["DBClusterArn"],
+                "engine": cluster.get("Engine"),
+                "engine_version": cluster.get("EngineVersion"),
+                "status": cluster.get("Status"),
+                "members": sorted(member["DBInstanceIdentifier"] for member in cluster.get("DBClusterMembers", [])),
+                "storage_encrypted": bool(cluster.get("StorageEncrypted")),
+                "backup_retention_days": int(cluster.get("BackupRetentionPeriod", 0)),
+                "deletion_protection": bool(cluster.get("DeletionProtection")),
+                "multi_az": bool(cluster.get("MultiAZ")),
+                "tags": _tags(cluster.get("TagList")),
             }
 
 

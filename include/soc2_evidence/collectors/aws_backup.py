@@ -25,7 +25,7 @@ from soc2_evidence.collectors.support.aws import AwsApi
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.credentials import AwsSession
-from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.datasets import Dataset, may_be_empty, must_exist
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import rfc3339
 from soc2_evidence.core.staging import BundleWriter
@@ -72,6 +72,9 @@ class Options(config.Options):
 
 PLANS = Dataset(
     name="aws_backup.plans",
+    existence=must_exist(
+        "exists", "At least one AWS Backup plan exists: without one nothing is backed up by AWS Backup"
+    ),
     item="plans.jsonl",
     key=("region", "plan_id"),
     columns={
@@ -91,6 +94,7 @@ PLANS = Dataset(
 )
 VAULTS = Dataset(
     name="aws_backup.vaults",
+    existence=must_exist("exists", "At least one backup vault exists to hold recovery points"),
     item="vaults.jsonl",
     key=("region", "vault_name"),
     columns={
@@ -112,6 +116,7 @@ VAULTS = Dataset(
 )
 RECOVERY_POINTS = Dataset(
     name="aws_backup.recovery_points",
+    existence=must_exist("exists", "At least one recovery point exists: a plan that never ran protects nothing"),
     item="recovery_points.jsonl",
     key=("region", "recovery_point_arn"),
     columns={
@@ -134,6 +139,7 @@ RECOVERY_POINTS = Dataset(
 )
 PROTECTED_RESOURCES = Dataset(
     name="aws_backup.protected_resources",
+    existence=must_exist("exists", "At least one resource is protected by AWS Backup"),
     item="protected_resources.jsonl",
     key=("region", "resource_arn"),
     columns={
@@ -151,6 +157,7 @@ PROTECTED_RESOURCES = Dataset(
 )
 RESTORE_JOBS = Dataset(
     name="aws_backup.restore_jobs",
+    existence=may_be_empty("Restore testing is judged by aws_backup.restore_testing_plans.exists and tested_recently"),
     item="restore_jobs.jsonl",
     key=("region", "restore_job_id"),
     columns={
@@ -174,6 +181,7 @@ RESTORE_JOBS = Dataset(
 )
 RESTORE_TESTING_PLANS = Dataset(
     name="aws_backup.restore_testing_plans",
+    existence=must_exist("exists", "At least one restore testing plan exists, so restores are tested"),
     item="restore_testing_plans.jsonl",
     key=("region", "name"),
     columns={
@@ -193,6 +201,7 @@ RESTORE_TESTING_PLANS = Dataset(
 )
 RDS_INSTANCES = Dataset(
     name="aws_backup.rds_instances",
+    existence=may_be_empty("An account need not run RDS instances"),
     item="rds_instances.jsonl",
     key=("region", "db_instance"),
     columns={

@@ -44,7 +44,7 @@ from soc2_evidence.collectors.support import restore_results
 from soc2_evidence.collectors.support.locations import BackupObject, open_location
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
-from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.datasets import Dataset, may_be_empty
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import parse_rfc3339, rfc3339
 from soc2_evidence.core.hashing import digest_bytes
@@ -62,6 +62,9 @@ PHASE_PROPERTY = "phase."
 RESULTS = restore_results.results_dataset(KIND, "Restore tests and backup checks reported by other tools")
 FILES = Dataset(
     name="backup_results.files",
+    existence=may_be_empty(
+        "No result file at the location leaves backup_results.results empty, a finding of backup_results.results.exists"
+    ),
     item="files.jsonl",
     key=("path",),
     columns={
@@ -84,6 +87,9 @@ FILES = Dataset(
 )
 COVERAGE = Dataset(
     name="backup_results.coverage",
+    existence=may_be_empty(
+        "Coverage follows expected databases and results seen; no result is a finding of backup_results.results.exists"
+    ),
     item="coverage.jsonl",
     key=("database",),
     columns={

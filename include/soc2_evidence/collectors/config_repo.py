@@ -36,7 +36,7 @@ import msgspec
 from soc2_evidence.collectors import CollectContext
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
-from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.datasets import Dataset, must_exist
 from soc2_evidence.core.errors import CollectorError, TransientCollectorError, describe
 from soc2_evidence.core.redaction import Redactor, UnscannableContent
 from soc2_evidence.core.staging import BundleWriter, safe_segment
@@ -78,6 +78,7 @@ class Options(config.Options):
 
 COMMIT = Dataset(
     name="config_repo.commit",
+    existence=must_exist("exists", "The configuration repository's commit is recorded"),
     item="commit.json",
     key=("commit",),
     columns={
@@ -95,6 +96,9 @@ COMMIT = Dataset(
 )
 FILES = Dataset(
     name="config_repo.files",
+    existence=must_exist(
+        "exists", "The configuration repository has at least one file matching the configured patterns"
+    ),
     item="files.json",
     records="files",
     key=("path",),

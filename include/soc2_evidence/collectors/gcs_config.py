@@ -25,7 +25,7 @@ from soc2_evidence.collectors import CollectContext
 from soc2_evidence.collectors.support.gcp import gcp_error, gcp_failures
 from soc2_evidence.core import config
 from soc2_evidence.core.config import SourceConfig
-from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.datasets import Dataset, must_exist
 from soc2_evidence.core.errors import CollectorError, ConfigError, describe
 from soc2_evidence.core.staging import BundleWriter
 
@@ -50,6 +50,18 @@ class Options(config.Options):
 
 BUCKETS = Dataset(
     name="gcs_config.buckets",
+    context={
+        "project_number": "The project the bucket belongs to",
+        "location": "Where the data is",
+        "location_type": "Region, dual-region or multi-region: availability, not judged here",
+        "storage_class": "Cost class, not a control",
+        "time_created": "Dates the bucket",
+        "iam_bindings": "The bindings public is computed from",
+        "public_bindings": "Which bindings make the bucket public, for remediation",
+        "retention_locked": "locked retention is asked of evidence buckets (the archive checks its own)",
+        "labels": "Owner and purpose, for remediation",
+    },
+    existence=must_exist("exists", "At least one configured bucket is read"),
     item="buckets.jsonl",
     key=("name",),
     columns={
@@ -157,12 +169,14 @@ def control_expectations(dataset: Dataset) -> list[Any]:
     if dataset is not BUCKETS:
         return []
     in_set = expectations.ExpectColumnValuesToBeInSet
+    not_null = expectations.ExpectColumnValuesToNotBeNull
     return [
         control(
             in_set,
             dataset,
             "uniform_access",
             "Uniform bucket-level access is on: IAM alone grants access, legacy ACLs are off",
+            remediation="Turn on uniform bucket-level access: --uniform-bucket-level-access",
             column="uniform_bucket_level_access",
             value_set=[True],
         ),
@@ -172,6 +186,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
             "not_public",
             "No bucket is public: public access prevention is enforced, or no IAM binding "
             "grants allUsers or allAuthenticatedUsers",
+            remediation="Remove the allUsers and allAuthenticatedUsers bindings named in public_bindings",
             column="public",
             value_set=[False],
             row_condition=Column("public_access_prevention") != "enforced",
@@ -181,8 +196,42 @@ def control_expectations(dataset: Dataset) -> list[Any]:
             dataset,
             "versioning",
             "Object versioning is on, so overwritten or deleted objects can be recovered",
+            remediation="Enable object versioning on the bucket (gcloud storage buckets update --versioning)",
             column="versioning",
             value_set=[True],
+        ),
+        control(
+            in_set,
+            dataset,
+            "public_access_prevented",
+            "Public access prevention is enforced, so no later binding or ACL can make the bucket public",
+            remediation="Enforce public access prevention (gcloud storage buckets update --public-access-prevention)",
+            column="public_access_prevention",
+            value_set=["enforced"],
+        ),
+        control(
+            not_null,
+            dataset,
+            "retention_policy",
+            "A retention policy keeps objects from deletion for a set period",
+            remediation="Set a retention policy on the bucket (gcloud storage buckets update --retention-period)",
+            column="retention_period_seconds",
+        ),
+        control(
+            not_null,
+            dataset,
+            "cmek",
+            "New objects are encrypted with a customer-managed key (CMEK) by default",
+            remediation="Set a Cloud KMS default key on the bucket (--default-encryption-key)",
+            column="default_kms_key",
+        ),
+        control(
+            not_null,
+            dataset,
+            "access_logging",
+            "Usage and storage logs are written to a log bucket",
+            remediation="Enable usage logging to a separate log bucket (gcloud storage buckets update --log-bucket)",
+            column="access_log_bucket",
         ),
     ]
 

@@ -84,7 +84,7 @@ from soc2_evidence.collectors.support.postgres import (
 from soc2_evidence.core import config
 from soc2_evidence.core.config import Problem, SourceConfig
 from soc2_evidence.core.credentials import Credentials
-from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.datasets import Dataset, may_be_empty
 from soc2_evidence.core.errors import CollectorError
 from soc2_evidence.core.evidence import check_name, parse_rfc3339, rfc3339, utc_now
 from soc2_evidence.core.hashing import digest_file
@@ -127,6 +127,9 @@ _TOC_SCHEMA = re.compile(r"^\d+; \d+ \d+ SCHEMA - (\S+) ")
 RESULTS = restore_results.results_dataset(KIND, "The restore test: backup, timings, RTO, RPO, checks, outcome")
 TABLES = Dataset(
     name="pg_restore.tables",
+    existence=may_be_empty(
+        "A restore that found no backup or failed has no tables; pg_restore.results records the failure"
+    ),
     item="tables.jsonl",
     key=("table",),
     columns={

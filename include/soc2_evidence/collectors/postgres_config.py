@@ -25,7 +25,7 @@ from soc2_evidence.collectors import CollectContext
 from soc2_evidence.collectors.support.postgres import connection_from_options
 from soc2_evidence.core import config
 from soc2_evidence.core.config import Problem, SourceConfig
-from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.datasets import Dataset, may_be_empty, must_exist
 from soc2_evidence.core.errors import CollectorError, describe
 from soc2_evidence.core.evidence import rfc3339
 from soc2_evidence.core.staging import BundleWriter
@@ -77,6 +77,17 @@ SECURITY_SETTINGS = (
 
 SERVER = Dataset(
     name="postgres_config.server",
+    context={
+        "collecting_role": "Names who read the server, for the auditor",
+        "collecting_role_superuser": "Why pg_authid and pg_hba were readable; the readable_* flags are judged",
+        "database": "Which database was connected to",
+        "host": "Names the server in findings",
+        "port": "Names the server in findings",
+        "server_version": "Which version, for patching (not judged here)",
+        "server_version_num": "Which version, as a number",
+        "superuser_allow_list": "The allow-list roles.superuser_allowed was computed against",
+    },
+    existence=must_exist("exists", "The server's identity and what the collecting role could read are recorded"),
     item="server.json",
     key=("connection",),
     columns={
@@ -103,6 +114,16 @@ SERVER = Dataset(
 )
 ROLES = Dataset(
     name="postgres_config.roles",
+    context={
+        "bypass_rls": "A powerful attribute; not judged yet (superusers and logins are)",
+        "connection_limit": "Capacity, not access",
+        "create_db": "A powerful attribute; not judged yet (superusers and logins are)",
+        "create_role": "A powerful attribute; not judged yet (superusers and logins are)",
+        "inherit": "How memberships apply; memberships are reviewed by people, not judged here",
+        "replication": "A powerful attribute; not judged yet (superusers and logins are)",
+        "valid_until": "Password expiry; no criterion here asks for one",
+    },
+    existence=must_exist("exists", "At least one role is read (a cluster always has its bootstrap superuser)"),
     item="roles.jsonl",
     key=("role",),
     columns={
@@ -127,6 +148,10 @@ ROLES = Dataset(
 )
 MEMBERSHIPS = Dataset(
     name="postgres_config.memberships",
+    context={
+        "admin_option": "Who may grant the role on; memberships are reviewed by people",
+    },
+    existence=may_be_empty("A cluster need not grant roles to roles"),
     item="memberships.jsonl",
     key=("role", "member", "grantor"),
     columns={"role": "string", "member": "string", "grantor": "string", "admin_option": "boolean"},
@@ -136,6 +161,13 @@ MEMBERSHIPS = Dataset(
 )
 PRIVILEGES = Dataset(
     name="postgres_config.privileges",
+    context={
+        "default_acl": "Whether the grant comes from default privileges",
+        "grantable": "Whether the grantee may grant it on",
+        "owner": "The owner of the object, for remediation",
+        "schema": "Where the object is",
+    },
+    existence=may_be_empty("Nothing granted beyond owners is the least-privilege goal"),
     item="privileges.jsonl",
     key=("object_type", "object", "grantee", "grantor", "privilege"),
     columns={
@@ -168,6 +200,11 @@ PRIVILEGES = Dataset(
 )
 SETTINGS = Dataset(
     name="postgres_config.settings",
+    context={
+        "source": "Where the value comes from (file, default), for remediation",
+        "unit": "The unit of the value",
+    },
+    existence=must_exist("exists", "The server's settings are read"),
     item="settings.jsonl",
     key=("name",),
     columns={"name": "string", "setting": "string", "unit": "string", "source": "string", "visible": "boolean"},
@@ -176,6 +213,16 @@ SETTINGS = Dataset(
 )
 HBA_RULES = Dataset(
     name="postgres_config.hba_rules",
+    context={
+        "address": "Where a rule applies; the method is judged",
+        "database": "Which databases a rule applies to; the method is judged",
+        "error": "A line the server could not parse, shown as parsed",
+        "netmask": "Where a rule applies; the method is judged",
+        "options": "Method options (e.g. clientcert)",
+        "type": "local, host, hostssl: the method is judged for every type",
+        "user_name": "Which roles a rule applies to; the method is judged",
+    },
+    existence=may_be_empty("An unreadable pg_hba is a finding of postgres_config.server.hba_rules_readable"),
     item="hba_rules.jsonl",
     key=("line_number",),
     columns={
@@ -194,6 +241,11 @@ HBA_RULES = Dataset(
 )
 EXTENSIONS = Dataset(
     name="postgres_config.extensions",
+    context={
+        "schema": "Where the extension is installed",
+        "version": "Which version, for patching (not judged here)",
+    },
+    existence=may_be_empty("A database need not install extensions"),
     item="extensions.jsonl",
     key=("name",),
     columns={"name": "string", "version": "string", "schema": "string"},
@@ -366,6 +418,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
                 dataset,
                 "role_passwords_readable",
                 "The collecting role can tell which roles have passwords (it may read pg_authid)",
+                remediation="Grant the collecting role SELECT on pg_authid, or collect as a superuser",
                 column="role_passwords_readable",
                 value_set=[True],
             ),
@@ -374,6 +427,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
                 dataset,
                 "hba_rules_readable",
                 "The collecting role can read the client authentication rules (pg_hba_file_rules)",
+                remediation="Grant the collecting role SELECT on pg_hba_file_rules (or collect as a superuser)",
                 column="hba_rules_readable",
                 value_set=[True],
             ),
@@ -385,6 +439,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
                 dataset,
                 "superuser_allowed",
                 "Only roles on the source's superuser allow-list are superusers",
+                remediation="ALTER ROLE ... NOSUPERUSER, or add the role to superuser_allow_list after review",
                 column="superuser_allowed",
                 value_set=[True],
                 row_condition=Column("superuser") == True,  # noqa: E712 - builds a GX condition
@@ -394,6 +449,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
                 dataset,
                 "login_has_password",
                 "Every role that can log in has a password (PostgreSQL stores no empty password)",
+                remediation="Set a password (ALTER ROLE ... PASSWORD) or remove LOGIN from the role",
                 column="has_password",
                 value_set=[True],
                 row_condition=Column("login") == True,  # noqa: E712 - builds a GX condition
@@ -403,6 +459,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
                 dataset,
                 "scram_passwords",
                 "Every stored password is a SCRAM-SHA-256 verifier, none an MD5 hash",
+                remediation="With password_encryption = scram-sha-256, set the password again: it is stored as SCRAM",
                 column="password_type",
                 value_set=["scram-sha-256"],
             ),
@@ -414,6 +471,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
                 dataset,
                 "ssl_on",
                 "The server accepts TLS connections (ssl = on)",
+                remediation="Set ssl = on with a certificate and key in postgresql.conf, then reload",
                 column="setting",
                 value_set=["on"],
                 row_condition=Column("name") == "ssl",
@@ -423,6 +481,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
                 dataset,
                 "scram_password_encryption",
                 "New passwords are stored as SCRAM-SHA-256 verifiers (password_encryption)",
+                remediation="Set password_encryption = scram-sha-256 in postgresql.conf, then reload",
                 column="setting",
                 value_set=["scram-sha-256"],
                 row_condition=Column("name") == "password_encryption",
@@ -432,9 +491,39 @@ def control_expectations(dataset: Dataset) -> list[Any]:
                 dataset,
                 "connections_logged",
                 "Every connection is logged (log_connections; PostgreSQL 18 also takes a list of stages)",
+                remediation="Set log_connections = on in postgresql.conf, then reload",
                 column="setting",
                 value_set=["on", "all", "receipt,authentication,authorization"],
                 row_condition=Column("name") == "log_connections",
+            ),
+            control(
+                in_set,
+                dataset,
+                "disconnections_logged",
+                "Every session end is logged with its duration (log_disconnections)",
+                remediation="Set log_disconnections = on in postgresql.conf, then reload",
+                column="setting",
+                value_set=["on"],
+                row_condition=Column("name") == "log_disconnections",
+            ),
+            control(
+                in_set,
+                dataset,
+                "ddl_logged",
+                "Schema changes are logged (log_statement is ddl, mod or all)",
+                remediation="Set log_statement = ddl in postgresql.conf, then reload",
+                column="setting",
+                value_set=["ddl", "mod", "all"],
+                row_condition=Column("name") == "log_statement",
+            ),
+            control(
+                in_set,
+                dataset,
+                "setting_readable",
+                "The collecting role can read every security setting (an unreadable one cannot be judged)",
+                remediation="Grant the collecting role pg_read_all_settings",
+                column="visible",
+                value_set=[True],
             ),
         ]
     if dataset is HBA_RULES:
@@ -444,6 +533,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
                 dataset,
                 "no_trust_or_cleartext",
                 "No client authentication rule admits without a password (trust) or takes one in clear text",
+                remediation="Change the method of the pg_hba.conf line to scram-sha-256 (or cert), then reload",
                 column="auth_method",
                 value_set=["trust", "password"],
             )
@@ -455,6 +545,7 @@ def control_expectations(dataset: Dataset) -> list[Any]:
                 dataset,
                 "no_public_grants",
                 "No table, view or sequence privilege is granted to PUBLIC (every role)",
+                remediation="REVOKE the privilege FROM PUBLIC and grant it to the roles that need it",
                 column="grantee",
                 value_set=["PUBLIC"],
                 row_condition=Column("object_type").is_not_in(["database", "schema"]),

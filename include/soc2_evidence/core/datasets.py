@@ -26,11 +26,40 @@ TYPE_NAMES: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
+class Existence:
+    """A dataset's declared position on emptiness, so that no absence passes unexamined.
+
+    Control checks run per record, so an empty dataset would pass every one of them. With
+    ``check`` set, fewer than ``minimum`` records is a finding of ``<dataset>.<check>`` (the
+    control is "at least one X exists") and ``reason`` is what the auditor reads. With ``check``
+    None an empty dataset is allowed, and ``reason`` says why: nothing to judge is itself fine, or
+    another check records the absence. Build one with :func:`must_exist` or :func:`may_be_empty`.
+    """
+
+    reason: str
+    check: str | None = None
+    minimum: int = 1
+
+
+def must_exist(check: str, reason: str, minimum: int = 1) -> Existence:
+    """Fewer than ``minimum`` records is a finding of ``<dataset>.<check>``, described by ``reason``."""
+    return Existence(reason=reason, check=check, minimum=minimum)
+
+
+def may_be_empty(reason: str) -> Existence:
+    """An empty dataset passes, for ``reason``."""
+    return Existence(reason=reason)
+
+
+@dataclass(frozen=True)
 class Dataset:
     """One tabular evidence dataset.
 
     ``records`` is the key of the record list inside a JSON item; ``None`` means the item is
-    JSON Lines (one record a line) or, for a ``.json`` item, a single record.
+    JSON Lines (one record a line) or, for a ``.json`` item, a single record. ``existence`` is its
+    position on emptiness (the contract test refuses a dataset without one). ``context`` maps each
+    column no control check reads to the reason it is collected (a test holds every other
+    non-key column to be read by a check).
     """
 
     name: str
@@ -42,9 +71,12 @@ class Dataset:
     value_sets: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     total: str | None = None
     description: str = ""
+    existence: Existence | None = None
+    context: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = [column for column in (*self.key, *self.required, *self.value_sets) if column not in self.columns]
+        declared = (*self.key, *self.required, *self.value_sets, *self.context)
+        unknown = [column for column in declared if column not in self.columns]
         if unknown:
             raise ValueError(f"dataset {self.name}: columns {unknown} are not declared")
         bad_types = {column: kind for column, kind in self.columns.items() if kind not in TYPE_NAMES}

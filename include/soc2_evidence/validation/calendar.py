@@ -12,12 +12,15 @@ from typing import Any
 from soc2_evidence.archive.layout import attempt_folder_of
 from soc2_evidence.archive.run import NOT_SELECTED, committed_manifests
 from soc2_evidence.archive.stores.base import EvidenceStore
-from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.datasets import Dataset, may_be_empty
 from soc2_evidence.core.evidence import parse_rfc3339
 
 STATUSES = ("passed", "failed", "missing")
 CALENDAR = Dataset(
     name="calendar.nights",
+    existence=may_be_empty(
+        "A window of zero days has no night to judge; a missing night is a gap record, not an absence"
+    ),
     item="calendar.jsonl",
     key=("night", "source"),
     columns={"night": "string", "source": "string", "status": "string", "manifests": "array"},

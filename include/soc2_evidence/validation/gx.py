@@ -45,12 +45,43 @@ class CheckResult:
     detail: str
     unexpected_rows: list[int]
     description: str = ""
+    columns: list[str] = field(default_factory=list)
+    expected: str = ""
+    remediation: str = ""
 
 
-def control(expectation: type, dataset: Dataset, check: str, description: str, **kwargs: Any) -> Any:
+def control(
+    expectation: type, dataset: Dataset, check: str, description: str, *, remediation: str = "", **kwargs: Any
+) -> Any:
     """A control expectation of ``dataset``: each row it fails is a finding of ``<dataset>.<check>``,
-    told to the auditor by ``description`` (the check name is what controls.yaml maps to criteria)."""
-    return expectation(meta={"check": f"{dataset.name}.{check}", "description": description}, **kwargs)
+    told to the auditor by ``description`` (the check name is what controls.yaml maps to criteria),
+    with ``remediation``: the one line an owner follows to close it."""
+    meta = {"check": f"{dataset.name}.{check}", "description": description, "remediation": remediation}
+    return expectation(meta=meta, **kwargs)
+
+
+def existence_expectations(dataset: Dataset) -> list[Any]:
+    """The dataset's existence expectation, if it declares one: too few records is a finding of the table.
+
+    Per-record control checks pass an empty table by construction, so "at least one X exists" is
+    judged here, as a control (a finding), not as data quality (the evidence itself is sound).
+    """
+    existence = dataset.existence
+    if existence is None or existence.check is None:
+        return []
+    return [
+        control(
+            expectations.ExpectTableRowCountToBeBetween,
+            dataset,
+            existence.check,
+            existence.reason,
+            remediation=(
+                f"Create what is missing ({dataset.description}), or point the source at the account, project, "
+                "repository or path that holds it"
+            ),
+            min_value=existence.minimum,
+        )
+    ]
 
 
 def quality_expectations(dataset: Dataset) -> list[Any]:
@@ -173,9 +204,41 @@ class Validator:
                         detail=_detail(expectation_result),
                         unexpected_rows=list(expectation_result.result.get("unexpected_index_list") or []),
                         description=config.meta.get("description", ""),
+                        columns=judged_columns(config.kwargs),
+                        expected=expected_value(config.type, config.kwargs),
+                        remediation=config.meta.get("remediation", ""),
                     )
                 )
         return checks, result.describe_dict()
+
+
+def judged_columns(kwargs: dict[str, Any]) -> list[str]:
+    """The columns an expectation judges (not those of its row condition): the setting in effect of a finding."""
+    names = [kwargs.get(name) for name in ("column", "column_A", "column_B")] + list(kwargs.get("column_list") or [])
+    return [name for name in names if name]
+
+
+def expected_value(kind: str, kwargs: dict[str, Any]) -> str:
+    """What an expectation of type ``kind`` asks of a value, in words an auditor reads beside the value found."""
+    if kwargs.get("value_pairs_set") is not None:
+        pairs = ", ".join(f"({a}, {b})" for a, b in kwargs["value_pairs_set"])
+        return f"({kwargs['column_A']}, {kwargs['column_B']}) one of {pairs}"
+    if kwargs.get("column_A") and kwargs.get("column_B"):
+        return f"{kwargs['column_B']} {'<=' if kwargs.get('or_equal') else '<'} {kwargs['column_A']}"
+    if kwargs.get("value_set") is not None:
+        values = list(kwargs["value_set"])
+        if "not_be_in_set" in kind:
+            return f"none of {values!r}"
+        return f"= {values[0]!r}" if len(values) == 1 else f"one of {values!r}"
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    subject = "rows" if "table_row_count" in kind else ""
+    if low is not None and high is not None:
+        return f"between {low} and {high}"
+    if low is not None:
+        return f">= {low} {subject}".rstrip()
+    if high is not None:
+        return f"<= {high} {subject}".rstrip()
+    return "not null" if kwargs.get("column") else ""
 
 
 _RELATIVE_LINK = re.compile(r'(?P<attr>(?:href|src)=")(?P<link>\.\./[^"#?]*)"')

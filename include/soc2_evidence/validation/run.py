@@ -192,15 +192,29 @@ class _Judgement:
     def check(
         self, source: str, dataset: Dataset, records: list[dict], collected_at: str, total: int | None, controls
     ) -> None:
-        """Run one dataset's suite: quality failures fail the item, control failures become findings."""
-        from soc2_evidence.validation.gx import Target
+        """Run one dataset's suite: quality failures fail the item, control failures become findings.
 
+        The dataset's existence expectation runs with its control checks, so an empty dataset that
+        must not be empty is a finding rather than a pass.
+        """
+        from soc2_evidence.validation.gx import Target, existence_expectations
+
+        if dataset.existence is None:
+            self.fail(
+                source,
+                dataset.name,
+                dataset.item,
+                f"{dataset.name}.existence",
+                "the dataset declares no position on emptiness (core.datasets.must_exist or may_be_empty), "
+                "so an empty one cannot be judged",
+            )
+            return
         target = Target(
             source=source,
             dataset=dataset,
             frame=to_frame(dataset, records, collected_at),
             parameters={**self.parameters, "reported_total": total},
-            controls=controls,
+            controls=[*existence_expectations(dataset), *controls],
         )
         checks, raw = self.validator.validate(target)
         self.results.append({"source": source, "dataset": dataset.name, "checkpoint": raw})
@@ -288,6 +302,9 @@ def _finding(
     """One failing record (or, for a table-level check, the table) and the check that caught it."""
     record = records[row] if row is not None and row < len(records) else {}
     record_key = {column: record.get(column) for column in dataset.key} if record else {}
+    # What an owner acts on: the resource (record_key), the setting in effect, the value expected,
+    # the criteria and the remediation. A table-level check (existence) judges the row count.
+    setting = {column: record.get(column) for column in result.columns} if record else {"rows": len(records)}
     finding = {
         "source": source,
         "dataset": dataset.name,
@@ -295,6 +312,9 @@ def _finding(
         "description": result.description,
         "controls": list(control_map.for_check(result.check)),
         "record_key": record_key,
+        "setting": setting,
+        "expected": result.expected,
+        "remediation": result.remediation,
         "record": record,
         "detail": result.detail,
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from soc2_evidence.core.datasets import Dataset
+from soc2_evidence.core.datasets import Dataset, must_exist
 from soc2_evidence.core.evidence import rfc3339
 
 OUTCOMES = ("passed", "failed")
@@ -52,6 +52,7 @@ def results_dataset(kind: str, description: str) -> Dataset:
         required=("database", "tool", "test_type", "tested_at", "phases", "checks", "checks_failed", "outcome"),
         value_sets={"outcome": OUTCOMES, "test_type": TEST_TYPES},
         description=description,
+        existence=must_exist("exists", "At least one restore test result exists: no result means no backup was tested"),
     )
 
 
