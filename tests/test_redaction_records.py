@@ -156,3 +156,21 @@ def test_kubernetes_secret_object_is_redacted_whatever_the_entry_names():
     out = Redactor(KEY).redact_value(secret)
     assert out["metadata"] == {"name": "tls"}
     assert all(MARKER_PATTERN.fullmatch(value) for value in out["data"].values())
+
+
+def test_a_list_of_key_records_is_judged_field_by_field():
+    """IAM's access_keys are records (id, status, dates): their dates stay readable; a secret in one is not."""
+    value = {
+        "access_keys": [
+            {
+                "status": "Active",
+                "created": "2026-01-02T03:04:05Z",
+                "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY",
+            }
+        ],
+        "api_keys": "sk_live_" + "a" * 24,
+    }
+    redacted = Redactor(b"k").redact_value(value)
+    [record] = redacted["access_keys"]
+    assert (record["status"], record["created"]) == ("Active", "2026-01-02T03:04:05Z")
+    assert "wJalrXUtnFEMI" not in str(redacted) and "sk_live_" not in str(redacted)

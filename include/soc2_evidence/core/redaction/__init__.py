@@ -29,7 +29,12 @@ from soc2_evidence.core.redaction.documents import (
     parser_for,
     secrets_in_value,
 )
-from soc2_evidence.core.redaction.keys import is_placeholder, is_secret_key_name
+from soc2_evidence.core.redaction.keys import (
+    is_placeholder,
+    is_secret_key_name,
+    names_a_collection_of_keys,
+    names_a_secret_itself,
+)
 
 __all__ = ["DETECTORS", "MARKER_PATTERN", "Redactor", "UnscannableContent", "is_secret_key_name", "may_hold_secret"]
 
@@ -99,6 +104,11 @@ class Redactor:
         secret-named settings ({"name": "db_password", "value": ...}), documents held in strings, and
         the detectors over every other string."""
         if is_secret_key_name(key_name):
+            if isinstance(value, int | float) and not names_a_secret_itself(key_name):
+                return value  # a count in a record (access_keys: 2), where password: 12345678 is a secret
+            records = isinstance(value, list) and value and all(isinstance(item, dict) for item in value)
+            if records and names_a_collection_of_keys(key_name):
+                return [self.redact_value(item) for item in value]
             return self._redact_secret(value)
         if isinstance(value, dict):
             if value.get("kind") == "Secret":

@@ -251,3 +251,17 @@ def is_placeholder(value: str) -> bool:
     """A value that reveals nothing: a placeholder, a boolean, a null or nothing at all."""
     value = value.strip()
     return _PLACEHOLDER.match(value) is not None or _BOOLEAN_OR_NULL.match(value) is not None
+
+
+def names_a_secret_itself(name: str) -> bool:
+    """The key's last word is a secret (``password``, ``pin``, ``db_password``), not a key of something
+    (``access_keys``): a number under it is a secret, where under ``access_keys`` it is a count."""
+    words = [word.lower() for word in _WORDS.findall(name)]
+    return bool(words) and (words[-1] in SECRET_WORDS or words[-1].endswith(SECRET_SUFFIXES))
+
+
+def names_a_collection_of_keys(name: str) -> bool:
+    """``access_keys``, ``ssh_keys``: a plural "keys" names a list of key *records* (IAM's access keys with
+    their status and dates), whose fields are judged by their own names, not one secret."""
+    words = [word.lower() for word in _WORDS.findall(name)]
+    return bool(words) and words[-1] == "keys"
