@@ -8,7 +8,9 @@ reaches the code behind the first ``isinstance`` test, which purely random JSON 
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +68,11 @@ EDGE_VALUES = (
     [[]],
 )
 
+
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+
+
 _scalars = st.one_of(
     st.none(),
     st.booleans(),
@@ -76,7 +83,11 @@ _scalars = st.one_of(
 HOSTILE = st.one_of(
     st.sampled_from(EDGE_VALUES),
     _scalars,
-    st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6),
+    st.recursive(
+        _scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+        max_leaves=6,
+    ),
 )
 
 
@@ -119,10 +130,12 @@ def mutated(draw: st.DrawFn, base: Any, *, max_changes: int = 4) -> Any:
     for _ in range(draw(st.integers(0, max_changes))):
         places = paths(document)
         path = places[draw(st.integers(0, len(places) - 1))]
-        action = draw(st.sampled_from(("replace", "replace", "replace", "drop", "deep")))
+        action = draw(st.sampled_from(("replace",) * 5 + ("drop", "drop", "deep")))
         if action == "drop" and not path:
             continue
-        document = _apply(document, path, action, draw(HOSTILE) if action == "replace" else None)
+        # A copy: EDGE_VALUES' lists and dicts are shared, and a later change must not reach them (or loop).
+        value = copy.deepcopy(draw(HOSTILE)) if action == "replace" else None
+        document = _apply(document, path, action, value)
     return document
 
 
@@ -157,6 +170,7 @@ def collect_files(kind: str, options: dict[str, Any], files: dict[str, bytes], *
         folder.mkdir()
         for name, data in files.items():
             (folder / name).write_bytes(data)
+            os.utime(folder / name, (NOW.timestamp(), NOW.timestamp()))  # a file's time is evidence too
         source = source_config("fuzzed", kind, {**options, "location": str(folder)})
         collector = collector_for(kind)
         run = RunContext(f"evidence_{family}", "fuzz", NOW)
@@ -178,5 +192,3 @@ def collect_files(kind: str, options: dict[str, Any], files: dict[str, bytes], *
 
 def _no_sleep(seconds: float) -> None:
     """Fuzzing never waits: a collector's backoff is recorded by nobody and skipped."""
-
-

@@ -176,7 +176,7 @@ def test_results_of_other_tools_are_normalised_checked_and_archived(tmp_path):
     }
     assert bundle.reported_totals["files"] == 5
     assert {path for path, entry in files.items() if not entry["parsed"]} == {"broken.json", "no-database.xml"}
-    assert files["no-database.xml"]["error"] == "testsuite 'restore ?': no 'database' property"
+    assert files["no-database.xml"]["error"] == "testsuite 'restore ?': properties: missing required field 'database'"
     assert files["restore-report.xml"]["format"] == "junit" and files["restore-report.xml"]["results"] == 2
     archived = {staged.item.name for staged in bundle.items}
     assert files["restore-report.xml"]["item"] in archived
