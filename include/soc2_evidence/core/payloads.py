@@ -46,7 +46,7 @@ def decode_json(data: bytes | str, kind: type[T] | Any = Any, *, where: str) -> 
         return _decoder.decode(data) if kind is Any else msgspec.json.decode(data, type=kind)
     except msgspec.ValidationError as error:
         raise PayloadError(f"{where}: {field_problem(error)}") from error
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:  # msgspec checks a string's UTF-8 as it reads it
         raise PayloadError(f"{where}: not JSON: {_lower(str(error))}") from error
     except RecursionError as error:
         raise PayloadError(f"{where}: JSON nested too deeply to read (over about 1,000 levels)") from error
