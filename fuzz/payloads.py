@@ -126,7 +126,7 @@ def _apply(document: Any, path: tuple, action: str, value: Any) -> Any:
 @st.composite
 def mutated(draw: st.DrawFn, base: Any, *, max_changes: int = 4) -> Any:
     """``base`` (deep-copied) with up to ``max_changes`` changes in places drawn from its own paths."""
-    document = json.loads(json.dumps(base))
+    document = copy.deepcopy(base)
     for _ in range(draw(st.integers(0, max_changes))):
         places = paths(document)
         path = places[draw(st.integers(0, len(places) - 1))]

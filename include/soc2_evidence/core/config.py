@@ -277,19 +277,50 @@ def read_yaml(path: Path) -> Any:
 
 
 def parse_yaml(path: Path, text: str) -> Any:
+    """The YAML document in ``text``, or a ConfigError naming ``path``, the line and column, and the problem.
+
+    An invalid file is read again by the pure-Python loader for its clearer message (it names the
+    character or alias at fault), except when brackets nest deeply: its scanner is quadratic in
+    that depth (minutes for a 10,000-deep file), so libyaml's own message is given instead.
+    """
     try:
         return yaml.load(text, Loader=_FAST_SAFE_LOADER) or {}  # noqa: S506 - a safe loader, C or Python
-    except (yaml.YAMLError, ValueError):
-        pass
-    try:
-        return yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from error
-    except ValueError as error:  # a timestamp such as 2026-02-30: the resolver builds a date and fails
-        raise ConfigError(f"{path}: invalid YAML: {error}") from error
+    except (yaml.YAMLError, ValueError) as error:
+        failure: Exception = error
+    except RecursionError as error:  # PyYAML builds nested values recursively, either loader
+        raise _invalid(path, error) from error
+    if _flow_depth(text) <= MAX_RETRIED_FLOW_DEPTH:
+        try:
+            return yaml.safe_load(text) or {}
+        except (yaml.YAMLError, ValueError, RecursionError) as error:
+            failure = error
+    raise _invalid(path, failure) from failure
+
+
+MAX_RETRIED_FLOW_DEPTH = 64
+
+
+def _invalid(path: Path, error: Exception) -> ConfigError:
+    if isinstance(error, RecursionError):
+        return ConfigError(f"{path}: invalid YAML: nested too deeply (over about 1,000 levels)")
+    if not isinstance(error, yaml.YAMLError):  # a timestamp such as 2026-02-30: the resolver builds a date and fails
+        return ConfigError(f"{path}: invalid YAML: {error}")
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(error, "problem", None) or str(error)
+    return ConfigError(f"{path}: invalid YAML{where}: {problem}")
+
+
+def _flow_depth(text: str) -> int:
+    """How deep ``[`` and ``{`` nest, counting those in quotes too: an upper bound is all the caller needs."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}" and depth:
+            depth -= 1
+    return deepest
 
 
 # --- checking -------------------------------------------------------------------------------------
@@ -362,7 +393,8 @@ def _unscheduled_families(raw: dict[str, Any], kinds: Mapping[str, KindSpec]) ->
     for entry in raw.get("sources") or []:
         if isinstance(entry, dict):
             spec = kinds.get(entry.get("kind")) if isinstance(entry.get("kind"), str) else None
-            families.add(entry.get("family") or (spec.family if spec else None))
+            family = entry.get("family")
+            families.add(family if isinstance(family, str) and family else spec.family if spec else None)
     for family, dag_key in DAG_OF_FAMILY.items():
         schedule = schedules.get(dag_key, getattr(SchedulesSection(), dag_key))
         if family not in families and schedule is not None:
@@ -457,7 +489,7 @@ def _check_union(value: Any, args: tuple, path: tuple) -> Iterator[Problem]:
     if tagged and isinstance(value, dict):
         tag_field, by_tag = tagged
         tag = value.get(tag_field)
-        if tag not in by_tag:
+        if not isinstance(tag, str) or tag not in by_tag:  # a list or a mapping is no tag (and not hashable)
             yield Problem(
                 (*path, tag_field), f"expected one of {', '.join(by_tag)}, got {tag!r}{_suggestion(tag, by_tag)}"
             )
