@@ -22,7 +22,7 @@ import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import yaml
@@ -47,6 +47,9 @@ PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/\s]+@[^/\s]+:")
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
 _PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually")
+
+
+S = TypeVar("S", bound="Section")
 
 
 class _KeywordFields(type(msgspec.Struct)):
@@ -203,11 +206,28 @@ def resolve_against(config_file: Path, value: str) -> Path:
 def load_config(path: str | Path | None, kinds: Mapping[str, KindSpec]) -> PipelineConfig:
     """The file at ``path`` (default: ``EVIDENCE_CONFIG``, else the shipped file), every problem in one error."""
     path, raw, problems = _checked(path, kinds)
+    _refuse(path, problems)
+    return _build(path, raw, kinds)
+
+
+def load_typed_file(path: Path, kind: type[S]) -> S:
+    """Another YAML file of the pipeline's (controls, exceptions) as the Section ``kind``.
+
+    Checked as the config file is: every problem at once, each ``file:line: key.path: message``.
+    """
+    text = read_text(path)
+    raw = parse_yaml(path, text)
+    problems = list(check_value(raw, kind, ()))
+    _refuse(path, _located(path, text, problems) if problems else [])
+    return msgspec.convert(raw, kind)
+
+
+def _refuse(path: Path, problems: list[str]) -> None:
+    """One problem as its own line; several under a count, one a line."""
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problems\n" + "\n".join(problems))
-    return _build(path, raw, kinds)
 
 
 def check_config(path: str | Path | None, kinds: Mapping[str, KindSpec]) -> list[str]:
@@ -271,11 +291,6 @@ def read_text(path: Path) -> str:
         raise ConfigError(f"{path}: config file is not UTF-8 text (byte {error.start})") from error
 
 
-def read_yaml(path: Path) -> Any:
-    """A YAML file of the pipeline's (config, controls, exceptions), safely loaded; errors name the file."""
-    return parse_yaml(path, read_text(path))
-
-
 def parse_yaml(path: Path, text: str) -> Any:
     """The YAML document in ``text``, or a ConfigError naming ``path``, the line and column, and the problem.
 
@@ -288,27 +303,50 @@ def parse_yaml(path: Path, text: str) -> Any:
     except (yaml.YAMLError, ValueError) as error:
         failure: Exception = error
     except RecursionError as error:  # PyYAML builds nested values recursively, either loader
-        raise _invalid(path, error) from error
+        raise _invalid(path, text, error) from error
     if _flow_depth(text) <= MAX_RETRIED_FLOW_DEPTH:
         try:
             return yaml.safe_load(text) or {}
         except (yaml.YAMLError, ValueError, RecursionError) as error:
             failure = error
-    raise _invalid(path, failure) from failure
+    raise _invalid(path, text, failure) from failure
 
 
 MAX_RETRIED_FLOW_DEPTH = 64
 
 
-def _invalid(path: Path, error: Exception) -> ConfigError:
+def _invalid(path: Path, text: str, error: Exception) -> ConfigError:
+    """The one-line error of a file that does not load: where (line, column) and what."""
     if isinstance(error, RecursionError):
         return ConfigError(f"{path}: invalid YAML: nested too deeply (over about 1,000 levels)")
-    if not isinstance(error, yaml.YAMLError):  # a timestamp such as 2026-02-30: the resolver builds a date and fails
-        return ConfigError(f"{path}: invalid YAML: {error}")
-    mark = getattr(error, "problem_mark", None)
+    if isinstance(error, yaml.YAMLError):
+        mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None) or str(error)
+    else:  # a value the safe constructor cannot build, such as the timestamp 2026-02-30: find which
+        mark, problem = _unbuildable_scalar(text) or (None, str(error))
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    problem = getattr(error, "problem", None) or str(error)
     return ConfigError(f"{path}: invalid YAML{where}: {problem}")
+
+
+def _unbuildable_scalar(text: str) -> tuple[Any, str] | None:
+    """The mark of the first scalar that parses but cannot be built (``2026-02-30``), and why."""
+    try:
+        root = yaml.compose(text, Loader=_FAST_SAFE_LOADER)
+    except (yaml.YAMLError, RecursionError):
+        return None
+    builder = yaml.SafeLoader("")
+    pending = [root] if root is not None else []
+    while pending:  # in document order, without recursion
+        node = pending.pop()
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                builder.construct_object(node)
+            except (ValueError, yaml.YAMLError) as error:
+                return node.start_mark, f"{node.value!r}: {error}"
+        elif isinstance(node, yaml.SequenceNode):
+            pending += reversed(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            pending += [part for pair in reversed(node.value) for part in reversed(pair)]
+    return None
 
 
 def _flow_depth(text: str) -> int:
@@ -530,7 +568,12 @@ def _local_paths(config_file: Path, value: Any, struct: type[msgspec.Struct], pa
 
 def _from_msgspec(path: tuple, error: msgspec.ValidationError) -> Problem:
     """msgspec's 'Expected `int`, got `str` - at `$[2]`' as a problem at the full key path."""
-    message, _, where = str(error).partition(" - at `$")
+    text = str(error).replace("Invalid RFC3339 encoded date", "expected a YYYY-MM-DD date")
+    if " - at `key` in `$" in text:  # a mapping's key, not its value, has the wrong type
+        message, _, where = text.partition(" - at `key` in `$")
+        message += " as a key"
+    else:
+        message, _, where = text.partition(" - at `$")
     suffix: list[str | int] = []
     for part in re.findall(r"\[(\d+)\]|\.([^.\[`]+)|\[\"?([^\]\"]+)\"?\]", where):
         index, key, quoted = part
