@@ -26,7 +26,6 @@ GitHub collector's options (``ticket_pattern``, ``emergency_labels``, ``required
 from __future__ import annotations
 
 import csv
-import json
 import re
 import tempfile
 from collections.abc import Iterator
@@ -42,7 +41,7 @@ from soc2_evidence.collectors.config_repo import glob_to_regex
 from soc2_evidence.collectors.support import tickets
 from soc2_evidence.collectors.support.locations import LocalLocation, open_location
 from soc2_evidence.collectors.support.tickets import Approval, Person, parse_time, record
-from soc2_evidence.core import config
+from soc2_evidence.core import config, payloads
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.errors import CollectorError, PayloadError
 from soc2_evidence.core.hashing import digest_file
@@ -253,6 +252,126 @@ def _local_name(scratch: Path, name: str) -> Path:
     return path
 
 
+# --- the declared shapes of export records ---------------------------------------------------------
+# What the Jira and GitHub normalisers read of a record, typed: a record that does not fit is a
+# PayloadError naming the file, the record and the field, before any of it is used. Other fields
+# (custom fields, which the population options name) stay as the export has them.
+
+Text = str | None
+JiraUser = dict[str, Any] | str | None  # Cloud: accountId; Data Center: name/key; or an id as text
+
+
+class ExportEnvelope(msgspec.Struct):
+    """A Jira search response saved as a file: its ``total`` is the population the export claims."""
+
+    total: payloads.Count | None = None
+
+
+class JiraChangeItem(msgspec.Struct):
+    field: Text = None
+    fieldId: Text = None
+    fromString: Text = None
+    toString: Text = None
+    to: Text = None
+
+
+class JiraHistory(msgspec.Struct):
+    created: Text = None
+    author: JiraUser = None
+    items: list[JiraChangeItem] | None = None
+
+
+class JiraChangelog(msgspec.Struct):
+    histories: list[JiraHistory] | None = None
+
+
+class JiraLink(msgspec.Struct):
+    outwardIssue: dict[str, Any] | None = None
+    inwardIssue: dict[str, Any] | None = None
+
+
+class JiraFields(msgspec.Struct):
+    created: Text = None
+    resolutiondate: Text = None
+    reporter: JiraUser = None
+    creator: JiraUser = None
+    issuelinks: list[JiraLink] | None = None
+
+
+class JiraIssue(msgspec.Struct):
+    key: payloads.NonEmpty
+    fields: JiraFields
+    changelog: JiraChangelog | None = None
+
+
+class GitHubUser(msgspec.Struct):
+    login: Text = None
+
+
+class Repository(msgspec.Struct):
+    full_name: Text = None
+
+
+class GitRef(msgspec.Struct):
+    ref: Text = None
+    sha: Text = None
+    repo: Repository | None = None
+
+
+class Label(msgspec.Struct):
+    name: Text = None
+
+
+class Review(msgspec.Struct):
+    user: GitHubUser | None = None
+    state: Text = None
+    submitted_at: Text = None
+
+
+class CheckRun(msgspec.Struct):
+    name: Text = None
+    status: Text = None
+    conclusion: Text = None
+    started_at: Text = None
+    id: payloads.Count | None = None
+
+
+class CommitStatus(msgspec.Struct):
+    context: Text = None
+    state: Text = None
+
+
+class Deployment(msgspec.Struct):
+    id: payloads.Count | None = None
+    environment: Text = None
+    created_at: Text = None
+    creator: GitHubUser | None = None
+
+
+class ExportPull(msgspec.Struct):
+    """A pull request as ``GET /repos/{repo}/pulls/{n}`` returns it, with the export's own lists."""
+
+    number: payloads.Count
+    merged_at: Text
+    title: Text = None
+    body: Text = None
+    html_url: Text = None
+    state: Text = None
+    created_at: Text = None
+    merge_commit_sha: Text = None
+    user: GitHubUser | None = None
+    merged_by: GitHubUser | None = None
+    head: GitRef | None = None
+    base: GitRef | None = None
+    repository: str | Repository | None = None
+    labels: list[Label] | None = None
+    reviews: list[Review] | None = None
+    required_checks: list[str] | None = None
+    check_runs: list[CheckRun] | None = None
+    statuses: list[CommitStatus] | None = None
+    deployments: list[Deployment] | None = None
+
+
 # --- reading the files ---------------------------------------------------------------------------
 
 
@@ -276,24 +395,18 @@ def _records(source: str, export: ExportFile, now: datetime) -> Iterator[dict[st
 def _json_items(where: str, export: ExportFile, list_key: str) -> Iterator[Any]:
     """Items of a JSON document (a list, or ``{list_key: [...]}`` with an optional ``total``) or JSON Lines."""
     if export.path.suffix == ".jsonl":
-        with open(export.path, encoding="utf-8") as stream:
+        with open(export.path, "rb") as stream:
             for number, line in enumerate(stream, start=1):
                 if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except ValueError as error:
-                        raise PayloadError(f"{where}: line {number} is not JSON: {error}") from error
+                    yield payloads.decode_json(line, where=f"{where}: line {number}")
         return
-    try:
-        document = json.loads(export.path.read_bytes())
-    except ValueError as error:
-        raise PayloadError(f"{where}: not JSON: {error}") from error
+    document = payloads.decode_json(export.path.read_bytes(), where=where)
     if isinstance(document, dict):
-        if isinstance(document.get("total"), int):
-            export.reported = document["total"]
+        envelope = payloads.convert(document, ExportEnvelope, where=where)
+        export.reported = envelope.total
         document = document.get(list_key)
     if not isinstance(document, list):
-        raise CollectorError(f"{where}: expected a list, or an object with a {list_key!r} list")
+        raise PayloadError(f"{where}: expected a list, or an object with a {list_key!r} list")
     yield from document
 
 
@@ -319,29 +432,23 @@ def _normalise(where: str, index: int, entry: dict[str, Any], item: Any, now: da
             return _pull_record(where, index, entry, item, now)
         if kind == "jira_csv":
             return _csv_record(entry, item, now)
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("key"), str)
-            or not isinstance(item.get("fields"), dict)
-        ):
-            raise CollectorError(f"{where}: issue {index} has no 'key' or 'fields'")
+        payloads.convert(item, JiraIssue, where=f"{where}: issue {index}")
         return jira.normalise_issue(entry["spec"], item, browse_url=entry.get("browse_url"), now=now)
     except ValueError as error:  # an unparseable time or a missing column
         raise PayloadError(f"{where}: record {index}: {error}") from error
 
 
 def _pull_record(where: str, index: int, entry: dict[str, Any], pull: Any, now: datetime) -> dict[str, Any] | None:
-    if not isinstance(pull, dict) or "number" not in pull or "merged_at" not in pull:
-        raise CollectorError(f"{where}: pull request {index} has no 'number' or 'merged_at'")
-    if not pull.get("merged_at"):
+    typed = payloads.convert(pull, ExportPull, where=f"{where}: pull request {index}")
+    if not typed.merged_at:
         return None
-    repository = pull.get("repository") or ((pull.get("base") or {}).get("repo") or {}).get("full_name")
-    if isinstance(repository, dict):
-        repository = repository.get("full_name")
+    repository = typed.repository or (typed.base.repo.full_name if typed.base and typed.base.repo else None)
+    if isinstance(repository, Repository):
+        repository = repository.full_name
     if not repository:
-        raise CollectorError(f"{where}: pull request {index} names no repository (base.repo.full_name)")
+        raise PayloadError(f"{where}: pull request {index} names no repository (base.repo.full_name)")
     settings: github.GitHubOptions = entry["settings"]
-    required = tuple(pull.get("required_checks") or settings.required_checks or ())
+    required = tuple(typed.required_checks or settings.required_checks or ())
     return github.normalise_pull(
         settings,
         repository,

@@ -66,7 +66,8 @@ def field_problem(error: msgspec.ValidationError) -> str:
     """msgspec's ``Expected `int`, got `str` - at `$.time``` as ``time: expected int, got str``."""
     match = _PATH.match(str(error))
     message, path = (match.group(1), match.group(2).lstrip(".")) if match else (str(error), "")
-    message = _lower(re.sub(r"`([^`]*)`", _quoted, message.replace("Object missing", "missing")))
+    message = re.sub(r"^Object missing required field `([^`]*)`", r"missing required field '\1'", message)
+    message = _lower(message.replace("`", ""))
     return f"{path}: {message}" if path else message
 
 
@@ -83,14 +84,6 @@ def utc(moment: datetime, *, where: str) -> datetime:
     return moment
 
 
-def _quoted(match: re.Match[str]) -> str:
-    """A field name in quotes as people write them; a type (``int``, ``str``) bare."""
-    text = match.group(1)
-    return text if text in _TYPE_NAMES or not text.isidentifier() else f"'{text}'"
-
-
-_TYPE_NAMES = {"int", "float", "str", "bool", "null", "array", "object", "datetime", "date", "number"}
-
-
 def _lower(text: str) -> str:
-    return text[:1].lower() + text[1:]
+    """A message continued after a colon: ``Expected`` becomes ``expected``, ``JSON`` stays."""
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text

@@ -239,7 +239,10 @@ def parse_time(value: Any, formats: tuple[str, ...] = ()) -> datetime | None:
                 raise ValueError(f"unrecognised time {text!r}") from None
     if moment.tzinfo is UTC:
         return moment
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    try:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is a valid time, but before the first UTC one
+        raise ValueError(f"time {value!s} is out of range") from None
 
 
 def ticket_keys(pattern: re.Pattern[str], *texts: str | None) -> list[str]:
