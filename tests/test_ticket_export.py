@@ -222,7 +222,7 @@ def test_bad_export_options_are_refused_at_load(tmp_path, files, message):
         pytest.param(
             [{"glob": "*.json", "format": "jira_json", "population": "changes"}],
             b'{"issues": [{"key": "A-1", "fields": {"created": NaN}}]}',
-            r"x\.json: not JSON: JSON is malformed: invalid character \(byte 43\)$",
+            r"x\.json: not JSON: JSON is malformed: invalid character \(byte 49\)$",
             id="nan",
         ),
         pytest.param(
