@@ -26,6 +26,9 @@ from soc2_evidence.core.staging import BundleWriter
 # The collectors' injected clock: fuzzing never reads the real one, so a case replays the same on any date.
 NOW = datetime(2026, 11, 2, 3, 0, tzinfo=UTC)
 DEEP = 10_000  # nesting levels of the deepest body: far past Python's recursion limit
+# A case's files and staging live in memory where the machine offers it: 10,000 cases make and
+# remove some 50,000 directories, and on a busy disk removing them took a third of the time.
+SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 - private temporary directories in it
 
 # Values the issue found crashing parsers, and their neighbours.
 EDGE_VALUES = (
@@ -165,7 +168,7 @@ def json_file(base: Any) -> st.SearchStrategy[bytes]:
 
 def collect_files(kind: str, options: dict[str, Any], files: dict[str, bytes], *, family: str) -> None:
     """Run the ``kind`` collector's ``collect()`` over ``files`` written to a fresh directory (its ``location``)."""
-    with tempfile.TemporaryDirectory(prefix="soc2-fuzz-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="soc2-fuzz-", dir=SCRATCH) as scratch:
         folder = Path(scratch) / "files"
         folder.mkdir()
         for name, data in files.items():

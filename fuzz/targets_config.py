@@ -15,7 +15,7 @@ import yaml
 from hypothesis import strategies as st
 
 from fuzz.harness import FuzzTarget
-from fuzz.payloads import DEEP, mutated
+from fuzz.payloads import DEEP, SCRATCH, mutated
 from soc2_evidence.collectors import load_config
 from soc2_evidence.validation.controls import load_control_map, load_exceptions
 
@@ -90,7 +90,7 @@ LOADERS = {
 
 def _run(case: tuple[str, str]) -> None:
     name, text = case
-    with tempfile.TemporaryDirectory(prefix="soc2-fuzz-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="soc2-fuzz-", dir=SCRATCH) as scratch:
         path = Path(scratch) / name
         path.write_text(text, encoding="utf-8")
         LOADERS[name](path)
