@@ -249,7 +249,7 @@ def _parse(found: BackupObject, text: str, options: Options) -> tuple[str, list]
     """The file's format and one deferred result builder per result (each may raise PayloadError)."""
     if text.lstrip().startswith("<"):
         return "junit", _junit(found, text, options)
-    document = payloads.decode_json(text, where="neither XML nor JSON")
+    document = payloads.decode_json(text, where="content")  # not "<": JSON, else malformed
     if (
         isinstance(document, list)
         and document
