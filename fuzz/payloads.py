@@ -8,9 +8,13 @@ reaches the code behind the first ``isinstance`` test, which purely random JSON 
 
 from __future__ import annotations
 
+import atexit
 import copy
+import functools
 import json
 import os
+import pickle
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +23,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from soc2_evidence.collectors import CollectContext, collector_for, source_config
+from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.evidence import RunContext
 from soc2_evidence.core.redaction import Redactor
 from soc2_evidence.core.staging import BundleWriter
@@ -126,20 +131,31 @@ def _apply(document: Any, path: tuple, action: str, value: Any) -> Any:
     return document
 
 
-@st.composite
-def mutated(draw: st.DrawFn, base: Any, *, max_changes: int = 4) -> Any:
-    """``base`` (deep-copied) with up to ``max_changes`` changes in places drawn from its own paths."""
-    document = copy.deepcopy(base)
-    for _ in range(draw(st.integers(0, max_changes))):
-        places = paths(document)
-        path = places[draw(st.integers(0, len(places) - 1))]
-        action = draw(st.sampled_from(("replace",) * 5 + ("drop", "drop", "deep")))
-        if action == "drop" and not path:
-            continue
-        # A copy: EDGE_VALUES' lists and dicts are shared, and a later change must not reach them (or loop).
-        value = copy.deepcopy(draw(HOSTILE)) if action == "replace" else None
-        document = _apply(document, path, action, value)
-    return document
+def mutated(base: Any, *, max_changes: int = 4) -> st.SearchStrategy[Any]:
+    """``base`` (copied) with up to ``max_changes`` changes in places drawn from its own paths.
+
+    The places are the base's, listed once: a place that an earlier change removed is skipped.
+    """
+    places = paths(base)
+    frozen = pickle.dumps(base)  # a copy per case: faster than deepcopy, and keeps YAML's dates
+
+    @st.composite
+    def mutation(draw: st.DrawFn) -> Any:
+        document = pickle.loads(frozen)  # noqa: S301 - our own bytes, pickled just above
+        for _ in range(draw(st.integers(0, max_changes))):
+            path = places[draw(st.integers(0, len(places) - 1))]
+            action = draw(st.sampled_from(("replace",) * 5 + ("drop", "drop", "deep")))
+            if action == "drop" and not path:
+                continue
+            # A copy: EDGE_VALUES' lists and dicts are shared, and a later change must not reach them (or loop).
+            value = copy.deepcopy(draw(HOSTILE)) if action == "replace" else None
+            try:
+                document = _apply(document, path, action, value)
+            except (KeyError, IndexError, TypeError):  # an earlier change removed or replaced this place
+                continue
+        return document
+
+    return mutation()
 
 
 def to_json(document: Any) -> bytes:
@@ -167,30 +183,43 @@ def json_file(base: Any) -> st.SearchStrategy[bytes]:
 
 
 def collect_files(kind: str, options: dict[str, Any], files: dict[str, bytes], *, family: str) -> None:
-    """Run the ``kind`` collector's ``collect()`` over ``files`` written to a fresh directory (its ``location``)."""
-    with tempfile.TemporaryDirectory(prefix="soc2-fuzz-", dir=SCRATCH) as scratch:
-        folder = Path(scratch) / "files"
-        folder.mkdir()
-        for name, data in files.items():
-            (folder / name).write_bytes(data)
-            os.utime(folder / name, (NOW.timestamp(), NOW.timestamp()))  # a file's time is evidence too
-        source = source_config("fuzzed", kind, {**options, "location": str(folder)})
-        collector = collector_for(kind)
-        run = RunContext(f"evidence_{family}", "fuzz", NOW)
-        writer = BundleWriter(
-            Path(scratch) / "staging",
-            family=family,
-            source=source.name,
-            kind=kind,
-            run=run,
-            try_number=1,
-            collector=collector.__name__,
-            collector_version=collector.VERSION,
-            redactor=Redactor(),
-            now=lambda: NOW,
-        )
-        collector.collect(source, writer, CollectContext(resolve_path=Path, now=lambda: NOW, sleep=_no_sleep))
-        writer.finish()
+    """Run the ``kind`` collector's ``collect()`` over ``files``, written to its ``location`` folder.
+
+    The folder, the staging root and the typed source are made once per kind and options: building
+    the source (type checks) and making and removing the folders cost more than most cases.
+    The writer clears the previous case's bundle itself, as a retried task's does.
+    """
+    folder, staging, source = _workspace(kind, json.dumps(options, sort_keys=True))
+    for stale in folder.iterdir():
+        stale.unlink()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        os.utime(folder / name, (NOW.timestamp(), NOW.timestamp()))  # a file's time is evidence too
+    collector = collector_for(kind)
+    writer = BundleWriter(
+        staging,
+        family=family,
+        source=source.name,
+        kind=kind,
+        run=RunContext(f"evidence_{family}", "fuzz", NOW),
+        try_number=1,
+        collector=collector.__name__,
+        collector_version=collector.VERSION,
+        redactor=Redactor(),
+        now=lambda: NOW,
+    )
+    collector.collect(source, writer, CollectContext(resolve_path=Path, now=lambda: NOW, sleep=_no_sleep))
+    writer.finish()
+
+
+@functools.cache
+def _workspace(kind: str, options: str) -> tuple[Path, Path, SourceConfig]:
+    """A folder of files, a staging root and the source reading the folder; removed when the process ends."""
+    scratch = Path(tempfile.mkdtemp(prefix="soc2-fuzz-", dir=SCRATCH))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    folder = scratch / "files"
+    folder.mkdir()
+    return folder, scratch / "staging", source_config("fuzzed", kind, {**json.loads(options), "location": str(folder)})
 
 
 def _no_sleep(seconds: float) -> None:
