@@ -248,6 +248,14 @@ def test_an_impossible_yaml_date_is_a_config_error_not_a_crash(tmp_path):
         load_config(path)
 
 
+def test_a_path_with_a_nul_character_is_a_located_problem(tmp_path):
+    path = write(tmp_path, MINIMAL + 'staging_dir: x\nvalidation: {controls_file: "a\\0b"}\n')
+    with pytest.raises(
+        ConfigError, match=r":\d+: validation\.controls_file: 'a\\x00b' is not a path: it contains a NUL"
+    ):
+        load_config(path)
+
+
 @pytest.mark.parametrize("text", ["[" * 10_000 + "]" * 10_000, "a: " + "[" * 10_000, "a: " + "{a: " * 5_000])
 def test_a_deeply_nested_file_is_a_config_error_quickly(tmp_path, text):
     """PyYAML recurses per level (RecursionError) and its pure-Python scanner is quadratic in bracket depth."""

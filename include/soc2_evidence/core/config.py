@@ -556,6 +556,9 @@ def _local_paths(config_file: Path, value: Any, struct: type[msgspec.Struct], pa
         item = value.get(field.encode_name)
         if not isinstance(item, str) or not _is_local_path(field.type) or _URL.match(item):
             continue
+        if "\x00" in item:  # no file system takes it; Path.resolve() raises ValueError
+            yield Problem((*path, field.encode_name), f"{item!r} is not a path: it contains a NUL character")
+            continue
         if Path(os.path.expanduser(item)).is_absolute():
             continue
         resolved = resolve_against(config_file.resolve(), item)
