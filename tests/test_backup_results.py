@@ -176,7 +176,7 @@ def test_results_of_other_tools_are_normalised_checked_and_archived(tmp_path):
     }
     assert bundle.reported_totals["files"] == 5
     assert {path for path, entry in files.items() if not entry["parsed"]} == {"broken.json", "no-database.xml"}
-    assert files["no-database.xml"]["error"] == "testsuite 'restore ?': no 'database' property"
+    assert files["no-database.xml"]["error"] == "testsuite 'restore ?': properties: missing required field 'database'"
     assert files["restore-report.xml"]["format"] == "junit" and files["restore-report.xml"]["results"] == 2
     archived = {staged.item.name for staged in bundle.items}
     assert files["restore-report.xml"]["item"] in archived
@@ -304,3 +304,127 @@ def test_a_location_is_relative_to_the_config_file_and_must_exist_there(tmp_path
 def test_a_location_missing_at_collection_names_the_source(tmp_path):
     with pytest.raises(CollectorError, match=r"source restore-reports: location .*/missing: not a directory"):
         collect(tmp_path, {"location": "missing"})
+
+
+SUITE = (
+    '<testsuite name="restore orders" timestamp="{timestamp}" time="{time}">{properties}'
+    '<testcase name="x"/></testsuite>'
+)
+ORDERS = '<properties><property name="database" value="orders"/></properties>'
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "error"),
+    [
+        pytest.param(
+            "r.xml",
+            SUITE.format(timestamp="2028-03-01T01:00:00", time="1e20", properties=ORDERS),
+            "testsuite 'restore orders': time: expected float <= 316224000.0",
+            id="junit-time-1e20",
+        ),
+        pytest.param(
+            "r.xml",
+            SUITE.format(timestamp="9999-12-31T23:59:59-01:00", time="1", properties=ORDERS),
+            "testsuite 'restore orders': timestamp: 9999-12-31T23:59:59-01:00 is outside 1970-2999",
+            id="junit-year-9999",
+        ),
+        pytest.param(
+            "r.json",
+            json.dumps({"results": [{"database": "crm", "restore_started_at": "0001-01-01T00:00:00+01:00"}]}),
+            "result 1: restore_started_at: 0001-01-01T00:00:00+01:00 is outside 1970-2999",
+            id="restore-json-year-1",
+        ),
+        pytest.param(
+            "r.json",
+            '{"results": [{"database": "crm", "restore_started_at": 1e400}]}',
+            "content: [...][0][...]: number out of range",  # msgspec's path in a document of any shape
+            id="restore-json-1e400",
+        ),
+        pytest.param(
+            "r.json",
+            '{"results": [{"database": "crm", "restore_started_at": "2028-03-01T01:00:00Z", "rto_seconds": NaN}]}',
+            "content: not JSON: JSON is malformed: invalid character (byte 94)",
+            id="restore-json-nan",
+        ),
+        pytest.param(
+            "r.json",
+            json.dumps(
+                {"results": [{"database": "crm", "restore_started_at": "2028-03-01T01:00:00Z", "checks": "ok"}]}
+            ),
+            "result 1: checks: expected array, got str",
+            id="restore-json-checks-text",
+        ),
+        pytest.param(
+            "r.json",
+            '{"results": [{"database": "crm", "restore_started_at": ' + "[" * 10_000 + "]" * 10_000 + "}]}",
+            "content: JSON nested too deeply to read (over about 1,000 levels)",
+            id="restore-json-10000-deep",
+        ),
+        pytest.param(
+            "info.json",
+            '[{"name": "main", "status": {"code": 0}, "backup": [{"timestamp": {"stop": Infinity}}]}]',
+            "content: not JSON: JSON is malformed: invalid character (byte 75)",
+            id="pgbackrest-stop-infinity",
+        ),
+        pytest.param(
+            "info.json",
+            json.dumps([{"name": "main", "status": {"code": 0}, "backup": [{"timestamp": {"stop": 10**400}}]}]),
+            "stanza 1: backup[0].timestamp.stop: number out of range",
+            id="pgbackrest-stop-400-digits",
+        ),
+        pytest.param(
+            "info.json",
+            json.dumps([{"name": "main", "status": "ok", "backup": []}]),
+            "stanza 1: status: expected object, got str",
+            id="pgbackrest-status-text",
+        ),
+    ],
+)
+def test_a_malformed_result_is_recorded_with_its_field_and_fails_the_file(tmp_path, name, content, error):
+    """Out-of-range numbers and times, NaN and deep nesting are refused per file, naming the result and field."""
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / name).write_text(content)
+    bundle = collect(tmp_path, {**OPTIONS, "expect_databases": []})
+    [entry] = records(bundle, "files.jsonl")
+    assert (entry["parsed"], entry["results"], entry["error"]) == (False, 0, error)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(
+            '<?xml version="1.0"?><!DOCTYPE t [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+            '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">'
+            '<!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;"><!ENTITY f "&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;">'
+            '<!ENTITY g "&f;&f;&f;&f;&f;&f;&f;&f;&f;&f;"><!ENTITY h "&g;&g;&g;&g;&g;&g;&g;&g;&g;&g;">]>'
+            '<testsuite name="&h;" timestamp="2028-03-01T01:00:00"><testcase name="x"/></testsuite>',
+            id="entity-expansion",
+        ),
+        pytest.param(
+            '<?xml version="1.0"?><!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/hostname">]>'
+            '<testsuite name="&x;" timestamp="2028-03-01T01:00:00">' + ORDERS + '<testcase name="x"/></testsuite>',
+            id="external-entity",
+        ),
+    ],
+)
+def test_hostile_xml_is_refused_and_nothing_is_fetched_or_expanded(tmp_path, content):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r.xml").write_text(content)
+    bundle = collect(tmp_path, {**OPTIONS, "expect_databases": []})
+    [entry] = records(bundle, "files.jsonl")
+    assert entry["parsed"] is False and entry["error"].startswith("XML does not parse: ")
+    assert records(bundle, "results.jsonl") == []
+
+
+def test_xinclude_is_not_processed(tmp_path):
+    """ElementTree leaves an ``xi:include`` as an element: the included file is never read."""
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r.xml").write_text(
+        '<testsuite xmlns:xi="http://www.w3.org/2001/XInclude" name="xi" timestamp="2028-03-01T01:00:00">'
+        + ORDERS
+        + '<xi:include href="/etc/hostname" parse="text"/><testcase name="x"/></testsuite>'
+    )
+    bundle = collect(tmp_path, {**OPTIONS, "expect_databases": []})
+    [result] = records(bundle, "results.jsonl")
+    assert result["database"] == "orders" and result["checks"] == [{"name": "x", "status": "passed", "detail": ""}]
+    assert Path("/etc/hostname").read_text().strip() not in json.dumps(records(bundle, "results.jsonl"))

@@ -240,8 +240,27 @@ def test_invalid_yaml_names_file_and_line(tmp_path, text, line, message):
 
 
 def test_an_impossible_yaml_date_is_a_config_error_not_a_crash(tmp_path):
+    """PyYAML fails building the date with no position; the loader finds the scalar and gives its line."""
     path = write(tmp_path, MINIMAL + "staging_dir: 2026-02-30\n")
-    with pytest.raises(ConfigError, match="^" + re.escape(f"{path}: invalid YAML: ")):
+    line = len(MINIMAL.splitlines()) + 1
+    message = f"{path}: invalid YAML at line {line}, column 14: '2026-02-30': day is out of range for month"
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        load_config(path)
+
+
+def test_a_path_with_a_nul_character_is_a_located_problem(tmp_path):
+    path = write(tmp_path, MINIMAL + 'staging_dir: x\nvalidation: {controls_file: "a\\0b"}\n')
+    with pytest.raises(
+        ConfigError, match=r":\d+: validation\.controls_file: 'a\\x00b' is not a path: it contains a NUL"
+    ):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text", ["[" * 10_000 + "]" * 10_000, "a: " + "[" * 10_000, "a: " + "{a: " * 5_000])
+def test_a_deeply_nested_file_is_a_config_error_quickly(tmp_path, text):
+    """PyYAML recurses per level (RecursionError) and its pure-Python scanner is quadratic in bracket depth."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{path}: invalid YAML")):
         load_config(path)
 
 

@@ -192,8 +192,62 @@ def test_bad_export_options_are_refused_at_load(tmp_path, files, message):
         pytest.param(
             [{"glob": "*.json", "format": "jira_json", "population": "changes"}],
             b'{"issues": [{"key": "A-1"}]}',
-            r"x\.json: issue 1 has no 'key' or 'fields'",
+            r"x\.json: issue 1: missing required field 'fields'$",
             id="missing-fields",
+        ),
+        pytest.param(
+            [{"glob": "*.json", "format": "jira_json", "population": "changes"}],
+            b'{"issues": [{"key": "A-1", "fields": {}, "changelog": {"histories": [{"items": "status"}]}}]}',
+            r"x\.json: issue 1: changelog\.histories\[0\]\.items: expected array \| null, got str$",
+            id="history-items-not-a-list",
+        ),
+        pytest.param(
+            [{"glob": "*.json", "format": "jira_json", "population": "changes"}],
+            b'{"total": "3", "issues": []}',
+            r"x\.json: total: expected int \| null, got str$",
+            id="total-as-text",
+        ),
+        pytest.param(
+            [{"glob": "*.json", "format": "jira_json", "population": "changes"}],
+            b'{"total": 1' + b"0" * 400 + b', "issues": []}',
+            r"x\.json: total: expected int <= 9007199254740992$",
+            id="total-400-digits",
+        ),
+        pytest.param(
+            [{"glob": "*.json", "format": "jira_json", "population": "changes"}],
+            b'{"issues": [' + b"[" * 10_000 + b"]" * 10_000 + b"]}",
+            r"x\.json: JSON nested too deeply to read \(over about 1,000 levels\)$",
+            id="nested-10000-deep",
+        ),
+        pytest.param(
+            [{"glob": "*.json", "format": "jira_json", "population": "changes"}],
+            b'{"issues": [{"key": "A-1", "fields": {"created": NaN}}]}',
+            r"x\.json: not JSON: JSON is malformed: invalid character \(byte 49\)$",
+            id="nan",
+        ),
+        pytest.param(
+            [{"glob": "*.json", "format": "jira_json", "population": "incidents"}],
+            b'{"issues": [{"key": "A-1", "fields": {"created": "0001-01-01T00:00:00+01:00"}}]}',
+            r"x\.json: record 1: time 0001-01-01T00:00:00\+01:00 is out of range$",
+            id="time-before-utc-begins",
+        ),
+        pytest.param(
+            [{"glob": "*.json", "format": "github_json"}],
+            b'[{"number": 1, "merged_at": "2026-11-01T00:00:00Z", "head": "main"}]',
+            r"x\.json: pull request 1: head: expected object \| null, got str$",
+            id="head-as-text",
+        ),
+        pytest.param(
+            [{"glob": "*.json", "format": "github_json"}],
+            b'[{"merged_at": "2026-11-01T00:00:00Z"}]',
+            r"x\.json: pull request 1: missing required field 'number'$",
+            id="no-number",
+        ),
+        pytest.param(
+            [{"glob": "*.json", "format": "github_json"}],
+            b'[{"number": 1, "merged_at": "2026-11-01T00:00:00Z", "reviews": [7]}]',
+            r"x\.json: pull request 1: reviews\[0\]: expected object, got int$",
+            id="review-not-an-object",
         ),
         pytest.param(
             [{"glob": "*.json", "format": "jira_json", "population": "changes"}],

@@ -3,7 +3,6 @@ control exceptions become findings, accepted exceptions suppress until they expi
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -180,34 +179,81 @@ def test_shipped_control_map_and_register_load():
     ("text", "message"),
     [
         pytest.param(
-            "quality: [CC2.1]\ndatasets: {a: [XX9]}\n", r"datasets\.a: \['XX9'\] are not Trust Services", id="bad-id"
+            "quality: [CC2.1]\ndatasets: {a: [XX9]}\n",
+            r":2: datasets\.a\[0\]: 'XX9' is not a Trust Services Criteria id \(e\.g\. CC6\.1, A1\.2\)$",
+            id="bad-id",
         ),
-        pytest.param("quality: []\n", "quality must be a non-empty list", id="empty"),
-        pytest.param("- a\n", "expected a mapping", id="not-mapping"),
+        pytest.param("quality: []\n", r":1: quality: expected array of length >= 1, got \[\]$", id="empty"),
+        pytest.param("- a\n", r":1: top level: expected a mapping, got a list$", id="not-mapping"),
+        pytest.param(
+            "quality: [CC2.1]\ndatasets:\n  1.5: [CC1.1]\n",
+            r":2: datasets: expected str, got float as a key$",
+            id="key",
+        ),
     ],
 )
-def test_bad_control_map(tmp_path, text, message):
+def test_bad_control_map_is_one_located_line(tmp_path, text, message):
+    """Each problem is ``file:line: key.path: what``, as in the pipeline's config file."""
     path = tmp_path / "controls.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match="^" + re.escape(str(path)) + message):
         load_control_map(path)
 
 
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        pytest.param({"id": "E", "check": "c"}, "is missing record, reason, approver, expires", id="missing"),
         pytest.param(
-            {"id": "E", "check": "c", "record": {"k": 1}, "reason": "r", "approver": "a", "expires": "soon"},
-            "expires 'soon' is not a YYYY-MM-DD date",
-            id="bad-date",
+            '{id: E, check: c, record: {k: 1}, reason: r, approver: a, expires: "soon"}',
+            r":2: exceptions\[0\]\.expires: expected a YYYY-MM-DD date, got 'soon'$",
+            id="not-a-date",
+        ),
+        pytest.param(
+            '{id: E, check: c, record: {k: 1}, reason: r, approver: a, expires: "2026-02-30"}',
+            r":2: exceptions\[0\]\.expires: expected a YYYY-MM-DD date, got '2026-02-30'$",
+            id="quoted-impossible-date",
+        ),
+        pytest.param(
+            "{id: E, check: c, record: {k: 1}, reason: r, approver: a, expires: 2026-02-30}",
+            r": invalid YAML at line 2, column 72: '2026-02-30': day is out of range for month$",
+            id="yaml-impossible-date",
+        ),
+        pytest.param(
+            "{id: E, check: [c], record: {k: 1}, reason: r, approver: a, expires: 2026-02-28}",
+            r":2: exceptions\[0\]\.check: expected str, got array$",
+            id="wrong-type",
+        ),
+        pytest.param(
+            "{id: E, check: c, record: {}, reason: r, approver: a, expires: 2026-02-28}",
+            r":2: exceptions\[0\]\.record: expected object of length >= 1, got \{\}$",
+            id="empty-record",
         ),
     ],
 )
-def test_bad_exceptions_register(tmp_path, entry, message):
+def test_bad_exceptions_register_is_one_located_line(tmp_path, entry, message):
     path = tmp_path / "exceptions.yaml"
-    path.write_text(json.dumps({"exceptions": [entry]}))
-    with pytest.raises(ConfigError, match=message):
+    path.write_text(f"exceptions:\n  - {entry}\n")
+    with pytest.raises(ConfigError, match="^" + re.escape(str(path)) + message):
+        load_exceptions(path)
+
+
+def test_every_problem_of_the_register_is_reported_on_its_own_line(tmp_path):
+    path = tmp_path / "exceptions.yaml"
+    entry = "{id: E, check: c, record: {k: 1}, reason: r, approver: a, expires: 2026-02-28}"
+    path.write_text(f"exceptions:\n  - {{id: E, check: c}}\n  - {entry}\n  - {entry}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_exceptions(path)
+    assert str(raised.value).splitlines() == [
+        f"{path}: 4 problems",
+        *(
+            f"{path}:2: exceptions[0]: missing required key '{key}'"
+            for key in ("record", "reason", "approver", "expires")
+        ),
+    ]
+    path.write_text(f"exceptions:\n  - {entry}\n  - {entry}\n")
+    with pytest.raises(
+        ConfigError, match="^" + re.escape(f"{path}:3: exceptions[1].id: id 'E' is also used by exceptions[0]")
+    ):
         load_exceptions(path)
 
 

@@ -28,11 +28,10 @@ failure; the file's good results are still ingested.
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
@@ -42,10 +41,10 @@ if TYPE_CHECKING:
 from soc2_evidence.collectors import CollectContext
 from soc2_evidence.collectors.support import restore_results
 from soc2_evidence.collectors.support.locations import BackupObject, open_location
-from soc2_evidence.core import config
+from soc2_evidence.core import config, payloads
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.datasets import Dataset, may_be_empty
-from soc2_evidence.core.errors import CollectorError
+from soc2_evidence.core.errors import CollectorError, PayloadError
 from soc2_evidence.core.evidence import parse_rfc3339, rfc3339
 from soc2_evidence.core.hashing import digest_bytes
 from soc2_evidence.core.staging import BundleWriter
@@ -138,10 +137,6 @@ class Options(config.Options, kw_only=True):
     @property
     def rpo_target_seconds(self) -> float | None:
         return None if self.rpo_target_hours is None else float(self.rpo_target_hours) * 3600
-
-
-class MalformedResult(ValueError):
-    """A result file, or one result in it, lacks what a result needs."""
 
 
 def collect(source: SourceConfig, writer: BundleWriter, context: CollectContext) -> None:
@@ -248,32 +243,104 @@ def _ingest(
         for result in parsed:
             try:
                 records.append(result())
-            except MalformedResult as problem:
+            except PayloadError as problem:
                 problems.append(str(problem))
-    except MalformedResult as problem:
+    except PayloadError as problem:
         problems.append(str(problem))
     entry.update(parsed=not problems, results=len(records), error="; ".join(problems[:3]) or None)
     return entry, records
 
 
 def _parse(found: BackupObject, text: str, options: Options) -> tuple[str, list]:
-    """The file's format and one deferred result builder per result (each may raise MalformedResult)."""
+    """The file's format and one deferred result builder per result (each may raise PayloadError)."""
     if text.lstrip().startswith("<"):
         return "junit", _junit(found, text, options)
-    try:
-        document = json.loads(text)
-    except ValueError as error:
-        raise MalformedResult(f"neither XML nor JSON: {error}") from error
+    document = payloads.decode_json(text, where="content")  # not "<": JSON, else malformed
     if (
         isinstance(document, list)
         and document
         and all(isinstance(stanza, dict) and "backup" in stanza and "name" in stanza for stanza in document)
     ):
-        return "pgbackrest", [_stanza_builder(found, stanza, options) for stanza in document]
+        return "pgbackrest", [_stanza_builder(found, index, stanza, options) for index, stanza in enumerate(document)]
     results = document.get("results") if isinstance(document, dict) else document
     if isinstance(results, list):
         return "restore_json", [_json_builder(found, index, result, options) for index, result in enumerate(results)]
-    raise MalformedResult("JSON that is neither pgBackRest info nor restore results")
+    raise PayloadError("JSON that is neither pgBackRest info nor restore results")
+
+
+# --- the declared shapes: what a result must hold, with bounds (see core.payloads) ----------------
+
+Time = datetime | payloads.EpochSeconds  # ISO 8601 (naive: UTC), or epoch seconds
+
+
+class JUnitProperties(msgspec.Struct):
+    """A restore test suite's ``<property>`` values; other properties (a connection string) are ignored."""
+
+    database: payloads.NonEmpty
+    tool: str | None = None
+    backup_key: str | None = None
+    backup_sha256: str | None = None
+    backup_at: Time | None = None
+    rto_target_seconds: payloads.Seconds | None = None
+    rpo_target_seconds: payloads.Seconds | None = None
+
+
+class JUnitSuite(msgspec.Struct):
+    """One ``<testsuite>``: ``timestamp`` is the restore's start, ``time`` its duration (the RTO)."""
+
+    timestamp: datetime
+    properties: JUnitProperties
+    phases: dict[str, payloads.Seconds]
+    time: payloads.Seconds | None = None
+
+
+class Check(msgspec.Struct):
+    name: payloads.NonEmpty
+    status: Literal["passed", "failed", "skipped"]
+    detail: str | None = None
+
+
+class RestoreResult(msgspec.Struct):
+    """One result of a restore-result JSON file: the dataset's own fields, typed."""
+
+    database: payloads.NonEmpty
+    restore_started_at: Time
+    restore_finished_at: Time | None = None
+    backup_at: Time | None = None
+    test_id: str | payloads.Integer | None = None
+    tool: str | None = None
+    checks: list[Check] = msgspec.field(default_factory=list)
+    phases: dict[str, payloads.Seconds | None] | None = None
+    outcome: Literal["passed", "failed"] | None = None
+    backup_key: str | None = None
+    backup_sha256: str | None = None
+    rto_seconds: payloads.Seconds | None = None
+    rto_target_seconds: payloads.Seconds | None = None
+    rpo_target_seconds: payloads.Seconds | None = None
+    error: str | None = None
+
+
+class StanzaStatus(msgspec.Struct):
+    code: payloads.Integer
+    message: str = ""
+
+
+class BackupTimes(msgspec.Struct):
+    stop: payloads.EpochSeconds
+
+
+class StanzaBackup(msgspec.Struct):
+    timestamp: BackupTimes
+    label: str | None = None
+    error: bool | None = None
+
+
+class Stanza(msgspec.Struct):
+    """A stanza of ``pgbackrest info --output=json``: its status and its backups."""
+
+    name: payloads.NonEmpty
+    status: StanzaStatus
+    backup: list[StanzaBackup]
 
 
 def _junit(found: BackupObject, text: str, options: Options) -> list:
@@ -283,10 +350,10 @@ def _junit(found: BackupObject, text: str, options: Options) -> list:
         # The standard parser does not fetch external entities, and expat >= 2.4 caps entity expansion.
         root = ElementTree.fromstring(text)  # noqa: S314 - see above
     except ElementTree.ParseError as error:
-        raise MalformedResult(f"XML does not parse: {error}") from error
+        raise PayloadError(f"XML does not parse: {error}") from error
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite") if root.tag == "testsuites" else None
     if suites is None:
-        raise MalformedResult(f"not JUnit XML: the root element is <{root.tag}>")
+        raise PayloadError(f"not JUnit XML: the root element is <{root.tag}>")
     return [_suite_builder(found, index, suite, options) for index, suite in enumerate(suites)]
 
 
@@ -294,37 +361,40 @@ def _suite_builder(found: BackupObject, index: int, suite: ElementTree.Element, 
     def build() -> dict[str, Any]:
         name = suite.get("name") or f"suite {index + 1}"
         where = f"testsuite {name!r}"
-        properties = {prop.get("name"): prop.get("value") for prop in suite.iter("property")}
-        if not properties.get("database"):
-            raise MalformedResult(f"{where}: no 'database' property")
-        started = _timestamp(suite.get("timestamp"), f"{where}: timestamp")
-        if started is None:
-            raise MalformedResult(f"{where}: no timestamp")
-        duration = _number(suite.get("time"), f"{where}: time")
-        checks = [_testcase_check(case) for case in suite.iter("testcase")]
-        backup_at = _timestamp(properties.get("backup_at"), f"{where}: backup_at")
-        phases = {
-            key[len(PHASE_PROPERTY) :]: _number(value, f"{where}: {key}")
-            for key, value in properties.items()
-            if key and key.startswith(PHASE_PROPERTY)
+        properties = {prop.get("name"): prop.get("value") for prop in suite.iter("property") if prop.get("value")}
+        attributes = {
+            "timestamp": suite.get("timestamp") or None,
+            "time": suite.get("time") or None,
+            "properties": properties,
+            "phases": {
+                key[len(PHASE_PROPERTY) :]: value
+                for key, value in properties.items()
+                if key and key.startswith(PHASE_PROPERTY)
+            },
         }
+        given = {key: value for key, value in attributes.items() if value is not None}
+        typed = payloads.convert(given, JUnitSuite, where=where, strict=False)
+        started = payloads.utc(typed.timestamp, where=f"{where}: timestamp")
+        props = typed.properties
+        checks = [_testcase_check(case) for case in suite.iter("testcase")]
+        backup_at = _time(props.backup_at, f"{where}: backup_at")
         return restore_results.result_record(
             test_id=f"{found.name}#{name}",
-            database=properties["database"],
-            tool=properties.get("tool") or "junit",
+            database=props.database,
+            tool=props.tool or "junit",
             test_type="restore",
             tested_at=started,
             checks=checks,
-            backup_key=properties.get("backup_key"),
-            backup_sha256=properties.get("backup_sha256"),
+            backup_key=props.backup_key,
+            backup_sha256=props.backup_sha256,
             backup_at=backup_at,
             restore_started_at=started,
-            restore_finished_at=started + timedelta(seconds=duration) if duration is not None else None,
-            phases=phases,
-            rto_seconds=duration,
-            rto_target_seconds=_number(properties.get("rto_target_seconds"), where) or options.rto_target_seconds,
+            restore_finished_at=started + timedelta(seconds=typed.time) if typed.time is not None else None,
+            phases=typed.phases,
+            rto_seconds=typed.time,
+            rto_target_seconds=props.rto_target_seconds or options.rto_target_seconds,
             rpo_seconds=restore_results.seconds_between(backup_at, started),
-            rpo_target_seconds=_number(properties.get("rpo_target_seconds"), where) or options.rpo_target_seconds,
+            rpo_target_seconds=props.rpo_target_seconds or options.rpo_target_seconds,
             error=None if checks else "no test cases",
         )
 
@@ -344,96 +414,69 @@ def _testcase_check(case: ElementTree.Element) -> dict[str, str]:
 def _json_builder(found: BackupObject, index: int, result: Any, options: Options):
     def build() -> dict[str, Any]:
         where = f"result {index + 1}"
-        if not isinstance(result, dict):
-            raise MalformedResult(f"{where}: not an object")
-        if not isinstance(result.get("database"), str) or not result["database"]:
-            raise MalformedResult(f"{where}: no 'database'")
-        started = _timestamp(result.get("restore_started_at"), f"{where}: restore_started_at")
-        if started is None:
-            raise MalformedResult(f"{where}: no 'restore_started_at'")
-        finished = _timestamp(result.get("restore_finished_at"), f"{where}: restore_finished_at")
-        backup_at = _timestamp(result.get("backup_at"), f"{where}: backup_at")
-        checks = result.get("checks", [])
-        if not isinstance(checks, list) or not all(_is_check(entry) for entry in checks):
-            raise MalformedResult(f"{where}: 'checks' must be a list of {{name, status, detail}}")
-        phases = result.get("phases") or {}
-        if not isinstance(phases, dict):
-            raise MalformedResult(f"{where}: 'phases' must be an object of seconds")
-        outcome = result.get("outcome")
-        if outcome is not None and outcome not in restore_results.OUTCOMES:
-            raise MalformedResult(f"{where}: outcome {outcome!r} is not one of {', '.join(restore_results.OUTCOMES)}")
+        typed = payloads.convert(result, RestoreResult, where=where)
+        started = _time(typed.restore_started_at, f"{where}: restore_started_at")
+        finished = _time(typed.restore_finished_at, f"{where}: restore_finished_at")
+        backup_at = _time(typed.backup_at, f"{where}: backup_at")
         return restore_results.result_record(
-            test_id=str(result.get("test_id") or f"{found.name}#{index + 1}"),
-            database=result["database"],
-            tool=str(result.get("tool") or "restore_json"),
+            test_id=str(typed.test_id or f"{found.name}#{index + 1}"),
+            database=typed.database,
+            tool=typed.tool or "restore_json",
             test_type="restore",
             tested_at=started,
-            checks=[restore_results.check(c["name"], c["status"], str(c.get("detail") or "")) for c in checks],
-            backup_key=_optional_string(result, "backup_key", where),
-            backup_sha256=_optional_string(result, "backup_sha256", where),
+            checks=[restore_results.check(check.name, check.status, check.detail or "") for check in typed.checks],
+            backup_key=typed.backup_key,
+            backup_sha256=typed.backup_sha256,
             backup_at=backup_at,
             restore_started_at=started,
             restore_finished_at=finished,
-            phases={name: _number(value, f"{where}: phases.{name}") for name, value in phases.items()},
-            rto_seconds=_number(result.get("rto_seconds"), where) or restore_results.seconds_between(started, finished),
-            rto_target_seconds=_number(result.get("rto_target_seconds"), where) or options.rto_target_seconds,
+            phases=typed.phases,
+            rto_seconds=typed.rto_seconds or restore_results.seconds_between(started, finished),
+            rto_target_seconds=typed.rto_target_seconds or options.rto_target_seconds,
             rpo_seconds=restore_results.seconds_between(backup_at, started),
-            rpo_target_seconds=_number(result.get("rpo_target_seconds"), where) or options.rpo_target_seconds,
-            outcome=outcome,
-            error=_optional_string(result, "error", where),
+            rpo_target_seconds=typed.rpo_target_seconds or options.rpo_target_seconds,
+            outcome=typed.outcome,
+            error=typed.error,
         )
 
     return build
 
 
-def _stanza_builder(found: BackupObject, stanza: dict[str, Any], options: Options):
+def _stanza_builder(found: BackupObject, index: int, stanza: dict[str, Any], options: Options):
     """pgBackRest info: the stanza's status and its newest backup; tested at the file's time."""
 
     def build() -> dict[str, Any]:
-        name = stanza.get("name")
-        if not isinstance(name, str) or not name:
-            raise MalformedResult("a pgBackRest stanza without a name")
-        where = f"stanza {name!r}"
-        status = stanza.get("status")
-        backups = stanza.get("backup")
-        if not isinstance(status, dict) or "code" not in status or not isinstance(backups, list):
-            raise MalformedResult(f"{where}: no status code or backup list")
-        try:
-            stops = [(int(backup["timestamp"]["stop"]), backup) for backup in backups]
-        except (KeyError, TypeError, ValueError) as error:
-            raise MalformedResult(f"{where}: a backup without timestamp.stop") from error
+        typed = payloads.convert(stanza, Stanza, where=f"stanza {index + 1}")
+        status = typed.status
         checks = [
             restore_results.check(
-                "stanza_status",
-                "passed" if status["code"] == 0 else "failed",
-                f"code {status['code']}: {status.get('message', '')}",
+                "stanza_status", "passed" if status.code == 0 else "failed", f"code {status.code}: {status.message}"
             )
         ]
-        newest = max(stops, key=lambda pair: pair[0])[1] if stops else None
-        backup_at = datetime.fromtimestamp(max(stops, key=lambda pair: pair[0])[0], UTC) if stops else None
+        newest = max(typed.backup, key=lambda backup: backup.timestamp.stop) if typed.backup else None
+        backup_at = datetime.fromtimestamp(newest.timestamp.stop, UTC) if newest else None
         if newest is None:
             checks.append(restore_results.check("backup_present", "failed", "the stanza has no backup"))
         else:
-            checks.append(restore_results.check("backup_present", "passed", f"newest {newest.get('label')}"))
-            error = newest.get("error")
+            checks.append(restore_results.check("backup_present", "passed", f"newest {newest.label}"))
             checks.append(
                 restore_results.check("newest_backup_ok", "skipped", "this pgBackRest reports no error flag")
-                if error is None
+                if newest.error is None
                 else restore_results.check(
                     "newest_backup_ok",
-                    "failed" if error else "passed",
-                    "pgBackRest found errors in it" if error else "no errors",
+                    "failed" if newest.error else "passed",
+                    "pgBackRest found errors in it" if newest.error else "no errors",
                 )
             )
         tested_at = found.modified
         return restore_results.result_record(
-            test_id=f"{found.name}#{name}",
-            database=name,
+            test_id=f"{found.name}#{typed.name}",
+            database=typed.name,
             tool="pgbackrest",
             test_type="backup_info",
             tested_at=tested_at,
             checks=checks,
-            backup_key=newest.get("label") if newest else None,
+            backup_key=newest.label if newest else None,
             backup_at=backup_at,
             rpo_seconds=restore_results.seconds_between(backup_at, tested_at),
             rpo_target_seconds=options.rpo_target_seconds,
@@ -459,44 +502,13 @@ def _coverage(
     }
 
 
-def _is_check(entry: Any) -> bool:
-    return (
-        isinstance(entry, dict)
-        and isinstance(entry.get("name"), str)
-        and entry.get("status") in restore_results.CHECK_STATUSES
-    )
-
-
-def _timestamp(value: Any, where: str) -> datetime | None:
-    """ISO 8601 (a naive time is UTC, as JUnit writes it), or epoch seconds; None when absent."""
-    if value in (None, ""):
+def _time(value: datetime | float | None, where: str) -> datetime | None:
+    """A declared ``Time`` as UTC: epoch seconds are bounded by their type, ISO times here."""
+    if value is None:
         return None
-    try:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return datetime.fromtimestamp(value, UTC)
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except (TypeError, ValueError, OverflowError, OSError) as error:
-        raise MalformedResult(f"{where}: {value!r} is not a time") from error
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _number(value: Any, where: str) -> float | None:
-    if value in (None, ""):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as error:
-        raise MalformedResult(f"{where}: {value!r} is not a number") from error
-    if isinstance(value, bool) or number != number or number < 0:
-        raise MalformedResult(f"{where}: {value!r} is not a number of seconds")
-    return number
-
-
-def _optional_string(result: dict[str, Any], name: str, where: str) -> str | None:
-    value = result.get(name)
-    if value is not None and not isinstance(value, str):
-        raise MalformedResult(f"{where}: '{name}' must be a string")
-    return value
+    if isinstance(value, datetime):
+        return payloads.utc(value, where=where)
+    return datetime.fromtimestamp(value, UTC)
 
 
 def _safe(name: str) -> str:

@@ -26,7 +26,6 @@ GitHub collector's options (``ticket_pattern``, ``emergency_labels``, ``required
 from __future__ import annotations
 
 import csv
-import json
 import re
 import tempfile
 from collections.abc import Iterator
@@ -42,7 +41,7 @@ from soc2_evidence.collectors.config_repo import glob_to_regex
 from soc2_evidence.collectors.support import tickets
 from soc2_evidence.collectors.support.locations import LocalLocation, open_location
 from soc2_evidence.collectors.support.tickets import Approval, Person, parse_time, record
-from soc2_evidence.core import config
+from soc2_evidence.core import config, payloads
 from soc2_evidence.core.config import SourceConfig
 from soc2_evidence.core.errors import CollectorError, PayloadError
 from soc2_evidence.core.hashing import digest_file
@@ -255,6 +254,58 @@ def _local_name(scratch: Path, name: str) -> Path:
     return path
 
 
+# --- the declared shapes of export records ---------------------------------------------------------
+# What the Jira and GitHub normalisers read of a record, typed: a record that does not fit is a
+# PayloadError naming the file, the record and the field, before any of it is used. Other fields
+# (custom fields, which the population options name) stay as the export has them.
+
+Text = str | None
+JiraUser = dict[str, Any] | str | None  # Cloud: accountId; Data Center: name/key; or an id as text
+
+
+class ExportEnvelope(msgspec.Struct):
+    """A Jira search response saved as a file: its ``total`` is the population the export claims."""
+
+    total: payloads.Count | None = None
+
+
+class JiraChangeItem(msgspec.Struct):
+    field: Text = None
+    fieldId: Text = None
+    fromString: Text = None
+    toString: Text = None
+    to: Text = None
+
+
+class JiraHistory(msgspec.Struct):
+    created: Text = None
+    author: JiraUser = None
+    items: list[JiraChangeItem] | None = None
+
+
+class JiraChangelog(msgspec.Struct):
+    histories: list[JiraHistory] | None = None
+
+
+class JiraLink(msgspec.Struct):
+    outwardIssue: dict[str, Any] | None = None
+    inwardIssue: dict[str, Any] | None = None
+
+
+class JiraFields(msgspec.Struct):
+    created: Text = None
+    resolutiondate: Text = None
+    reporter: JiraUser = None
+    creator: JiraUser = None
+    issuelinks: list[JiraLink] | None = None
+
+
+class JiraIssue(msgspec.Struct):
+    key: payloads.NonEmpty
+    fields: JiraFields
+    changelog: JiraChangelog | None = None
+
+
 # --- reading the files ---------------------------------------------------------------------------
 
 
@@ -278,24 +329,18 @@ def _records(source: str, export: ExportFile, now: datetime) -> Iterator[dict[st
 def _json_items(where: str, export: ExportFile, list_key: str) -> Iterator[Any]:
     """Items of a JSON document (a list, or ``{list_key: [...]}`` with an optional ``total``) or JSON Lines."""
     if export.path.suffix == ".jsonl":
-        with open(export.path, encoding="utf-8") as stream:
+        with open(export.path, "rb") as stream:
             for number, line in enumerate(stream, start=1):
                 if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except ValueError as error:
-                        raise PayloadError(f"{where}: line {number} is not JSON: {error}") from error
+                    yield payloads.decode_json(line, where=f"{where}: line {number}")
         return
-    try:
-        document = json.loads(export.path.read_bytes())
-    except ValueError as error:
-        raise PayloadError(f"{where}: not JSON: {error}") from error
+    document = payloads.decode_json(export.path.read_bytes(), where=where)
     if isinstance(document, dict):
-        if isinstance(document.get("total"), int):
-            export.reported = document["total"]
+        envelope = payloads.convert(document, ExportEnvelope, where=where)
+        export.reported = envelope.total
         document = document.get(list_key)
     if not isinstance(document, list):
-        raise CollectorError(f"{where}: expected a list, or an object with a {list_key!r} list")
+        raise PayloadError(f"{where}: expected a list, or an object with a {list_key!r} list")
     yield from document
 
 
@@ -321,29 +366,24 @@ def _normalise(where: str, index: int, entry: dict[str, Any], item: Any, now: da
             return _pull_record(where, index, entry, item, now)
         if kind == "jira_csv":
             return _csv_record(entry, item, now)
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("key"), str)
-            or not isinstance(item.get("fields"), dict)
-        ):
-            raise CollectorError(f"{where}: issue {index} has no 'key' or 'fields'")
+        payloads.convert(item, JiraIssue, where=f"{where}: issue {index}")
         return jira.normalise_issue(entry["spec"], item, browse_url=entry.get("browse_url"), now=now)
     except ValueError as error:  # an unparseable time or a missing column
         raise PayloadError(f"{where}: record {index}: {error}") from error
 
 
 def _pull_record(where: str, index: int, entry: dict[str, Any], pull: Any, now: datetime) -> dict[str, Any] | None:
-    if not isinstance(pull, dict) or "number" not in pull or "merged_at" not in pull:
-        raise CollectorError(f"{where}: pull request {index} has no 'number' or 'merged_at'")
-    if not pull.get("merged_at"):
-        return None
-    repository = pull.get("repository") or ((pull.get("base") or {}).get("repo") or {}).get("full_name")
-    if isinstance(repository, dict):
-        repository = repository.get("full_name")
-    if not repository:
-        raise CollectorError(f"{where}: pull request {index} names no repository (base.repo.full_name)")
-    settings: github.GitHubOptions = entry["settings"]
+    """One exported pull request, decoded by the GitHub collector's own types (the API's shape)."""
     exported = github.decode(github.ExportedPull, pull, f"{where}: pull request {index}")
+    if not exported.merged_at:
+        return None
+    named = pull.get("repository")
+    repository = named.get("full_name") if isinstance(named, dict) else named
+    if not isinstance(repository, str) or not repository:
+        repository = exported.base.repo.full_name if exported.base.repo else None
+    if not repository:
+        raise PayloadError(f"{where}: pull request {index} names no repository (base.repo.full_name)")
+    settings: github.GitHubOptions = entry["settings"]
     return github.normalise_pull(
         settings,
         repository,

@@ -22,7 +22,7 @@ import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import yaml
@@ -47,6 +47,9 @@ PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/\s]+@[^/\s]+:")
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
 _PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually")
+
+
+S = TypeVar("S", bound="Section")
 
 
 class _KeywordFields(type(msgspec.Struct)):
@@ -219,11 +222,28 @@ def resolve_against(config_file: Path, value: str) -> Path:
 def load_config(path: str | Path | None, kinds: Mapping[str, KindSpec]) -> PipelineConfig:
     """The file at ``path`` (default: ``EVIDENCE_CONFIG``, else the shipped file), every problem in one error."""
     path, raw, problems = _checked(path, kinds)
+    _refuse(path, problems)
+    return _build(path, raw, kinds)
+
+
+def load_typed_file(path: Path, kind: type[S]) -> S:
+    """Another YAML file of the pipeline's (controls, exceptions) as the Section ``kind``.
+
+    Checked as the config file is: every problem at once, each ``file:line: key.path: message``.
+    """
+    text = read_text(path)
+    raw = parse_yaml(path, text)
+    problems = list(check_value(raw, kind, ()))
+    _refuse(path, _located(path, text, problems) if problems else [])
+    return msgspec.convert(raw, kind)
+
+
+def _refuse(path: Path, problems: list[str]) -> None:
+    """One problem as its own line; several under a count, one a line."""
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problems\n" + "\n".join(problems))
-    return _build(path, raw, kinds)
 
 
 def check_config(path: str | Path | None, kinds: Mapping[str, KindSpec]) -> list[str]:
@@ -287,25 +307,74 @@ def read_text(path: Path) -> str:
         raise ConfigError(f"{path}: config file is not UTF-8 text (byte {error.start})") from error
 
 
-def read_yaml(path: Path) -> Any:
-    """A YAML file of the pipeline's (config, controls, exceptions), safely loaded; errors name the file."""
-    return parse_yaml(path, read_text(path))
-
-
 def parse_yaml(path: Path, text: str) -> Any:
+    """The YAML document in ``text``, or a ConfigError naming ``path``, the line and column, and the problem.
+
+    An invalid file is read again by the pure-Python loader for its clearer message (it names the
+    character or alias at fault), except when brackets nest deeply: its scanner is quadratic in
+    that depth (minutes for a 10,000-deep file), so libyaml's own message is given instead.
+    """
     try:
         return yaml.load(text, Loader=_FAST_SAFE_LOADER) or {}  # noqa: S506 - a safe loader, C or Python
-    except (yaml.YAMLError, ValueError):
-        pass
+    except (yaml.YAMLError, ValueError) as error:
+        failure: Exception = error
+    except RecursionError as error:  # PyYAML builds nested values recursively, either loader
+        raise _invalid(path, text, error) from error
+    if _flow_depth(text) <= MAX_RETRIED_FLOW_DEPTH:
+        try:
+            return yaml.safe_load(text) or {}
+        except (yaml.YAMLError, ValueError, RecursionError) as error:
+            failure = error
+    raise _invalid(path, text, failure) from failure
+
+
+MAX_RETRIED_FLOW_DEPTH = 64
+
+
+def _invalid(path: Path, text: str, error: Exception) -> ConfigError:
+    """The one-line error of a file that does not load: where (line, column) and what."""
+    if isinstance(error, RecursionError):
+        return ConfigError(f"{path}: invalid YAML: nested too deeply (over about 1,000 levels)")
+    if isinstance(error, yaml.YAMLError):
+        mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None) or str(error)
+    else:  # a value the safe constructor cannot build, such as the timestamp 2026-02-30: find which
+        mark, problem = _unbuildable_scalar(text) or (None, str(error))
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return ConfigError(f"{path}: invalid YAML{where}: {problem}")
+
+
+def _unbuildable_scalar(text: str) -> tuple[Any, str] | None:
+    """The mark of the first scalar that parses but cannot be built (``2026-02-30``), and why."""
     try:
-        return yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from error
-    except ValueError as error:  # a timestamp such as 2026-02-30: the resolver builds a date and fails
-        raise ConfigError(f"{path}: invalid YAML: {error}") from error
+        root = yaml.compose(text, Loader=_FAST_SAFE_LOADER)
+    except (yaml.YAMLError, RecursionError):
+        return None
+    builder = yaml.SafeLoader("")
+    pending = [root] if root is not None else []
+    while pending:  # in document order, without recursion
+        node = pending.pop()
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                builder.construct_object(node)
+            except (ValueError, yaml.YAMLError) as error:
+                return node.start_mark, f"{node.value!r}: {error}"
+        elif isinstance(node, yaml.SequenceNode):
+            pending += reversed(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            pending += [part for pair in reversed(node.value) for part in reversed(pair)]
+    return None
+
+
+def _flow_depth(text: str) -> int:
+    """How deep ``[`` and ``{`` nest, counting those in quotes too: an upper bound is all the caller needs."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}" and depth:
+            depth -= 1
+    return deepest
 
 
 # --- checking -------------------------------------------------------------------------------------
@@ -378,7 +447,8 @@ def _unscheduled_families(raw: dict[str, Any], kinds: Mapping[str, KindSpec]) ->
     for entry in raw.get("sources") or []:
         if isinstance(entry, dict):
             spec = kinds.get(entry.get("kind")) if isinstance(entry.get("kind"), str) else None
-            families.add(entry.get("family") or (spec.family if spec else None))
+            family = entry.get("family")
+            families.add(family if isinstance(family, str) and family else spec.family if spec else None)
     for family, dag_key in DAG_OF_FAMILY.items():
         schedule = schedules.get(dag_key, getattr(SchedulesSection(), dag_key))
         if family not in families and schedule is not None:
@@ -473,7 +543,7 @@ def _check_union(value: Any, args: tuple, path: tuple) -> Iterator[Problem]:
     if tagged and isinstance(value, dict):
         tag_field, by_tag = tagged
         tag = value.get(tag_field)
-        if tag not in by_tag:
+        if not isinstance(tag, str) or tag not in by_tag:  # a list or a mapping is no tag (and not hashable)
             yield Problem(
                 (*path, tag_field), f"expected one of {', '.join(by_tag)}, got {tag!r}{_suggestion(tag, by_tag)}"
             )
@@ -502,6 +572,9 @@ def _local_paths(config_file: Path, value: Any, struct: type[msgspec.Struct], pa
         item = value.get(field.encode_name)
         if not isinstance(item, str) or not _is_local_path(field.type) or _URL.match(item):
             continue
+        if "\x00" in item:  # no file system takes it; Path.resolve() raises ValueError
+            yield Problem((*path, field.encode_name), f"{item!r} is not a path: it contains a NUL character")
+            continue
         if Path(os.path.expanduser(item)).is_absolute():
             continue
         resolved = resolve_against(config_file.resolve(), item)
@@ -514,7 +587,12 @@ def _local_paths(config_file: Path, value: Any, struct: type[msgspec.Struct], pa
 
 def _from_msgspec(path: tuple, error: msgspec.ValidationError) -> Problem:
     """msgspec's 'Expected `int`, got `str` - at `$[2]`' as a problem at the full key path."""
-    message, _, where = str(error).partition(" - at `$")
+    text = str(error).replace("Invalid RFC3339 encoded date", "expected a YYYY-MM-DD date")
+    if " - at `key` in `$" in text:  # a mapping's key, not its value, has the wrong type
+        message, _, where = text.partition(" - at `key` in `$")
+        message += " as a key"
+    else:
+        message, _, where = text.partition(" - at `$")
     suffix: list[str | int] = []
     for part in re.findall(r"\[(\d+)\]|\.([^.\[`]+)|\[\"?([^\]\"]+)\"?\]", where):
         index, key, quoted = part

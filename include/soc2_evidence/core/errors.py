@@ -37,6 +37,10 @@ class ConfigError(PermanentError, ValueError):
     """The YAML configuration is missing, unreadable or invalid."""
 
 
+class EncodingError(PermanentError, ValueError):
+    """A value cannot be written as canonical JSON evidence: NaN, Infinity, a naive time, or nested too deeply."""
+
+
 class StoreConfigError(EvidenceError):
     """A store URL or bucket cannot hold evidence safely; the store fails closed."""
 

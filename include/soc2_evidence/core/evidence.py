@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from soc2_evidence import __version__
+from soc2_evidence.core.errors import EncodingError
 
 FAMILIES = ("config", "backup", "tickets")
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*")
@@ -28,17 +29,24 @@ _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*")
 def canonical_json(value: Any) -> bytes:
     """Serialise ``value`` to the one byte form every JSON evidence item uses.
 
-    NaN and Infinity raise ValueError: Python would write them as bare tokens, which are not JSON.
+    What JSON cannot hold raises :class:`EncodingError` (a permanent error, and a ValueError): NaN and
+    Infinity (Python would write them as bare tokens, which are not JSON), a naive time, and nesting
+    deeper than the interpreter can walk (about 1,000 levels; parsers refuse such payloads first).
     A value of only strings, integers, booleans, None, UTC datetimes, lists and string-keyed dicts
     (every ticket record, most API resources) is written by msgspec, several times faster and byte
     for byte the same; floats, other datetimes and sets take the json module's path, where
     msgspec's forms differ (``1e16`` for ``1e+16``, NaN as null, offsets kept, sets unsorted).
     """
-    if _is_plain(value):
-        return _PLAIN_ENCODER.encode(value) + b"\n"
-    text = json.dumps(
-        value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
-    )
+    try:
+        if _is_plain(value):
+            return _PLAIN_ENCODER.encode(value) + b"\n"
+        text = json.dumps(
+            value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
+        )
+    except ValueError as error:
+        raise EncodingError(f"not JSON evidence: {error}") from error
+    except RecursionError as error:
+        raise EncodingError("not JSON evidence: nested deeper than about 1,000 levels") from error
     return (text + "\n").encode("utf-8")
 
 

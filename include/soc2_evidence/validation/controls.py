@@ -7,12 +7,15 @@ list the criteria their evidence supports and auditors can find evidence by cont
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from soc2_evidence.core.config import read_yaml
+import msgspec
+
+from soc2_evidence.core import config
 from soc2_evidence.core.errors import ConfigError
 
 CRITERION = re.compile(r"^(CC[1-9]\.[1-9]|A1\.[1-3]|C1\.[12]|PI1\.[1-5]|P[1-8]\.[1-9])$")
@@ -36,16 +39,35 @@ class ControlMap:
         return self.checks[check]
 
 
+Criteria = Annotated[list[str], msgspec.Meta(min_length=1, description="Trust Services Criteria ids, e.g. CC6.1")]
+
+
+class ControlsFile(config.Section):
+    """``controls.yaml``: the criteria of data-quality checks, of each dataset, and of each control expectation."""
+
+    quality: Criteria
+    datasets: dict[str, Criteria] = msgspec.field(default_factory=dict)
+    checks: dict[str, Criteria] = msgspec.field(default_factory=dict)
+
+    def problems(self) -> Iterator[config.Problem]:
+        lists = [(("quality",), self.quality)]
+        lists += [(("datasets", name), criteria) for name, criteria in self.datasets.items()]
+        lists += [(("checks", name), criteria) for name, criteria in self.checks.items()]
+        for where, criteria in lists:
+            for index, item in enumerate(criteria):
+                if not CRITERION.match(item):
+                    problem = f"{item!r} is not a Trust Services Criteria id (e.g. CC6.1, A1.2)"
+                    yield config.Problem((*where, index), problem)
+
+
 def load_control_map(path: Path) -> ControlMap:
-    raw = _read(path)
-    quality = _criteria(path, "quality", raw.get("quality"))
-    sections = {}
-    for section in ("datasets", "checks"):
-        entries = raw.get(section) or {}
-        if not isinstance(entries, dict):
-            raise ConfigError(f"{path}: '{section}' must be a mapping of name to criteria")
-        sections[section] = {str(name): _criteria(path, f"{section}.{name}", value) for name, value in entries.items()}
-    return ControlMap(path=path, quality=quality, datasets=sections["datasets"], checks=sections["checks"])
+    file = config.load_typed_file(path, ControlsFile)
+    return ControlMap(
+        path=path,
+        quality=tuple(file.quality),
+        datasets={name: tuple(criteria) for name, criteria in file.datasets.items()},
+        checks={name: tuple(criteria) for name, criteria in file.checks.items()},
+    )
 
 
 @dataclass(frozen=True)
@@ -79,43 +101,48 @@ class AcceptedException:
         }
 
 
+Text = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class ExceptionEntry(config.Section):
+    """One accepted exception as written in ``exceptions.yaml``; ``expires`` is a YYYY-MM-DD date."""
+
+    id: Text
+    check: Text
+    record: Annotated[dict[str, Any], msgspec.Meta(min_length=1, description="The finding's key columns")]
+    reason: Text
+    approver: Text
+    expires: date
+    source: Text | None = None
+
+
+class ExceptionsFile(config.Section):
+    exceptions: list[ExceptionEntry] = msgspec.field(default_factory=list)
+
+    def problems(self) -> Iterator[config.Problem]:
+        first: dict[str, int] = {}
+        for index, entry in enumerate(self.exceptions):
+            if entry.id in first:
+                yield config.Problem(
+                    ("exceptions", index, "id"), f"id {entry.id!r} is also used by exceptions[{first[entry.id]}]"
+                )
+            first.setdefault(entry.id, index)
+
+
 def load_exceptions(path: Path) -> list[AcceptedException]:
-    raw = _read(path)
-    entries = raw.get("exceptions") or []
-    if not isinstance(entries, list):
-        raise ConfigError(f"{path}: 'exceptions' must be a list")
-    register = []
-    for index, entry in enumerate(entries):
-        where = f"{path}: exceptions[{index}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where} must be a mapping")
-        missing = [name for name in ("id", "check", "record", "reason", "approver", "expires") if not entry.get(name)]
-        if missing:
-            raise ConfigError(f"{where} is missing {', '.join(missing)}")
-        if not isinstance(entry["record"], dict):
-            raise ConfigError(f"{where}: 'record' must map key columns to values")
-        expires = entry["expires"]
-        if not isinstance(expires, date):
-            try:
-                expires = date.fromisoformat(str(expires))
-            except ValueError as error:
-                raise ConfigError(f"{where}: expires {entry['expires']!r} is not a YYYY-MM-DD date") from error
-        register.append(
-            AcceptedException(
-                id=str(entry["id"]),
-                check=str(entry["check"]),
-                record=entry["record"],
-                reason=str(entry["reason"]),
-                approver=str(entry["approver"]),
-                expires=expires,
-                source=entry.get("source"),
-            )
+    file = config.load_typed_file(path, ExceptionsFile)
+    return [
+        AcceptedException(
+            id=entry.id,
+            check=entry.check,
+            record=entry.record,
+            reason=entry.reason,
+            approver=entry.approver,
+            expires=entry.expires,
+            source=entry.source,
         )
-    ids = [exception.id for exception in register]
-    repeated = sorted({value for value in ids if ids.count(value) > 1})
-    if repeated:
-        raise ConfigError(f"{path}: exception ids must be unique; repeated: {', '.join(repeated)}")
-    return register
+        for entry in file.exceptions
+    ]
 
 
 def apply_exceptions(
@@ -133,19 +160,3 @@ def apply_exceptions(
                     finding["status"] = "accepted"
                     break
     return findings
-
-
-def _read(path: Path) -> dict[str, Any]:
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return raw
-
-
-def _criteria(path: Path, where: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{path}: {where} must be a non-empty list of criteria such as CC6.1")
-    bad = [item for item in value if not isinstance(item, str) or not CRITERION.match(item)]
-    if bad:
-        raise ConfigError(f"{path}: {where}: {bad} are not Trust Services Criteria ids (e.g. CC6.1, A1.2)")
-    return tuple(value)

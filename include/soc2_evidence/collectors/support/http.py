@@ -21,6 +21,7 @@ import email.utils
 import gc
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -153,8 +154,10 @@ class HttpClient:
                 if problem is None:
                     try:
                         data = _decode_json(raw.data) if raw.data and not raw.data.isspace() else None
-                    except (msgspec.DecodeError, RecursionError) as error:  # RecursionError: nested too deep
+                    except (msgspec.DecodeError, UnicodeDecodeError) as error:  # a string that is not UTF-8
                         problem, wait = f"{_MALFORMED} ({error})", self._backoff(attempt)
+                    except RecursionError:
+                        problem, wait = f"{_MALFORMED} (nested over about 1,000 levels deep)", self._backoff(attempt)
                     else:
                         self._note_rate_limit(raw.headers)
                         return Response(raw.status, raw.headers, data, url)
@@ -195,13 +198,13 @@ class HttpClient:
         A 403 is a rate limit only with one of those signs; otherwise it is a permission error.
         """
         retry_after = _retry_after(headers.get("retry-after"), self.clock())
-        reset = _ratelimit_reset(headers)
-        spent = headers.get("x-ratelimit-remaining") == "0"
-        limited = retry_after is not None or spent or "rate limit" in detail.lower()
+        reset = _epoch_seconds(headers.get("x-ratelimit-reset"))
+        exhausted = headers.get("x-ratelimit-remaining") == "0" and reset is not None
+        limited = retry_after is not None or exhausted or "rate limit" in detail.lower()
         if status == 429 or (status == 403 and limited):
             if retry_after is not None:
                 return retry_after
-            if reset is not None:
+            if reset is not None and exhausted:
                 return max(0.0, reset - self.clock()) + 1.0
             if status == 403:
                 return SECONDARY_LIMIT_WAIT_SECONDS * 2 ** (attempt - 1)
@@ -210,8 +213,8 @@ class HttpClient:
 
     def _note_rate_limit(self, headers: Mapping[str, str]) -> None:
         """The primary limit is spent: the next request waits for the reset instead of being refused."""
-        reset = _ratelimit_reset(headers)
-        if reset is not None:
+        reset = _epoch_seconds(headers.get("x-ratelimit-reset"))
+        if headers.get("x-ratelimit-remaining") == "0" and reset is not None:
             self._blocked_until = reset + 1.0
 
     def _wait_for_rate_limit(self, where: str) -> None:
@@ -343,27 +346,30 @@ def _links(headers: Mapping[str, str]) -> dict[str, str]:
     return links
 
 
-def _ratelimit_reset(headers: Mapping[str, str]) -> float | None:
-    """When a spent primary limit resets (``x-ratelimit-remaining: 0``), in epoch seconds; None when not
-    spent or when the reset is not a time (``soon``, ``nan``): then the caller waits as for a secondary limit."""
-    if headers.get("x-ratelimit-remaining") != "0":
-        return None
-    value = (headers.get("x-ratelimit-reset") or "").strip()
-    return float(value) if value.isascii() and value.isdigit() else None
-
-
 def _retry_after(value: str | None, now: float) -> float | None:
     """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
     if not value:
         return None
     value = value.strip()
-    if value.isascii() and value.isdigit():  # "²" is a digit to str.isdigit, not to float()
+    if value.isascii() and value.isdigit():  # ASCII: str.isdigit() also accepts "²", which float() refuses
         return float(value)
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
+        return max(0.0, moment.timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):  # not a date, or one out of datetime's range
         return None
-    return max(0.0, moment.timestamp() - now)
+
+
+def _epoch_seconds(value: str | None) -> float | None:
+    """GitHub's ``x-ratelimit-reset`` (epoch seconds); None when absent or not a finite number (``soon``).
+
+    Without a usable reset time a rate limit is waited out like a secondary one: a minute, growing.
+    """
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) else None
 
 
 def _network_problem(error: urllib3.exceptions.HTTPError) -> str:
@@ -387,7 +393,8 @@ def _error_detail(body: bytes) -> str:
         return _clip(Redactor().redact_text(" ".join(text.split())))
     if isinstance(data, dict):
         errors = data.get("errors")
-        parts = [data.get("message"), *(data.get("errorMessages") or [])]
+        messages = data.get("errorMessages")
+        parts = [data.get("message"), *(messages if isinstance(messages, list) else [messages])]
         parts += list(errors.values()) if isinstance(errors, dict) else []
         text = "; ".join(str(part) for part in parts if part) or text
     return _clip(Redactor().redact_text(text))
