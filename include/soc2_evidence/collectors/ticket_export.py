@@ -374,7 +374,7 @@ def _normalise(where: str, index: int, entry: dict[str, Any], item: Any, now: da
 
 def _pull_record(where: str, index: int, entry: dict[str, Any], pull: Any, now: datetime) -> dict[str, Any] | None:
     """One exported pull request, decoded by the GitHub collector's own types (the API's shape)."""
-    exported = github.decode(github.ExportedPull, pull, f"{where}: pull request {index}")
+    exported = payloads.convert(pull, github.ExportedPull, where=f"{where}: pull request {index}")
     if not exported.merged_at:
         return None
     named = pull.get("repository")
