@@ -51,11 +51,12 @@ def test_dag_policy(dag_bag):
                 problems.append(f"DAG: {dag_id}: task {task.task_id} has no owner")
             if not task.on_failure_callback:
                 problems.append(f"DAG: {dag_id}: task {task.task_id} has no failure callback")
-            is_extract = task.task_id.endswith("extract")
-            if is_extract and not (task.retries >= 1 and task.retry_exponential_backoff):
-                problems.append(f"DAG: {dag_id}: extraction task {task.task_id} must retry with backoff")
-            if not is_extract and task.retries:
-                problems.append(f"DAG: {dag_id}: only extraction retries; {task.task_id} has {task.retries}")
+            # Extraction and the archive (whose every write is idempotent) retry transient errors; nothing else does.
+            retrying = task.task_id.endswith(("extract", "archive"))
+            if retrying and not (task.retries >= 1 and task.retry_exponential_backoff):
+                problems.append(f"DAG: {dag_id}: task {task.task_id} must retry with backoff")
+            if not retrying and task.retries:
+                problems.append(f"DAG: {dag_id}: only extract and archive retry; {task.task_id} has {task.retries}")
     assert not problems, "\n".join(problems)
 
 
@@ -222,7 +223,7 @@ def test_a_failing_source_fails_alone_and_the_rest_is_archived(
     }
     assert sources_by_name["gone"]["error"] == f"source gone: repository {missing} does not exist or is not a directory"
     assert sources_by_name["offline"]["error"].startswith(
-        "source offline: git clone in the cloned repository failed: fatal: unable to access"
+        "source offline: git clone of the repository URL failed: fatal: unable to access"
     )
     assert manifest["validation"]["failures"] == []  # what was collected is valid; the run failed on the gap
     assert {item["source"] for item in manifest["items"]} == {"app-config", "validation"}

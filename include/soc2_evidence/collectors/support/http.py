@@ -199,12 +199,12 @@ class HttpClient:
         """
         retry_after = _retry_after(headers.get("retry-after"), self.clock())
         reset = _epoch_seconds(headers.get("x-ratelimit-reset"))
-        exhausted = headers.get("x-ratelimit-remaining") == "0" and reset is not None
-        limited = retry_after is not None or exhausted or "rate limit" in detail.lower()
+        spent = headers.get("x-ratelimit-remaining") == "0"
+        limited = retry_after is not None or spent or "rate limit" in detail.lower()
         if status == 429 or (status == 403 and limited):
             if retry_after is not None:
                 return retry_after
-            if reset is not None and exhausted:
+            if reset is not None and spent:
                 return max(0.0, reset - self.clock()) + 1.0
             if status == 403:
                 return SECONDARY_LIMIT_WAIT_SECONDS * 2 ** (attempt - 1)

@@ -45,7 +45,20 @@ SECRET_WORDS = frozenset(
     ]
 )
 # A word ending in one of these names a secret too: dbpassword, authtoken, identitytoken, clientsecret.
-SECRET_SUFFIXES = ("password", "passwd", "pw", "passphrase", "secret", "token", "apikey", "privatekey", "secretkey")
+SECRET_SUFFIXES = (
+    "password",
+    "passwords",
+    "passwd",
+    "pw",
+    "passphrase",
+    "secret",
+    "secrets",
+    "token",
+    "tokens",
+    "apikey",
+    "privatekey",
+    "secretkey",
+)
 # "key" names a secret after a qualifier (api key, access-key, STRIPE_KEY), but not after these.
 # Identifiers of records, rows and objects (record_key, issue_key, s3_object_key), public halves, other kinds.
 _IDENTIFIER_QUALIFIERS = (
