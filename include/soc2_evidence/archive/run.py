@@ -108,8 +108,8 @@ def archive_run(
     ``committed_at`` (and so the retain-until date of the manifest and its chain link).
 
     A store that cannot lock objects is refused unless ``allow_mutable_store`` (the configuration's
-    ``store.immutable: false``, for development); the manifest then says the store is mutable and
-    ``evidence verify`` fails on it. Multipart uploads left under the store's prefix for over a day
+    ``store.immutable: false``, for development); the manifest then says the store is mutable, and
+    ``evidence verify`` fails on every such manifest. Multipart uploads left under the store's prefix for over a day
     (by a killed archive) are aborted when ``abort_stale_uploads``, and listed in the manifest either way.
     """
     store.check_writable(retention_days)
@@ -142,8 +142,7 @@ def archive_run(
     failed_sources = [source.name for source in sources if source.status not in ("archived", NOT_SELECTED)]
     failed_items = [entry["key"] for entry in entries if entry["validation"] == "failed"]
     validated = validation is not None and validation.get("status") == "passed"
-    immutable = store.immutable
-    outcome = "passed" if validated and immutable and not failed_sources and not failed_items else "failed"
+    outcome = "passed" if validated and not failed_sources and not failed_items else "failed"
     if outcome == "passed" and any(source.status == NOT_SELECTED for source in sources):
         outcome = "partial"
     archived = {bundle.source: bundle for bundle in bundles}
@@ -154,7 +153,7 @@ def archive_run(
         "attempt": attempt,
         "store": {
             "url": store.url,
-            "immutable": immutable,
+            "immutable": store.immutable,
             "retention_days": retention_days,
             "stale_uploads": [_pending(upload) for upload in pending],
         },
