@@ -55,8 +55,10 @@ def test_demo_with_a_dual_s3_and_gcs_copy_verifies_both():
     out = result.stdout
     assert "start a GCS API on loopback for the second copy" in out
     assert "Store:        s3://soc2-evidence-demo/evidence + gs://soc2-evidence-demo/evidence" in out
-    assert "result     OK: archive verified" in out
-    assert "WARNING    immutability: gs://soc2-evidence-demo/evidence" in out  # the emulator holds no lock
+    # The emulator holds no lock: verify says so for that copy, and fails on nothing else.
+    assert "ERROR      immutability: gs://soc2-evidence-demo/evidence: gs://soc2-evidence-demo/evidence" in out
+    assert "verify fails only because the GCS emulator copy cannot lock objects" in out
+    assert "Verification: OK" in out
 
 
 def test_a_bad_configuration_file_is_one_line_and_starts_nothing(tmp_path):
